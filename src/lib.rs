@@ -1,0 +1,29 @@
+//! rocsync keeps a hospital's firewall allow-list in sync with the French ROC ecosystem: the
+//! Annuaire AMC's list of URLs and the Inter-AMC notifications.
+//!
+//! # Layout
+//!
+//! Data flows one way, in the order of these modules; the core (host, catalogue, plan, and the
+//! renderers in `sinks`) is pure and the I/O sits at the edges.
+//!
+//! - [`config`]: the configuration file, read in two stages (raw and validated, then runtime).
+//! - [`sources`]: where hosts come from; [`sources::annuaire`] reads the annuaire's JSON and
+//!   XML answers into an [`sources::annuaire::Answer`].
+//! - [`host`] and [`amc`]: the validated host name and the AMC number, the only forms in which
+//!   outside values travel further.
+//! - [`catalogue`]: every host with who lists it, then the desired [`catalogue::State`] that the
+//!   policy makes of it.
+//! - [`plan`]: the diff between what is in force and what is desired, the mass-removal guard
+//!   and the review modes.
+//! - [`store`]: SQLite under `store.state_dir`: what is applied, every plan, every decision,
+//!   and an append-only audit log.
+//! - [`sinks`]: what enforces a state: Squid ACL, plain list and nft script files, written
+//!   atomically.
+//! - [`engine`]: one reconcile pass, load → read → diff → plan → apply, and the plan commands.
+//! - [`cli`]: the `rocsync` command line on top of it all.
+
+pub mod amc;
+pub mod catalogue;
+pub mod host;
+pub mod plan;
+pub mod sources;

@@ -1,0 +1,478 @@
+//! The diff between what is in force and what is desired, and the plans made of it.
+//!
+//! Pure. [`HostDiff::between`] is `None` when nothing changed. [`propose`] turns a diff into
+//! one or two plans according to the review mode, and puts the mass-removal guard in front of
+//! every mode: a plan that closes too much waits for a person, whatever the configuration says.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::amc::AmcNumber;
+use crate::catalogue::{Entry, Origin, State};
+use crate::host::Host;
+
+/// One host whose entry changes: `before` is `None` for an opening, `after` is `None` for a
+/// closing; both are set when ports or provenance change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub host: Host,
+    pub before: Option<Entry>,
+    pub after: Option<Entry>,
+}
+
+/// What kind of change a [`Change`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Added,
+    Removed,
+    Changed,
+}
+
+impl Change {
+    pub fn kind(&self) -> ChangeKind {
+        match (&self.before, &self.after) {
+            (None, _) => ChangeKind::Added,
+            (Some(_), None) => ChangeKind::Removed,
+            (Some(_), Some(_)) => ChangeKind::Changed,
+        }
+    }
+
+    fn ports(entry: &Option<Entry>) -> BTreeSet<u16> {
+        entry.as_ref().map(|e| e.ports.clone()).unwrap_or_default()
+    }
+
+    fn amcs(entry: &Option<Entry>) -> BTreeSet<AmcNumber> {
+        entry.as_ref().map(|e| e.amcs.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn ports_added(&self) -> BTreeSet<u16> {
+        &Self::ports(&self.after) - &Self::ports(&self.before)
+    }
+
+    pub fn ports_removed(&self) -> BTreeSet<u16> {
+        &Self::ports(&self.before) - &Self::ports(&self.after)
+    }
+
+    pub fn amcs_added(&self) -> BTreeSet<AmcNumber> {
+        &Self::amcs(&self.after) - &Self::amcs(&self.before)
+    }
+
+    pub fn amcs_removed(&self) -> BTreeSet<AmcNumber> {
+        &Self::amcs(&self.before) - &Self::amcs(&self.after)
+    }
+
+    /// Whether the change closes something that is open: the host, or one of its ports.
+    pub fn closes(&self) -> bool {
+        !self.ports_removed().is_empty()
+    }
+
+    /// An opening the annuaire itself lists, that closes nothing: what `hybrid` applies at once.
+    pub fn is_annuaire_opening(&self) -> bool {
+        !self.closes() && self.after.as_ref().is_some_and(|e| e.origins.contains(&Origin::Annuaire))
+    }
+
+    /// The entry to describe the change with: the new one, or the old one for a closing.
+    pub fn entry(&self) -> &Entry {
+        self.after.as_ref().or(self.before.as_ref()).expect("a change has an entry")
+    }
+}
+
+/// The changes from one state to another, sorted by host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostDiff {
+    pub changes: Vec<Change>,
+}
+
+impl HostDiff {
+    /// `None` when the two states allow the same hosts on the same ports with the same
+    /// provenance.
+    pub fn between(applied: &State, desired: &State) -> Option<HostDiff> {
+        let mut changes = Vec::new();
+        let hosts: BTreeSet<&Host> = applied.entries.keys().chain(desired.entries.keys()).collect();
+        for host in hosts {
+            let before = applied.entries.get(host);
+            let after = desired.entries.get(host);
+            let differs = match (before, after) {
+                (Some(b), Some(a)) => !b.same_as(a),
+                _ => true,
+            };
+            if differs {
+                changes.push(Change { host: host.clone(), before: before.cloned(), after: after.cloned() });
+            }
+        }
+        (!changes.is_empty()).then_some(HostDiff { changes })
+    }
+
+    pub fn of_kind(&self, kind: ChangeKind) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(move |c| c.kind() == kind)
+    }
+
+    /// The state after this diff. New entries are dated `now`; kept ones keep their date.
+    pub fn apply_to(&self, state: &State, now: &str) -> State {
+        let mut next = state.clone();
+        for change in &self.changes {
+            match &change.after {
+                None => {
+                    next.entries.remove(&change.host);
+                }
+                Some(after) => {
+                    let since = state
+                        .entries
+                        .get(&change.host)
+                        .and_then(|e| e.since.clone())
+                        .unwrap_or_else(|| now.to_owned());
+                    let mut entry = after.clone();
+                    entry.since = Some(since);
+                    next.entries.insert(change.host.clone(), entry);
+                }
+            }
+        }
+        next
+    }
+
+    /// Hosts this diff closes, entirely or on some port.
+    pub fn closings(&self) -> usize {
+        self.changes.iter().filter(|c| c.closes()).count()
+    }
+}
+
+/// How plans are decided (`review.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Every plan that passes the guards is applied.
+    Auto,
+    /// Every plan waits for approval.
+    Review,
+    /// Openings that the annuaire lists are applied at once; everything else waits.
+    Hybrid,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Auto => "auto",
+            Mode::Review => "review",
+            Mode::Hybrid => "hybrid",
+        })
+    }
+}
+
+/// The mass-removal guard (`review.max_removal_percent`, `review.max_removal_hosts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guard {
+    pub max_removal_percent: u32,
+    pub max_removal_hosts: usize,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard { max_removal_percent: 20, max_removal_hosts: 10 }
+    }
+}
+
+impl Guard {
+    /// Why `diff` closes too much of `in_force` hosts, if it does.
+    pub fn check(&self, in_force: usize, diff: &HostDiff) -> Vec<String> {
+        let closing = diff.closings();
+        let mut reasons = Vec::new();
+        if in_force > 0 && closing * 100 > self.max_removal_percent as usize * in_force {
+            reasons.push(format!(
+                "closes {closing} of the {in_force} hosts in force ({}%), more than review.max_removal_percent = {}%",
+                closing * 100 / in_force,
+                self.max_removal_percent
+            ));
+        }
+        if closing > self.max_removal_hosts {
+            reasons.push(format!(
+                "closes {closing} hosts, more than review.max_removal_hosts = {}",
+                self.max_removal_hosts
+            ));
+        }
+        reasons
+    }
+}
+
+/// What [`propose`] needs besides the two states.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    pub mode: Mode,
+    pub guard: Guard,
+    /// How many values of the source's answer were rejected. When some were, a closing may be
+    /// the effect of a value rocsync could not read, so closings wait.
+    pub rejected_values: usize,
+}
+
+/// A plan before it is stored: a diff and whether, and why, it waits for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    pub diff: HostDiff,
+    pub needs_approval: bool,
+    pub reasons: Vec<String>,
+}
+
+/// The plans that take `applied` to `desired`: none when nothing changed, one in `auto` and
+/// `review` modes, and in `hybrid` mode up to two, the annuaire's openings first (applied at
+/// once) and the rest (waiting), to be applied in that order.
+pub fn propose(applied: &State, desired: &State, ctx: &Context) -> Vec<Proposal> {
+    let Some(diff) = HostDiff::between(applied, desired) else {
+        return Vec::new();
+    };
+    let mut guard_reasons = ctx.guard.check(applied.len(), &diff);
+    if ctx.rejected_values > 0 && diff.closings() > 0 {
+        guard_reasons.push(format!(
+            "the source's answer had {} rejected value(s): a closing may come from a value rocsync could not read",
+            ctx.rejected_values
+        ));
+    }
+    let notification_only = diff
+        .changes
+        .iter()
+        .filter(|c| c.after.as_ref().is_some_and(|e| e.origins == BTreeSet::from([Origin::Notification])))
+        .count();
+    if notification_only > 0 {
+        guard_reasons.push(format!(
+            "{notification_only} host(s) named only by a notification, not by the annuaire"
+        ));
+    }
+    match ctx.mode {
+        Mode::Auto => vec![Proposal { diff, needs_approval: !guard_reasons.is_empty(), reasons: guard_reasons }],
+        Mode::Review => {
+            let mut reasons = vec!["review mode: every plan waits for approval".to_owned()];
+            reasons.extend(guard_reasons);
+            vec![Proposal { diff, needs_approval: true, reasons }]
+        }
+        Mode::Hybrid => {
+            let (openings, rest): (Vec<Change>, Vec<Change>) =
+                diff.changes.into_iter().partition(Change::is_annuaire_opening);
+            let mut plans = Vec::new();
+            if !openings.is_empty() {
+                plans.push(Proposal { diff: HostDiff { changes: openings }, needs_approval: false, reasons: vec![] });
+            }
+            if !rest.is_empty() {
+                let mut reasons = vec![
+                    "hybrid mode: only openings that the annuaire lists apply without approval".to_owned(),
+                ];
+                reasons.extend(guard_reasons);
+                plans.push(Proposal { diff: HostDiff { changes: rest }, needs_approval: true, reasons });
+            }
+            plans
+        }
+    }
+}
+
+/// Where a stored plan stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waits for a person's approval.
+    Pending,
+    /// Needs no approval; not applied yet.
+    Ready,
+    /// Approved; not applied yet (or its apply failed and can be retried).
+    Approved,
+    Applied,
+    Rejected,
+    /// A newer plan, or a plan applied since, made it stale.
+    Superseded,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Ready => "ready",
+            Status::Approved => "approved",
+            Status::Applied => "applied",
+            Status::Rejected => "rejected",
+            Status::Superseded => "superseded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        [Status::Pending, Status::Ready, Status::Approved, Status::Applied, Status::Rejected, Status::Superseded]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+
+    /// Whether the plan may still be applied.
+    pub fn is_open(self) -> bool {
+        matches!(self, Status::Pending | Status::Ready | Status::Approved)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub id: i64,
+    pub created: String,
+    /// The plan whose application produced the state this plan was computed against (0 for the
+    /// empty state). A plan applies only on top of that state.
+    pub base: i64,
+    /// Which source the desired state came from (`file:…`, `https://…`).
+    pub source: String,
+    pub serial: Option<u64>,
+    pub status: Status,
+    pub needs_approval: bool,
+    pub reasons: Vec<String>,
+    pub diff: HostDiff,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::{AmcUse, Catalogue, Policy, desired};
+    use crate::sources::annuaire;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn state(name: &str) -> State {
+        let path = format!("{}/tests/fixtures/annuaire/{name}", env!("CARGO_MANIFEST_DIR"));
+        let answer = annuaire::parse(&std::fs::read(path).unwrap(), None).unwrap();
+        desired(&Catalogue::from_answer(&answer), &Policy::default())
+    }
+
+    fn ctx(mode: Mode) -> Context {
+        Context { mode, guard: Guard::default(), rejected_values: 0 }
+    }
+
+    fn names<'a>(it: impl Iterator<Item = &'a Change>) -> Vec<&'a str> {
+        it.map(|c| c.host.as_str()).collect()
+    }
+
+    #[test]
+    fn v1_to_v2() {
+        let diff = HostDiff::between(&state("urls-v1.json"), &state("urls-v2.json")).unwrap();
+        assert_eq!(
+            names(diff.of_kind(ChangeKind::Added)),
+            ["clc.nouvelle-mutuelle-sud.test", "idb.nouvelle-mutuelle-sud.test", "idb2.roc.mutuelle-exemple.test"]
+        );
+        assert_eq!(names(diff.of_kind(ChangeKind::Removed)), ["idb.roc.mutuelle-exemple.test"]);
+        // The operator shared by two AMCs stays when one of them leaves.
+        assert_eq!(names(diff.of_kind(ChangeKind::Changed)), ["clc.otp-ouest.test", "idb.otp-ouest.test"]);
+        let shared = diff.of_kind(ChangeKind::Changed).next().unwrap();
+        assert!(!shared.closes());
+        assert_eq!(shared.amcs_removed(), BTreeSet::from([AmcNumber::parse("567891234").unwrap()]));
+        assert_eq!(diff.closings(), 1);
+    }
+
+    #[test]
+    fn same_state_is_no_diff() {
+        assert_eq!(HostDiff::between(&state("urls-v1.json"), &state("urls-v1.xml")), None);
+        assert!(propose(&state("urls-v1.json"), &state("urls-v1.json"), &ctx(Mode::Auto)).is_empty());
+    }
+
+    #[test]
+    fn emptied_source_needs_approval_in_every_mode() {
+        let v1 = state("urls-v1.json");
+        let empty = state("empty-organismes.json");
+        for mode in [Mode::Auto, Mode::Review, Mode::Hybrid] {
+            let plans = propose(&v1, &empty, &ctx(mode));
+            assert_eq!(plans.len(), 1, "{mode}");
+            assert!(plans[0].needs_approval, "{mode}");
+            assert!(plans[0].reasons.iter().any(|r| r.contains("closes 12 of the 12 hosts in force (100%)")), "{:?}", plans[0].reasons);
+            assert!(plans[0].reasons.iter().any(|r| r.contains("max_removal_hosts = 10")));
+        }
+    }
+
+    #[test]
+    fn guard_thresholds_are_strict() {
+        let guard = Guard { max_removal_percent: 50, max_removal_hosts: 1 };
+        let v1 = state("urls-v1.json");
+        let mut one_less = v1.clone();
+        one_less.entries.pop_first();
+        let diff = HostDiff::between(&v1, &one_less).unwrap();
+        assert!(guard.check(v1.len(), &diff).is_empty());
+        assert_eq!(guard.check(2, &diff).len(), 0, "1 of 2 is 50%, not more");
+        assert_eq!(guard.check(1, &diff).len(), 1, "1 of 1 is 100%");
+    }
+
+    #[test]
+    fn modes() {
+        let (v1, v2) = (state("urls-v1.json"), state("urls-v2.json"));
+        let auto = propose(&v1, &v2, &ctx(Mode::Auto));
+        assert_eq!((auto.len(), auto[0].needs_approval), (1, false));
+        let review = propose(&v1, &v2, &ctx(Mode::Review));
+        assert_eq!((review.len(), review[0].needs_approval), (1, true));
+        let hybrid = propose(&v1, &v2, &ctx(Mode::Hybrid));
+        assert_eq!(hybrid.len(), 2);
+        assert!(!hybrid[0].needs_approval && hybrid[1].needs_approval);
+        assert_eq!(hybrid[0].diff.closings(), 0);
+        assert_eq!(names(hybrid[1].diff.changes.iter()), ["idb.roc.mutuelle-exemple.test"]);
+        // Applied in order, the two hybrid plans reach the desired state.
+        let mid = hybrid[0].diff.apply_to(&v1, "t1");
+        let end = hybrid[1].diff.apply_to(&mid, "t2");
+        assert_eq!(HostDiff::between(&end, &v2), None);
+    }
+
+    #[test]
+    fn rejected_values_hold_closings() {
+        let (v1, v2) = (state("urls-v1.json"), state("urls-v2.json"));
+        let plans = propose(&v1, &v2, &Context { rejected_values: 2, ..ctx(Mode::Auto) });
+        assert!(plans[0].needs_approval);
+        assert!(plans[0].reasons[0].contains("2 rejected value(s)"));
+    }
+
+    #[test]
+    fn apply_keeps_since() {
+        let v1 = state("urls-v1.json");
+        let first = HostDiff::between(&State::default(), &v1).unwrap().apply_to(&State::default(), "t1");
+        let v2 = state("urls-v2.json");
+        let second = HostDiff::between(&first, &v2).unwrap().apply_to(&first, "t2");
+        let since = |s: &State, h: &str| s.entries[&Host::parse(h).unwrap()].since.clone().unwrap();
+        assert_eq!(since(&second, "idb.otp-ouest.test"), "t1");
+        assert_eq!(since(&second, "idb2.roc.mutuelle-exemple.test"), "t2");
+    }
+
+    fn arb_state() -> impl Strategy<Value = State> {
+        let entry = (proptest::collection::btree_set(1u16..5, 1..3), proptest::collection::btree_set(0u8..3, 0..3))
+            .prop_map(|(ports, amcs)| Entry {
+                ports,
+                amcs: amcs
+                    .into_iter()
+                    .map(|n| {
+                        let number = AmcNumber::parse(&format!("10000000{n}")).unwrap();
+                        (number, AmcUse { name: format!("AMC {n}"), services: BTreeSet::new() })
+                    })
+                    .collect(),
+                origins: BTreeSet::from([Origin::Annuaire]),
+                since: None,
+            });
+        proptest::collection::btree_map(0u8..20, entry, 0..12).prop_map(|m| State {
+            entries: m.into_iter().map(|(k, e)| (Host::parse(&format!("h{k}.a.test")).unwrap(), e)).collect::<BTreeMap<_, _>>(),
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn applying_the_diff_reaches_the_desired_state(a in arb_state(), b in arb_state()) {
+            match HostDiff::between(&a, &b) {
+                None => prop_assert_eq!(&a, &b),
+                Some(diff) => {
+                    let reached = diff.apply_to(&a, "now");
+                    prop_assert_eq!(HostDiff::between(&reached, &b), None);
+                    prop_assert!(diff.changes.windows(2).all(|w| w[0].host < w[1].host));
+                }
+            }
+        }
+
+        #[test]
+        fn hybrid_never_applies_a_closing_without_approval(a in arb_state(), b in arb_state()) {
+            for p in propose(&a, &b, &ctx(Mode::Hybrid)) {
+                prop_assert!(p.needs_approval || p.diff.closings() == 0);
+            }
+            for p in propose(&a, &b, &ctx(Mode::Auto)) {
+                let removed = p.diff.closings();
+                prop_assert!(p.needs_approval || (removed <= 10 && removed * 100 <= 20 * a.len()));
+            }
+        }
+    }
+}

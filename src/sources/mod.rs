@@ -1,0 +1,46 @@
+//! Where hosts come from. Each source yields an annuaire [`annuaire::Answer`]; a source error
+//! is a reason to keep what is in force, never an empty list.
+
+pub mod annuaire;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Why a source could not be read. Nothing is planned from a source error.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The file could not be opened or read.
+    #[error("cannot read {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The body is larger than `annuaire.max_body_bytes`: an annuaire answer is a few hundred
+    /// kilobytes, so this is something else.
+    #[error("{input} is larger than the limit of {limit} bytes")]
+    TooLarge { input: String, limit: u64 },
+    /// The body is not an annuaire answer.
+    #[error("{input} is not an annuaire answer")]
+    Answer {
+        input: String,
+        #[source]
+        source: annuaire::AnswerError,
+    },
+}
+
+/// Reads an annuaire answer saved in a file (the embedded default, `rocsync plan --source`,
+/// `rocsync inspect annuaire`). The format is sniffed, as for an HTTP answer without a
+/// content type.
+pub fn read_annuaire_file(path: &Path, limit: u64) -> Result<annuaire::Answer, SourceError> {
+    let io = |source| SourceError::Io { path: path.to_owned(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut body = Vec::new();
+    // Read one byte past the limit to tell "exactly the limit" from "more".
+    file.take(limit.saturating_add(1)).read_to_end(&mut body).map_err(io)?;
+    if body.len() as u64 > limit {
+        return Err(SourceError::TooLarge { input: path.display().to_string(), limit });
+    }
+    annuaire::parse(&body, None)
+        .map_err(|source| SourceError::Answer { input: path.display().to_string(), source })
+}
