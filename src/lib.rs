@@ -25,5 +25,6 @@
 pub mod amc;
 pub mod catalogue;
 pub mod host;
+pub mod sinks;
 pub mod plan;
 pub mod sources;

@@ -1,0 +1,43 @@
+//! What enforces a state. The renderers (`squid`, `plain`, `nft_script`) are pure functions of
+//! the state; [`files::FileSink`] writes what they render, atomically.
+//!
+//! Every sink only ever sees validated [`crate::host::Host`] values: nothing from outside
+//! reaches a file without passing host validation.
+
+pub mod files;
+pub mod nft_script;
+pub mod plain;
+pub mod squid;
+
+use std::path::PathBuf;
+
+use crate::catalogue::State;
+
+/// Something that enforces a state.
+pub trait Sink {
+    /// A short name for logs and messages (`files`, `nftables`).
+    fn name(&self) -> &str;
+    /// Enforces `state`, produced by plan `plan_id`. On error, what was in force stays.
+    fn apply(&self, state: &State, plan_id: i64) -> Result<(), SinkError>;
+    /// What differs between what this sink enforces and `state`: one line per difference,
+    /// empty when they agree.
+    fn drift(&self, state: &State, plan_id: i64) -> Vec<String>;
+}
+
+/// Why a sink could not enforce a state.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Writing, syncing or renaming an output file failed; the old file is intact.
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Free text from outside (an AMC's name) made safe for a `#` comment line: control
+/// characters, line breaks included, become spaces, so the text cannot end the comment.
+pub fn comment_text(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}

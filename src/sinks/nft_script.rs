@@ -1,0 +1,123 @@
+//! An `nft -f` script that defines rocsync's table and its address sets, for review and for
+//! administrators who load rules themselves.
+//!
+//! Sets hold `address . port` pairs; a host name cannot go into a set, so the hosts behind them
+//! are listed in comments, and the elements are the addresses the resolver found (none yet
+//! when nothing was resolved). A wildcard cannot be enforced by address: the comment says to
+//! allow it through the proxy export instead.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::net::IpAddr;
+
+use crate::catalogue::State;
+use crate::host::Host;
+use crate::sinks::comment_text;
+
+/// The names rocsync owns in nftables (`[nftables]` `table`, `set_v4`, `set_v6`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftNames {
+    pub table: String,
+    pub set_v4: String,
+    pub set_v6: String,
+}
+
+impl Default for NftNames {
+    fn default() -> Self {
+        NftNames { table: "rocsync".into(), set_v4: "rocsync_v4".into(), set_v6: "rocsync_v6".into() }
+    }
+}
+
+/// Addresses resolved for each host.
+pub type Addresses = BTreeMap<Host, BTreeSet<IpAddr>>;
+
+pub fn render(state: &State, plan_id: i64, names: &NftNames, addresses: &Addresses) -> String {
+    let table = &names.table;
+    let mut out = String::new();
+    let w = &mut out;
+    // Writing to a String cannot fail; `ok()` keeps the lines short.
+    writeln!(w, "#!/usr/sbin/nft -f").ok();
+    writeln!(w, "# rocsync: table inet {table}, from plan {plan_id}. Check with: nft -c -f FILE").ok();
+    writeln!(w, "# rocsync owns this table and nothing else; loading this file replaces it whole.").ok();
+    writeln!(w, "#").ok();
+    writeln!(w, "# host, TCP ports, AMC (services):").ok();
+    for (host, entry) in &state.entries {
+        let ports: Vec<String> = entry.ports.iter().map(u16::to_string).collect();
+        let mut who: Vec<String> = entry
+            .amcs
+            .iter()
+            .map(|(n, u)| {
+                let services: Vec<&str> = u.services.iter().map(String::as_str).collect();
+                format!("{n} {} ({})", comment_text(&u.name), services.join(", "))
+            })
+            .collect();
+        if entry.amcs.is_empty() {
+            who.push(entry.origins.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", "));
+        }
+        writeln!(w, "#   {host}  tcp/{}  {}", ports.join(","), who.join("; ")).ok();
+        if host.is_wildcard() {
+            writeln!(w, "#     (a wildcard cannot be enforced by address: allow it through the proxy export)").ok();
+        } else if !addresses.contains_key(host) {
+            writeln!(w, "#     (no address resolved yet)").ok();
+        }
+    }
+    let (mut v4, mut v6) = (BTreeSet::new(), BTreeSet::new());
+    for (host, entry) in &state.entries {
+        for addr in addresses.get(host).into_iter().flatten() {
+            for port in &entry.ports {
+                match addr {
+                    IpAddr::V4(a) => v4.insert(format!("{a} . {port}")),
+                    IpAddr::V6(a) => v6.insert(format!("{a} . {port}")),
+                };
+            }
+        }
+    }
+    // Declaring the table before deleting it makes the delete succeed when the table does not
+    // exist yet, so the script loads the same on a fresh machine and on a running one.
+    writeln!(w, "\ntable inet {table} {{}}\ndelete table inet {table}\n\ntable inet {table} {{").ok();
+    for (name, kind, elements) in [(&names.set_v4, "ipv4_addr", v4), (&names.set_v6, "ipv6_addr", v6)] {
+        writeln!(w, "\tset {name} {{\n\t\ttype {kind} . inet_service\n\t\tflags timeout").ok();
+        if !elements.is_empty() {
+            let list: Vec<String> = elements.into_iter().collect();
+            writeln!(w, "\t\telements = {{ {} }}", list.join(",\n\t\t\t     ")).ok();
+        }
+        writeln!(w, "\t}}").ok();
+    }
+    writeln!(w, "}}").ok();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::{AmcUse, Entry, Origin};
+    use crate::amc::AmcNumber;
+
+    #[test]
+    fn lists_hosts_and_fills_sets_with_resolved_addresses() {
+        let mut entry = Entry {
+            ports: BTreeSet::from([443, 8443]),
+            amcs: BTreeMap::from([(
+                AmcNumber::parse("123456789").unwrap(),
+                AmcUse { name: "EVIL\n}\ntable ip x {".into(), services: BTreeSet::from(["IDB".into()]) },
+            )]),
+            origins: BTreeSet::from([Origin::Annuaire]),
+            since: None,
+        };
+        let host = Host::parse("idb.a.test").unwrap();
+        let mut state = State::default();
+        state.entries.insert(host.clone(), entry.clone());
+        entry.ports = BTreeSet::from([443]);
+        state.entries.insert(Host::parse("*.w.a.test").unwrap(), entry);
+        let addresses = Addresses::from([(
+            host,
+            BTreeSet::from(["198.18.0.10".parse().unwrap(), "2001:db8::10".parse().unwrap()]),
+        )]);
+        let script = render(&state, 3, &NftNames::default(), &addresses);
+        assert!(script.contains("elements = { 198.18.0.10 . 443,\n\t\t\t     198.18.0.10 . 8443 }"), "{script}");
+        assert!(script.contains("elements = { 2001:db8::10 . 443,"), "{script}");
+        assert!(script.contains("#   *.w.a.test  tcp/443  123456789 EVIL } table ip x { (IDB)"), "{script}");
+        // The hostile name stayed inside its comment line.
+        assert_eq!(script.lines().filter(|l| l.starts_with("table ")).count(), 2, "{script}");
+    }
+}
