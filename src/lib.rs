@@ -24,6 +24,7 @@
 
 pub mod amc;
 pub mod catalogue;
+pub mod config;
 pub mod host;
 pub mod sinks;
 pub mod plan;

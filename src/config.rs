@@ -1,0 +1,993 @@
+//! The configuration file, read in two stages.
+//!
+//! [`RawConfig`] mirrors the TOML file (`deny_unknown_fields` everywhere) and is only checked;
+//! [`Config`] is what the rest of rocsync uses, with paths resolved and values typed.
+//! [`Config::load`] collects every problem before giving up: each unknown key (with its line,
+//! column and the closest valid key), each wrong type, each invalid value.
+//!
+//! Relative paths are resolved against the directory of the configuration file. Secrets are
+//! never written in the file itself: a [`SecretRef`] names a file or an environment variable.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+
+use crate::amc::AmcNumber;
+use crate::catalogue::{HostPorts, Policy};
+use crate::host::Host;
+use crate::plan::{Guard, Mode};
+use crate::sinks::files::{Export, FileExport, FileSink};
+use crate::sinks::nft_script::NftNames;
+use crate::sinks::plain::WildcardStyle;
+
+/// The configuration as written. Field docs are in `config.example.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub annuaire: RawAnnuaire,
+    pub notifications: RawNotifications,
+    pub resolver: RawResolver,
+    pub nftables: RawNftables,
+    pub exports: RawExports,
+    pub policy: RawPolicy,
+    pub watch: RawWatch,
+    pub alerts: RawAlerts,
+    pub review: RawReview,
+    pub store: RawStore,
+}
+
+/// Where a secret is read from: `{ file = "/etc/rocsync/p12.pass" }` or `{ env = "VAR" }`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    pub file: Option<PathBuf>,
+    pub env: Option<String>,
+}
+
+impl SecretRef {
+    /// Reads the secret; a trailing line break in a file is not part of it.
+    pub fn read(&self, base: &Path) -> Result<String, String> {
+        match (&self.file, &self.env) {
+            (Some(file), None) => {
+                let path = base.join(file);
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let secret = text.trim_end_matches(['\r', '\n']).to_owned();
+                if secret.is_empty() {
+                    return Err(format!("{} is empty", path.display()));
+                }
+                Ok(secret)
+            }
+            (None, Some(var)) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set")),
+            _ => Err("give exactly one of `file` or `env`".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAnnuaire {
+    pub url: String,
+    pub client_pkcs12: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub client_password: Option<SecretRef>,
+    pub ca_bundle: Option<PathBuf>,
+    pub use_system_roots: bool,
+    pub poll_interval: String,
+    pub poll_jitter: String,
+    pub connect_timeout: String,
+    pub timeout: String,
+    pub max_body_bytes: u64,
+    pub backoff_max: String,
+    pub unreachable_alert_after: String,
+    pub cert_expiry_warning: String,
+}
+
+impl Default for RawAnnuaire {
+    fn default() -> Self {
+        RawAnnuaire {
+            url: String::new(),
+            client_pkcs12: None,
+            client_cert: None,
+            client_key: None,
+            client_password: None,
+            ca_bundle: None,
+            use_system_roots: false,
+            poll_interval: "10m".into(),
+            poll_jitter: "1m".into(),
+            connect_timeout: "10s".into(),
+            timeout: "60s".into(),
+            max_body_bytes: 8 * 1024 * 1024,
+            backoff_max: "30m".into(),
+            unreachable_alert_after: "2h".into(),
+            cert_expiry_warning: "30d".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MailSource {
+    #[default]
+    Imap,
+    Maildir,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNotifications {
+    pub enabled: bool,
+    pub source: MailSource,
+    pub allowed_senders: Vec<String>,
+    pub require_dkim_pass: bool,
+    pub debounce: String,
+    pub imap: RawImap,
+    pub maildir: RawMaildir,
+}
+
+impl Default for RawNotifications {
+    fn default() -> Self {
+        RawNotifications {
+            enabled: false,
+            source: MailSource::Imap,
+            allowed_senders: Vec::new(),
+            require_dkim_pass: false,
+            debounce: "30s".into(),
+            imap: RawImap::default(),
+            maildir: RawMaildir::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (IMAPS 993, SMTPS 465).
+    #[default]
+    Tls,
+    /// Plain connection upgraded with STARTTLS.
+    Starttls,
+    /// No TLS: only for a server on loopback.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawImap {
+    pub server: String,
+    pub port: u16,
+    pub security: TlsMode,
+    pub username: String,
+    pub password: Option<SecretRef>,
+    pub folder: String,
+    pub processed_folder: String,
+    pub use_idle: bool,
+    pub poll_interval: String,
+}
+
+impl Default for RawImap {
+    fn default() -> Self {
+        RawImap {
+            server: String::new(),
+            port: 993,
+            security: TlsMode::Tls,
+            username: String::new(),
+            password: None,
+            folder: "INBOX".into(),
+            processed_folder: "rocsync-traites".into(),
+            use_idle: true,
+            poll_interval: "2m".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMaildir {
+    pub path: Option<PathBuf>,
+    pub rescan_interval: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawResolver {
+    /// `ip` or `ip:port`; empty means the system's resolvers.
+    pub servers: Vec<String>,
+    pub min_ttl: String,
+    pub max_ttl: String,
+    pub grace: String,
+    pub concurrency: usize,
+    pub timeout: String,
+}
+
+impl Default for RawResolver {
+    fn default() -> Self {
+        RawResolver {
+            servers: Vec::new(),
+            min_ttl: "30s".into(),
+            max_ttl: "1h".into(),
+            grace: "1h".into(),
+            concurrency: 32,
+            timeout: "5s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NftMode {
+    /// rocsync keeps its sets; the administrator's ruleset refers to them.
+    #[default]
+    SetsOnly,
+    /// rocsync also installs a chain that accepts the sets.
+    Managed,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NftHook {
+    #[default]
+    Forward,
+    Output,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNftables {
+    pub enabled: bool,
+    pub table: String,
+    pub set_v4: String,
+    pub set_v6: String,
+    pub mode: NftMode,
+    pub hook: NftHook,
+    pub log_drops: bool,
+    pub log_prefix: String,
+}
+
+impl Default for RawNftables {
+    fn default() -> Self {
+        let names = NftNames::default();
+        RawNftables {
+            enabled: false,
+            table: names.table,
+            set_v4: names.set_v4,
+            set_v6: names.set_v6,
+            mode: NftMode::SetsOnly,
+            hook: NftHook::Forward,
+            log_drops: true,
+            log_prefix: "rocsync-drop: ".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawExports {
+    pub squid: Option<RawFileExport>,
+    pub plain: Option<RawPlainExport>,
+    pub nft_script: Option<RawFileExport>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFileExport {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlainExport {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub wildcard_style: WildcardStyle,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPolicy {
+    pub extra_hosts: Vec<String>,
+    pub exclude_hosts: Vec<String>,
+    pub mirror_amc: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWatch {
+    pub squid_access_log: Option<PathBuf>,
+    pub nft_log: Option<PathBuf>,
+    pub journal: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    #[default]
+    Fr,
+    En,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAlerts {
+    pub enabled: bool,
+    pub language: Language,
+    pub from: String,
+    pub dedup_window: String,
+    pub max_per_hour: u32,
+    pub smtp: RawSmtp,
+    pub recipients: RawRecipients,
+}
+
+impl Default for RawAlerts {
+    fn default() -> Self {
+        RawAlerts {
+            enabled: false,
+            language: Language::Fr,
+            from: String::new(),
+            dedup_window: "1h".into(),
+            max_per_hour: 20,
+            smtp: RawSmtp::default(),
+            recipients: RawRecipients::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSmtp {
+    pub server: String,
+    pub port: u16,
+    pub security: TlsMode,
+    pub username: String,
+    pub password: Option<SecretRef>,
+    pub timeout: String,
+}
+
+impl Default for RawSmtp {
+    fn default() -> Self {
+        RawSmtp {
+            server: String::new(),
+            port: 587,
+            security: TlsMode::Starttls,
+            username: String::new(),
+            password: None,
+            timeout: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRecipients {
+    pub dsi: Vec<String>,
+    pub helpdesk: Vec<String>,
+    pub rssi: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawReview {
+    pub mode: Mode,
+    pub max_removal_percent: u32,
+    pub max_removal_hosts: usize,
+    pub remind_after: String,
+}
+
+impl Default for RawReview {
+    fn default() -> Self {
+        let guard = Guard::default();
+        RawReview {
+            mode: Mode::Hybrid,
+            max_removal_percent: guard.max_removal_percent,
+            max_removal_hosts: guard.max_removal_hosts,
+            remind_after: "24h".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    pub state_dir: PathBuf,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore { state_dir: PathBuf::from("/var/lib/rocsync") }
+    }
+}
+
+/// One problem with the configuration, with where it is when that is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line and column.
+    pub at: Option<(usize, usize)>,
+    /// The dotted key (`annuaire.url`).
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((line, col)) = self.at {
+            write!(f, "line {line}, column {col}: ")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "`{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in one configuration file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, or `<embedded>`.
+    pub origin: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} problem(s)", self.origin, self.problems.len())?;
+        for p in &self.problems {
+            write!(f, "\n  {}: {p}", self.origin)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the annuaire answer comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnnuaireSource {
+    /// A saved answer (`file:PATH`): the embedded default, tests, offline use.
+    File(PathBuf),
+    /// The live web service, over mutual TLS.
+    Https(url::Url),
+}
+
+impl fmt::Display for AnnuaireSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AnnuaireSource::File(p) => write!(f, "file:{}", p.display()),
+            AnnuaireSource::Https(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// The configuration rocsync runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The directory relative paths were resolved against.
+    pub base_dir: PathBuf,
+    pub source: AnnuaireSource,
+    pub max_body_bytes: u64,
+    pub policy: Policy,
+    pub mode: Mode,
+    pub guard: Guard,
+    pub files: FileSink,
+    pub state_dir: PathBuf,
+    /// Every section as written and checked, for the parts of rocsync that read them.
+    pub raw: RawConfig,
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn from_path(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            problems: vec![Problem { at: None, key: None, message: format!("cannot read: {e}") }],
+        })?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Config::load(&text, &origin, base)
+    }
+
+    /// Checks `text` (read from `origin`), resolving relative paths against `base_dir`.
+    pub fn load(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError { origin: origin.to_owned(), problems };
+        let root = DeTable::parse(text).map_err(|e| {
+            fail(vec![Problem { at: e.span().map(|s| line_col(text, s.start)), key: None, message: e.message().to_owned() }])
+        })?;
+        let (raw, mut problems) = deserialize_collecting(text, root.clone());
+        let raw = raw.unwrap_or_default();
+        let config = check(raw, base_dir, &mut problems);
+        for p in &mut problems {
+            if p.at.is_none() {
+                p.at = p.key.as_deref().and_then(|k| key_span(root.get_ref(), k)).map(|s| line_col(text, s));
+            }
+        }
+        // In file order, as a person fixes them; problems with no place last.
+        problems.sort_by_key(|p| p.at.unwrap_or((usize::MAX, 0)));
+        if problems.is_empty() { Ok(config) } else { Err(fail(problems)) }
+    }
+}
+
+/// Deserialises, and on each error records it, removes the offending key and tries again, so
+/// that one run reports every unknown key and every wrong type.
+fn deserialize_collecting(
+    text: &str,
+    mut table: toml::Spanned<DeTable<'_>>,
+) -> (Option<RawConfig>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    // Each round removes one key, so the number of keys bounds the loop; this bounds it again.
+    for _ in 0..256 {
+        match RawConfig::deserialize(toml::de::Deserializer::from(table.clone())) {
+            Ok(raw) => return (Some(raw), problems),
+            Err(e) => {
+                let removed = e.span().and_then(|span| remove_at(table.get_mut(), &span, ""));
+                let at = e.span().map(|s| line_col(text, s.start));
+                let message = match &removed {
+                    Some((key, _)) if e.message().starts_with("unknown field") => unknown_key_message(e.message(), key),
+                    _ => e.message().to_owned(),
+                };
+                problems.push(Problem { at, key: removed.as_ref().map(|(path, _)| path.clone()), message });
+                if removed.is_none() {
+                    return (None, problems);
+                }
+            }
+        }
+    }
+    (None, problems)
+}
+
+/// "unknown field `urll`, expected one of `url`, `format`" → "unknown key; did you mean `url`?"
+fn unknown_key_message(serde_message: &str, path: &str) -> String {
+    let key = path.rsplit('.').next().unwrap_or(path);
+    let expected = serde_message.split_once("expected").map(|(_, rest)| rest).unwrap_or("");
+    let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let best = valid
+        .iter()
+        .map(|v| (strsim::jaro_winkler(key, v), *v))
+        .filter(|(score, _)| *score >= 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((_, v)) => format!("unknown key; did you mean `{v}`?"),
+        None if valid.is_empty() => "unknown key; this table takes no keys".to_owned(),
+        None => format!("unknown key; valid keys here: {}", valid.join(", ")),
+    }
+}
+
+/// Removes the key whose name or value spans `span`; returns its dotted path.
+fn remove_at(table: &mut DeTable<'_>, span: &std::ops::Range<usize>, prefix: &str) -> Option<(String, ())> {
+    let hit = table.iter().find(|(k, v)| k.span() == *span || v.span() == *span).map(|(k, _)| k.clone());
+    if let Some(key) = hit {
+        table.remove(&key);
+        return Some((join(prefix, key.get_ref()), ()));
+    }
+    for (k, v) in table.iter_mut() {
+        let path = join(prefix, k.get_ref());
+        match v.get_mut() {
+            DeValue::Table(t) => {
+                if let Some(found) = remove_at(t, span, &path) {
+                    return Some(found);
+                }
+            }
+            DeValue::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    if let DeValue::Table(t) = item.get_mut() {
+                        if let Some(found) = remove_at(t, span, &format!("{path}[{i}]")) {
+                            return Some(found);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") }
+}
+
+/// The byte offset of the key `dotted` (`a.b.c`, `a.list[2]`) in the document, if it is there.
+fn key_span(table: &DeTable<'_>, dotted: &str) -> Option<usize> {
+    let (head, rest) = match dotted.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (dotted, None),
+    };
+    let (name, index) = match head.strip_suffix(']').and_then(|h| h.split_once('[')) {
+        Some((name, i)) => (name, i.parse::<usize>().ok()),
+        None => (head, None),
+    };
+    let (key, value) = table.iter().find(|(k, _)| k.get_ref() == name)?;
+    let value = match (index, value.get_ref()) {
+        (Some(i), DeValue::Array(items)) => items.get(i)?,
+        _ => value,
+    };
+    match (rest, value.get_ref()) {
+        (None, _) if index.is_some() => Some(value.span().start),
+        (None, _) => Some(key.span().start),
+        (Some(rest), DeValue::Table(t)) => key_span(t, rest).or(Some(key.span().start)),
+        (Some(_), _) => Some(value.span().start),
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..text.floor_char_boundary(offset.min(text.len()))];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// Checks values that the types alone cannot, and builds the runtime configuration.
+fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
+    let mut bad = |key: &str, message: String| {
+        problems.push(Problem { at: None, key: Some(key.to_owned()), message });
+    };
+    let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+
+    let a = &raw.annuaire;
+    let source = if a.url.is_empty() {
+        bad("annuaire.url", "is required (`https://…` for the web service, `file:PATH` for a saved answer)".into());
+        AnnuaireSource::File(PathBuf::new())
+    } else if let Some(path) = a.url.strip_prefix("file:") {
+        let path = resolve(Path::new(path.strip_prefix("//").unwrap_or(path)));
+        if !path.is_file() {
+            bad("annuaire.url", format!("{} is not a readable file", path.display()));
+        }
+        AnnuaireSource::File(path)
+    } else {
+        match url::Url::parse(&a.url) {
+            Ok(u) if u.scheme() == "https" => {
+                check_tls_client(a, base, &mut bad);
+                AnnuaireSource::Https(u)
+            }
+            Ok(u) => {
+                bad("annuaire.url", format!("scheme `{}` is neither https nor file", u.scheme()));
+                AnnuaireSource::File(PathBuf::new())
+            }
+            Err(e) => {
+                bad("annuaire.url", format!("not a URL: {e}"));
+                AnnuaireSource::File(PathBuf::new())
+            }
+        }
+    };
+    for (key, value) in [
+        ("annuaire.poll_interval", &a.poll_interval),
+        ("annuaire.poll_jitter", &a.poll_jitter),
+        ("annuaire.connect_timeout", &a.connect_timeout),
+        ("annuaire.timeout", &a.timeout),
+        ("annuaire.backoff_max", &a.backoff_max),
+        ("annuaire.unreachable_alert_after", &a.unreachable_alert_after),
+        ("annuaire.cert_expiry_warning", &a.cert_expiry_warning),
+        ("notifications.debounce", &raw.notifications.debounce),
+        ("notifications.imap.poll_interval", &raw.notifications.imap.poll_interval),
+        ("resolver.min_ttl", &raw.resolver.min_ttl),
+        ("resolver.max_ttl", &raw.resolver.max_ttl),
+        ("resolver.grace", &raw.resolver.grace),
+        ("resolver.timeout", &raw.resolver.timeout),
+        ("alerts.dedup_window", &raw.alerts.dedup_window),
+        ("alerts.smtp.timeout", &raw.alerts.smtp.timeout),
+        ("review.remind_after", &raw.review.remind_after),
+    ] {
+        if let Err(e) = duration(value) {
+            bad(key, e);
+        }
+    }
+    if let Some(rescan) = &raw.notifications.maildir.rescan_interval {
+        if let Err(e) = duration(rescan) {
+            bad("notifications.maildir.rescan_interval", e);
+        }
+    }
+    if a.max_body_bytes == 0 {
+        bad("annuaire.max_body_bytes", "must be more than 0".into());
+    }
+
+    check_notifications(&raw.notifications, base, &mut bad);
+    if let (Ok(min), Ok(max)) = (duration(&raw.resolver.min_ttl), duration(&raw.resolver.max_ttl)) {
+        if min > max {
+            bad("resolver.min_ttl", "is longer than resolver.max_ttl".into());
+        }
+    }
+    for (i, server) in raw.resolver.servers.iter().enumerate() {
+        let ok = server.parse::<std::net::IpAddr>().is_ok() || server.parse::<std::net::SocketAddr>().is_ok();
+        if !ok {
+            bad(&format!("resolver.servers[{i}]"), format!("`{server}` is not an IP address or IP:port"));
+        }
+    }
+    if raw.resolver.concurrency == 0 {
+        bad("resolver.concurrency", "must be at least 1".into());
+    }
+    let n = &raw.nftables;
+    for (key, value) in [("nftables.table", &n.table), ("nftables.set_v4", &n.set_v4), ("nftables.set_v6", &n.set_v6)] {
+        if !is_nft_identifier(value) {
+            bad(key, format!("`{value}` is not an nftables name (a letter, then letters, digits or `_`, at most 32)"));
+        }
+    }
+    if n.log_prefix.len() > 127 || n.log_prefix.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+        bad("nftables.log_prefix", "must be printable, without quotes or backslashes, at most 127 bytes".into());
+    }
+
+    let policy = check_policy(&raw.policy, &mut bad);
+
+    let r = &raw.review;
+    if r.max_removal_percent > 100 {
+        bad("review.max_removal_percent", format!("{} is more than 100", r.max_removal_percent));
+    }
+    check_alerts(&raw.alerts, base, &mut bad);
+
+    let names = NftNames { table: n.table.clone(), set_v4: n.set_v4.clone(), set_v6: n.set_v6.clone() };
+    let mut exports = Vec::new();
+    let e = &raw.exports;
+    if let Some(s) = e.squid.as_ref().filter(|s| s.enabled) {
+        exports.push(FileExport { export: Export::Squid, path: resolve(&s.path) });
+    }
+    if let Some(p) = e.plain.as_ref().filter(|p| p.enabled) {
+        exports.push(FileExport { export: Export::Plain(p.wildcard_style), path: resolve(&p.path) });
+    }
+    if let Some(s) = e.nft_script.as_ref().filter(|s| s.enabled) {
+        exports.push(FileExport { export: Export::NftScript(names), path: resolve(&s.path) });
+    }
+    let mut seen = BTreeSet::new();
+    for f in &exports {
+        if !seen.insert(f.path.clone()) {
+            bad("exports", format!("two exports write {}", f.path.display()));
+        }
+    }
+    if exports.is_empty() && !n.enabled {
+        bad("exports", "nothing enforces the allow-list: configure an export or enable [nftables]".into());
+    }
+
+    Config {
+        base_dir: base.to_owned(),
+        source,
+        max_body_bytes: a.max_body_bytes,
+        policy,
+        mode: r.mode,
+        guard: Guard { max_removal_percent: r.max_removal_percent, max_removal_hosts: r.max_removal_hosts },
+        files: FileSink { exports },
+        state_dir: resolve(&raw.store.state_dir),
+        raw,
+    }
+}
+
+type Bad<'a> = dyn FnMut(&str, String) + 'a;
+
+fn check_tls_client(a: &RawAnnuaire, base: &Path, bad: &mut Bad<'_>) {
+    match (&a.client_pkcs12, &a.client_cert, &a.client_key) {
+        (Some(p12), None, None) => {
+            check_file(bad, "annuaire.client_pkcs12", base, p12);
+            match &a.client_password {
+                Some(secret) => check_secret(bad, "annuaire.client_password", base, secret),
+                None => bad("annuaire.client_password", "a PKCS#12 identity needs its password (`{ file = … }` or `{ env = … }`)".into()),
+            }
+        }
+        (None, Some(cert), Some(key)) => {
+            check_file(bad, "annuaire.client_cert", base, cert);
+            check_file(bad, "annuaire.client_key", base, key);
+            if let Some(secret) = &a.client_password {
+                check_secret(bad, "annuaire.client_password", base, secret);
+            }
+        }
+        _ => bad(
+            "annuaire",
+            "the web service needs the hospital's certificate: `client_pkcs12`, or `client_cert` with `client_key`".into(),
+        ),
+    }
+    match &a.ca_bundle {
+        Some(ca) => check_file(bad, "annuaire.ca_bundle", base, ca),
+        None if a.use_system_roots => {}
+        None => bad("annuaire.ca_bundle", "is required: the IGC OSI CA bundle that signs the annuaire's certificate".into()),
+    }
+}
+
+fn check_notifications(n: &RawNotifications, base: &Path, bad: &mut Bad<'_>) {
+    if !n.enabled {
+        return;
+    }
+    match n.source {
+        MailSource::Imap => {
+            if n.imap.server.is_empty() {
+                bad("notifications.imap.server", "is required when notifications come by IMAP".into());
+            }
+            if n.imap.username.is_empty() {
+                bad("notifications.imap.username", "is required".into());
+            }
+            match &n.imap.password {
+                Some(secret) => check_secret(bad, "notifications.imap.password", base, secret),
+                None => bad("notifications.imap.password", "is required (`{ file = … }` or `{ env = … }`)".into()),
+            }
+        }
+        MailSource::Maildir => match &n.maildir.path {
+            Some(path) if !base.join(path).is_dir() => {
+                bad("notifications.maildir.path", format!("{} is not a directory", base.join(path).display()))
+            }
+            Some(_) => {}
+            None => bad("notifications.maildir.path", "is required when notifications come from a Maildir".into()),
+        },
+    }
+    if n.allowed_senders.is_empty() {
+        bad("notifications.allowed_senders", "is empty: every notification would be rejected".into());
+    }
+}
+
+fn check_policy(p: &RawPolicy, bad: &mut Bad<'_>) -> Policy {
+    let mut policy = Policy::default();
+    for (i, text) in p.extra_hosts.iter().enumerate() {
+        match text.parse::<HostPorts>() {
+            Ok(hp) => policy.extra_hosts.push(hp),
+            Err(e) => bad(&format!("policy.extra_hosts[{i}]"), e),
+        }
+    }
+    for (i, text) in p.exclude_hosts.iter().enumerate() {
+        match Host::parse(text) {
+            Ok(h) => policy.exclude_hosts.push(h),
+            Err(e) => bad(&format!("policy.exclude_hosts[{i}]"), format!("`{text}`: {e}")),
+        }
+    }
+    for (i, text) in p.mirror_amc.iter().enumerate() {
+        match AmcNumber::parse(text) {
+            Ok(n) => {
+                policy.mirror_amc.insert(n);
+            }
+            Err(e) => bad(&format!("policy.mirror_amc[{i}]"), format!("`{text}`: {e}")),
+        }
+    }
+    policy
+}
+
+fn check_alerts(a: &RawAlerts, base: &Path, bad: &mut Bad<'_>) {
+    if !a.enabled {
+        return;
+    }
+    if a.smtp.server.is_empty() {
+        bad("alerts.smtp.server", "is required when alerts are enabled".into());
+    }
+    if !a.from.contains('@') {
+        bad("alerts.from", "must be an e-mail address".into());
+    }
+    if let Some(secret) = &a.smtp.password {
+        check_secret(bad, "alerts.smtp.password", base, secret);
+    }
+    let r = &a.recipients;
+    if r.dsi.is_empty() && r.helpdesk.is_empty() && r.rssi.is_empty() {
+        bad("alerts.recipients", "no recipient at all".into());
+    }
+    for (kind, list) in [("dsi", &r.dsi), ("helpdesk", &r.helpdesk), ("rssi", &r.rssi)] {
+        for (i, addr) in list.iter().enumerate() {
+            if !addr.contains('@') || addr.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bad(&format!("alerts.recipients.{kind}[{i}]"), format!("`{addr}` is not an e-mail address"));
+            }
+        }
+    }
+}
+
+fn check_file(bad: &mut Bad<'_>, key: &str, base: &Path, path: &Path) {
+    let full = base.join(path);
+    if let Err(e) = std::fs::File::open(&full) {
+        bad(key, format!("cannot read {}: {e}", full.display()));
+    }
+}
+
+fn check_secret(bad: &mut Bad<'_>, key: &str, base: &Path, secret: &SecretRef) {
+    if let Err(e) = secret.read(base) {
+        bad(key, e);
+    }
+}
+
+fn is_nft_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    s.len() <= 32
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `10m`, `1h 30m`, `30d`…
+pub fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. `90s`, `10m`, `2h`, `30d`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        Config::load(text, "test.toml", dir)
+    }
+
+    const MINIMAL: &str = "[annuaire]\nurl = \"file:tests/fixtures/annuaire/urls-v1.json\"\n\
+                           [exports.squid]\npath = \"out/squid.acl\"\n";
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml")).unwrap();
+        let config = load(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.mode, Mode::Hybrid);
+        assert_eq!(config.guard, Guard::default());
+        assert_eq!(config.files.exports.len(), 3);
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_with_place_and_suggestion() {
+        let text = format!("{MINIMAL}[review]\nmdoe = \"auto\"\nmax_removal_hots = 3\n[anuaire]\nurl = \"x\"\n");
+        let err = load(&text).unwrap_err();
+        let shown: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "line 6, column 1: `review.mdoe`: unknown key; did you mean `mode`?",
+                "line 7, column 1: `review.max_removal_hots`: unknown key; did you mean `max_removal_hosts`?",
+                "line 8, column 2: `anuaire`: unknown key; did you mean `annuaire`?",
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_values_are_all_reported() {
+        let text = format!(
+            "{MINIMAL}[review]\nmode = \"automatic\"\nmax_removal_percent = 120\nremind_after = \"tomorrow\"\n\
+             [policy]\nextra_hosts = [\"*.fr\", \"crl.igc-sante.test:80\"]\nmirror_amc = [\"12\"]\n\
+             [nftables]\ntable = \"bad name\"\n"
+        );
+        let err = load(&text).unwrap_err();
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.clone().unwrap_or_default()).collect();
+        assert_eq!(
+            keys,
+            [
+                "review.mode",
+                "review.max_removal_percent",
+                "review.remind_after",
+                "policy.extra_hosts[0]",
+                "policy.mirror_amc[0]",
+                "nftables.table",
+            ],
+            "{err}"
+        );
+        let lines: Vec<_> = err.problems.iter().map(|p| p.at.unwrap()).collect();
+        assert_eq!(lines, [(6, 8), (7, 1), (8, 1), (10, 16), (11, 15), (13, 1)], "{err}");
+        assert!(err.to_string().contains("public suffix"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_never_inline() {
+        let text = format!("{MINIMAL}[alerts.smtp]\npassword = \"hunter2\"\n");
+        let err = load(&text).unwrap_err();
+        assert!(err.problems[0].message.contains("invalid type"), "{err}");
+        let text = format!("{MINIMAL}[alerts.smtp]\npassword = {{ value = \"hunter2\" }}\n");
+        let err = load(&text).unwrap_err();
+        assert!(err.problems[0].message.contains("valid keys here: file, env"), "{err}");
+    }
+
+    #[test]
+    fn secret_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pass"), "s3cret\n").unwrap();
+        let by_file = SecretRef { file: Some("pass".into()), env: None };
+        assert_eq!(by_file.read(dir.path()).unwrap(), "s3cret");
+        let by_env = SecretRef { file: None, env: Some("ROCSYNC_TEST_SURELY_UNSET".into()) };
+        assert!(by_env.read(dir.path()).unwrap_err().contains("not set"));
+        let both = SecretRef { file: Some("pass".into()), env: Some("X".into()) };
+        assert!(both.read(dir.path()).is_err());
+    }
+
+    #[test]
+    fn https_source_needs_identity_and_ca() {
+        let err = load("[annuaire]\nurl = \"https://annuaire.test/urls\"\n[exports.squid]\npath = \"x\"\n").unwrap_err();
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.clone().unwrap_or_default()).collect();
+        assert_eq!(keys, ["annuaire", "annuaire.ca_bundle"], "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_place() {
+        let err = load("[annuaire]\nurl = \"unterminated\n").unwrap_err();
+        assert_eq!(err.problems.len(), 1);
+        assert_eq!(err.problems[0].at.map(|(l, _)| l), Some(2), "{err}");
+    }
+}
