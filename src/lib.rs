@@ -26,6 +26,7 @@ pub mod amc;
 pub mod catalogue;
 pub mod config;
 pub mod host;
-pub mod sinks;
 pub mod plan;
+pub mod sinks;
 pub mod sources;
+pub mod store;

@@ -1,0 +1,611 @@
+//! rocsync's memory: SQLite under `store.state_dir`.
+//!
+//! It keeps what is in force (every applied state, newest last, so an earlier one can be
+//! restored), every plan with its diff and status, every approval and rejection, each source
+//! read, and an append-only audit log (triggers refuse any update or delete of it). Every
+//! change of several rows is one transaction: a crash leaves the old rows or the new ones.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::Serialize;
+
+use crate::catalogue::State;
+use crate::plan::{HostDiff, Plan, Proposal, Status};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE plans (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created TEXT NOT NULL,
+    base INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    serial INTEGER,
+    status TEXT NOT NULL,
+    needs_approval INTEGER NOT NULL,
+    reasons TEXT NOT NULL,
+    diff TEXT NOT NULL
+);
+CREATE TABLE applied (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    plan_id INTEGER NOT NULL REFERENCES plans(id),
+    applied_at TEXT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    plan_id INTEGER NOT NULL REFERENCES plans(id),
+    decision TEXT NOT NULL CHECK (decision IN ('approve', 'reject')),
+    by TEXT NOT NULL,
+    at TEXT NOT NULL,
+    comment TEXT
+);
+CREATE TABLE source_reads (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    serial INTEGER,
+    hosts INTEGER,
+    rejected INTEGER,
+    error TEXT
+);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    plan_id INTEGER,
+    detail TEXT NOT NULL
+);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state directory or the database cannot be created or opened.
+    #[error("cannot open the state store in {}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The database was written by a newer rocsync.
+    #[error("the state store has schema version {found}; this rocsync knows version {SCHEMA_VERSION} at most")]
+    Version { found: i64 },
+    /// A query failed.
+    #[error("state store query failed")]
+    Sql(#[from] rusqlite::Error),
+    /// A stored value no longer reads back (edited by hand, or a bug).
+    #[error("the state store holds an unreadable {what}")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// No plan has that id.
+    #[error("there is no plan {0}")]
+    NoPlan(i64),
+    /// The plan's status does not allow the operation.
+    #[error("plan {id} is {status}; {hint}")]
+    WrongStatus { id: i64, status: Status, hint: String },
+    /// The plan was computed against a state that is no longer in force.
+    #[error(
+        "plan {id} was computed against the state of plan {base}, but plan {current} is in force now; it is superseded: run `rocsync plan` again"
+    )]
+    Stale { id: i64, base: i64, current: i64 },
+}
+
+/// What is in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The plan whose application produced it; 0 before the first apply.
+    pub plan_id: i64,
+    pub at: Option<String>,
+    pub state: State,
+}
+
+/// One read of a source, successful or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceRead {
+    pub at: String,
+    pub source: String,
+    pub ok: bool,
+    pub serial: Option<u64>,
+    pub hosts: Option<usize>,
+    pub rejected: Option<usize>,
+    pub error: Option<String>,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub plan_id: Option<i64>,
+    pub detail: String,
+}
+
+/// An approval or a rejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+/// A recorded decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionRecord {
+    pub decision: String,
+    pub by: String,
+    pub at: String,
+    pub comment: Option<String>,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) `state.db` in `state_dir`, which is created readable by its
+    /// owner only: plans name the hospital's openings.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open { path: state_dir.to_owned(), source };
+        create_private_dir(state_dir).map_err(|e| open_err(Box::new(e)))?;
+        let conn = Connection::open(state_dir.join("state.db")).map_err(|e| open_err(Box::new(e)))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| open_err(Box::new(e)))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        match version {
+            0 => {
+                tx.execute_batch(SCHEMA)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
+            SCHEMA_VERSION => {}
+            found => return Err(StoreError::Version { found }),
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// What is in force now.
+    pub fn applied(&self) -> Result<Applied, StoreError> {
+        applied_in(&self.conn)
+    }
+
+    /// Every applied state, oldest first: (plan id, when).
+    pub fn applied_history(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT plan_id, applied_at FROM applied ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Stores new plans computed against the state of plan `base`, in order, each based on the
+    /// one before (hybrid mode's openings, then the rest). Every plan still open is superseded:
+    /// it was computed from an older read of the source.
+    pub fn insert_plans(
+        &mut self,
+        proposals: &[Proposal],
+        base: i64,
+        source: &str,
+        serial: Option<u64>,
+        now: &str,
+    ) -> Result<Vec<Plan>, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let open: Vec<i64> = {
+            let mut stmt = tx.prepare("SELECT id FROM plans WHERE status IN ('pending', 'ready', 'approved')")?;
+            stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        for id in open {
+            set_status(&tx, id, Status::Superseded)?;
+            audit_in(&tx, now, "rocsync", "plan.superseded", Some(id), "a newer plan was computed")?;
+        }
+        let mut plans = Vec::new();
+        let mut base = base;
+        for p in proposals {
+            let status = if p.needs_approval { Status::Pending } else { Status::Ready };
+            tx.execute(
+                "INSERT INTO plans (created, base, source, serial, status, needs_approval, reasons, diff)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    now,
+                    base,
+                    source,
+                    serial.map(|s| s as i64),
+                    status.as_str(),
+                    p.needs_approval,
+                    serde_json::to_string(&p.reasons).expect("strings serialise"),
+                    serde_json::to_string(&p.diff).expect("a diff serialises"),
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            let detail = format!(
+                "{} change(s) from {source}{}",
+                p.diff.changes.len(),
+                if p.needs_approval { format!("; needs approval: {}", p.reasons.join("; ")) } else { String::new() }
+            );
+            audit_in(&tx, now, "rocsync", "plan.created", Some(id), &detail)?;
+            plans.push(Plan {
+                id,
+                created: now.to_owned(),
+                base,
+                source: source.to_owned(),
+                serial,
+                status,
+                needs_approval: p.needs_approval,
+                reasons: p.reasons.clone(),
+                diff: p.diff.clone(),
+            });
+            base = id;
+        }
+        tx.commit()?;
+        Ok(plans)
+    }
+
+    pub fn plan(&self, id: i64) -> Result<Plan, StoreError> {
+        let mut stmt = self.conn.prepare(&format!("{PLAN_SELECT} WHERE id = ?1"))?;
+        let row = stmt.query_row([id], raw_plan).optional()?;
+        row.ok_or(StoreError::NoPlan(id))?.decode()
+    }
+
+    /// The newest plans first.
+    pub fn plans(&self, limit: usize) -> Result<Vec<Plan>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!("{PLAN_SELECT} ORDER BY id DESC LIMIT ?1"))?;
+        let rows = stmt.query_map([limit as i64], raw_plan)?.collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(RawPlan::decode).collect()
+    }
+
+    /// Plans that may still be applied, oldest first.
+    pub fn open_plans(&self) -> Result<Vec<Plan>, StoreError> {
+        let mut stmt =
+            self.conn.prepare(&format!("{PLAN_SELECT} WHERE status IN ('pending', 'ready', 'approved') ORDER BY id"))?;
+        let rows = stmt.query_map([], raw_plan)?.collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(RawPlan::decode).collect()
+    }
+
+    pub fn decisions(&self, plan_id: i64) -> Result<Vec<DecisionRecord>, StoreError> {
+        let mut stmt =
+            self.conn.prepare("SELECT decision, by, at, comment FROM decisions WHERE plan_id = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([plan_id], |r| {
+            Ok(DecisionRecord { decision: r.get(0)?, by: r.get(1)?, at: r.get(2)?, comment: r.get(3)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records an approval or a rejection of an open plan.
+    pub fn decide(
+        &mut self,
+        id: i64,
+        decision: Decision,
+        by: &str,
+        comment: Option<&str>,
+        now: &str,
+    ) -> Result<Plan, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let plan = plan_in(&tx, id)?;
+        if !plan.status.is_open() {
+            return Err(StoreError::WrongStatus { id, status: plan.status, hint: "only an open plan can be decided".into() });
+        }
+        let (word, status, action) = match decision {
+            Decision::Approve => ("approve", Status::Approved, "plan.approved"),
+            Decision::Reject => ("reject", Status::Rejected, "plan.rejected"),
+        };
+        tx.execute(
+            "INSERT INTO decisions (plan_id, decision, by, at, comment) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, word, by, now, comment],
+        )?;
+        set_status(&tx, id, status)?;
+        audit_in(&tx, now, by, action, Some(id), comment.unwrap_or(""))?;
+        tx.commit()?;
+        Ok(Plan { status, ..plan })
+    }
+
+    /// Checks that plan `id` may be applied now, on top of what is in force. A stale plan is
+    /// marked superseded on the way.
+    pub fn check_applicable(&mut self, id: i64, now: &str) -> Result<(Plan, Applied), StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let plan = plan_in(&tx, id)?;
+        let applied = applied_in(&tx)?;
+        match plan.status {
+            Status::Ready | Status::Approved => {}
+            Status::Pending => {
+                return Err(StoreError::WrongStatus {
+                    id,
+                    status: plan.status,
+                    hint: format!("it needs approval first: rocsync approve {id} --by NAME"),
+                });
+            }
+            status => {
+                return Err(StoreError::WrongStatus { id, status, hint: "only a ready or approved plan can be applied".into() });
+            }
+        }
+        if plan.base != applied.plan_id {
+            set_status(&tx, id, Status::Superseded)?;
+            let detail = format!("stale: computed against plan {}, plan {} is in force", plan.base, applied.plan_id);
+            audit_in(&tx, now, "rocsync", "plan.superseded", Some(id), &detail)?;
+            tx.commit()?;
+            return Err(StoreError::Stale { id, base: plan.base, current: applied.plan_id });
+        }
+        tx.commit()?;
+        Ok((plan, applied))
+    }
+
+    /// Records that plan `plan` was enforced, producing `state`. Refuses, and changes nothing,
+    /// if another plan was applied in between.
+    pub fn commit_apply(&mut self, plan: &Plan, state: &State, actor: &str, now: &str) -> Result<(), StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current = applied_in(&tx)?.plan_id;
+        if current != plan.base {
+            return Err(StoreError::Stale { id: plan.id, base: plan.base, current });
+        }
+        tx.execute(
+            "INSERT INTO applied (plan_id, applied_at, state) VALUES (?1, ?2, ?3)",
+            params![plan.id, now, serde_json::to_string(state).expect("a state serialises")],
+        )?;
+        set_status(&tx, plan.id, Status::Applied)?;
+        let detail = format!("{} change(s); {} host(s) in force", plan.diff.changes.len(), state.len());
+        audit_in(&tx, now, actor, "plan.applied", Some(plan.id), &detail)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn audit(&mut self, actor: &str, action: &str, plan_id: Option<i64>, detail: &str, now: &str) -> Result<(), StoreError> {
+        audit_in(&self.conn, now, actor, action, plan_id, detail)
+    }
+
+    /// The newest audit entries, oldest first.
+    pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, at, actor, action, plan_id, detail FROM
+             (SELECT * FROM audit ORDER BY id DESC LIMIT ?1) ORDER BY id",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(AuditEntry { id: r.get(0)?, at: r.get(1)?, actor: r.get(2)?, action: r.get(3)?, plan_id: r.get(4)?, detail: r.get(5)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn record_source_read(&mut self, read: &SourceRead) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO source_reads (at, source, ok, serial, hosts, rejected, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                read.at,
+                read.source,
+                read.ok,
+                read.serial.map(|s| s as i64),
+                read.hosts.map(|h| h as i64),
+                read.rejected.map(|r| r as i64),
+                read.error
+            ],
+        )?;
+        if let Some(error) = &read.error {
+            audit_in(&tx, &read.at, "rocsync", "source.error", None, &format!("{}: {error}", read.source))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The newest source read, and the newest successful one.
+    pub fn last_source_reads(&self) -> Result<(Option<SourceRead>, Option<SourceRead>), StoreError> {
+        let query = |filter: &str| -> Result<Option<SourceRead>, StoreError> {
+            let sql = format!(
+                "SELECT at, source, ok, serial, hosts, rejected, error FROM source_reads {filter} ORDER BY id DESC LIMIT 1"
+            );
+            Ok(self
+                .conn
+                .query_row(&sql, [], |r| {
+                    Ok(SourceRead {
+                        at: r.get(0)?,
+                        source: r.get(1)?,
+                        ok: r.get(2)?,
+                        serial: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
+                        hosts: r.get::<_, Option<i64>>(4)?.map(|h| h as usize),
+                        rejected: r.get::<_, Option<i64>>(5)?.map(|h| h as usize),
+                        error: r.get(6)?,
+                    })
+                })
+                .optional()?)
+        };
+        Ok((query("")?, query("WHERE ok = 1")?))
+    }
+}
+
+const PLAN_SELECT: &str =
+    "SELECT id, created, base, source, serial, status, needs_approval, reasons, diff FROM plans";
+
+/// A plan row before its JSON columns are decoded.
+struct RawPlan {
+    id: i64,
+    created: String,
+    base: i64,
+    source: String,
+    serial: Option<i64>,
+    status: String,
+    needs_approval: bool,
+    reasons: String,
+    diff: String,
+}
+
+fn raw_plan(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawPlan> {
+    Ok(RawPlan {
+        id: r.get(0)?,
+        created: r.get(1)?,
+        base: r.get(2)?,
+        source: r.get(3)?,
+        serial: r.get(4)?,
+        status: r.get(5)?,
+        needs_approval: r.get(6)?,
+        reasons: r.get(7)?,
+        diff: r.get(8)?,
+    })
+}
+
+impl RawPlan {
+    fn decode(self) -> Result<Plan, StoreError> {
+        let corrupt = |what: &str| {
+            let what = format!("{what} of plan {}", self.id);
+            move |source| StoreError::Corrupt { what, source }
+        };
+        let status = Status::parse(&self.status).ok_or_else(|| StoreError::Corrupt {
+            what: format!("status of plan {}", self.id),
+            source: serde::de::Error::custom(format!("unknown status {:?}", self.status)),
+        })?;
+        let reasons: Vec<String> = serde_json::from_str(&self.reasons).map_err(corrupt("reasons"))?;
+        let diff: HostDiff = serde_json::from_str(&self.diff).map_err(corrupt("diff"))?;
+        Ok(Plan {
+            id: self.id,
+            created: self.created,
+            base: self.base,
+            source: self.source,
+            serial: self.serial.map(|s| s as u64),
+            status,
+            needs_approval: self.needs_approval,
+            reasons,
+            diff,
+        })
+    }
+}
+
+fn plan_in(tx: &Transaction<'_>, id: i64) -> Result<Plan, StoreError> {
+    let mut stmt = tx.prepare(&format!("{PLAN_SELECT} WHERE id = ?1"))?;
+    let row = stmt.query_row([id], raw_plan).optional()?;
+    row.ok_or(StoreError::NoPlan(id))?.decode()
+}
+
+fn applied_in(conn: &Connection) -> Result<Applied, StoreError> {
+    let row: Option<(i64, String, String)> = conn
+        .query_row("SELECT plan_id, applied_at, state FROM applied ORDER BY seq DESC LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    match row {
+        None => Ok(Applied::default()),
+        Some((plan_id, at, state)) => {
+            let state = serde_json::from_str(&state)
+                .map_err(|source| StoreError::Corrupt { what: format!("state applied by plan {plan_id}"), source })?;
+            Ok(Applied { plan_id, at: Some(at), state })
+        }
+    }
+}
+
+fn set_status(conn: &Connection, id: i64, status: Status) -> Result<(), StoreError> {
+    conn.execute("UPDATE plans SET status = ?1 WHERE id = ?2", params![status.as_str(), id])?;
+    Ok(())
+}
+
+fn audit_in(conn: &Connection, now: &str, actor: &str, action: &str, plan_id: Option<i64>, detail: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO audit (at, actor, action, plan_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![now, actor, action, plan_id, detail],
+    )?;
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::{Catalogue, Policy, desired};
+    use crate::plan::{Context, Guard, Mode, propose};
+    use crate::sources::annuaire;
+
+    fn state(name: &str) -> State {
+        let path = format!("{}/tests/fixtures/annuaire/{name}", env!("CARGO_MANIFEST_DIR"));
+        let answer = annuaire::parse(&std::fs::read(path).unwrap(), None).unwrap();
+        desired(&Catalogue::from_answer(&answer), &Policy::default())
+    }
+
+    fn ctx(mode: Mode) -> Context {
+        Context { mode, guard: Guard::default(), rejected_values: 0 }
+    }
+
+    #[test]
+    fn plan_approve_apply_and_audit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("state")).unwrap();
+        assert_eq!(store.applied().unwrap(), Applied::default());
+        let proposals = propose(&State::default(), &state("urls-v1.json"), &ctx(Mode::Review));
+        let plans = store.insert_plans(&proposals, 0, "file:v1", Some(4182), "t1").unwrap();
+        assert_eq!(plans[0].status, Status::Pending);
+        let err = store.check_applicable(plans[0].id, "t2").unwrap_err();
+        assert!(matches!(err, StoreError::WrongStatus { status: Status::Pending, .. }), "{err}");
+        store.decide(plans[0].id, Decision::Approve, "rssi", Some("vu"), "t2").unwrap();
+        let (plan, applied) = store.check_applicable(plans[0].id, "t3").unwrap();
+        let next = plan.diff.apply_to(&applied.state, "t3");
+        store.commit_apply(&plan, &next, "rssi", "t3").unwrap();
+        assert_eq!(store.applied().unwrap().state, next);
+        assert_eq!(store.plan(plan.id).unwrap().status, Status::Applied);
+        assert_eq!(store.decisions(plan.id).unwrap()[0].comment.as_deref(), Some("vu"));
+        let actions: Vec<String> = store.audit_log(10).unwrap().into_iter().map(|a| a.action).collect();
+        assert_eq!(actions, ["plan.created", "plan.approved", "plan.applied"]);
+        // Applying it again is refused.
+        assert!(matches!(store.check_applicable(plan.id, "t4"), Err(StoreError::WrongStatus { .. })));
+    }
+
+    #[test]
+    fn audit_log_is_append_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store.audit("me", "test", None, "x", "t").unwrap();
+        let err = store.conn.execute("DELETE FROM audit", []).unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+        let err = store.conn.execute("UPDATE audit SET actor = 'other'", []).unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+    }
+
+    #[test]
+    fn stale_plans_are_superseded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let v1 = propose(&State::default(), &state("urls-v1.json"), &ctx(Mode::Auto));
+        let first = store.insert_plans(&v1, 0, "a", None, "t1").unwrap();
+        let second = store.insert_plans(&v1, 0, "a", None, "t2").unwrap();
+        assert_eq!(store.plan(first[0].id).unwrap().status, Status::Superseded);
+        let (plan, applied) = store.check_applicable(second[0].id, "t3").unwrap();
+        // Someone applied another plan meanwhile: the commit must refuse.
+        let mut moved = plan.clone();
+        moved.base = 99;
+        assert!(matches!(store.commit_apply(&moved, &applied.state, "x", "t3"), Err(StoreError::Stale { .. })));
+        assert_eq!(store.applied().unwrap().plan_id, 0);
+    }
+
+    #[test]
+    fn hybrid_plans_chain_their_bases() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let proposals = propose(&state("urls-v1.json"), &state("urls-v2.json"), &ctx(Mode::Hybrid));
+        let plans = store.insert_plans(&proposals, 7, "a", None, "t").unwrap();
+        assert_eq!((plans[0].base, plans[1].base), (7, plans[0].id));
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join("state.db")).unwrap();
+        conn.pragma_update(None, "user_version", 9).unwrap();
+        drop(conn);
+        assert!(matches!(Store::open(dir.path()), Err(StoreError::Version { found: 9 })));
+    }
+}
