@@ -66,7 +66,7 @@ impl Ord for AmcNumber {
 
 impl fmt::Display for AmcNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.raw)
+        f.pad(&self.raw)
     }
 }
 impl fmt::Debug for AmcNumber {

@@ -630,7 +630,7 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
     let mut bad = |key: &str, message: String| {
         problems.push(Problem { at: None, key: Some(key.to_owned()), message });
     };
-    let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+    let resolve = |p: &Path| if p.is_absolute() || base == Path::new(".") { p.to_owned() } else { base.join(p) };
 
     let a = &raw.annuaire;
     let source = if a.url.is_empty() {

@@ -24,9 +24,23 @@
 
 pub mod amc;
 pub mod catalogue;
+pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod host;
 pub mod plan;
 pub mod sinks;
 pub mod sources;
 pub mod store;
+
+/// An error and its causes on one line, `outer: inner: innermost`, for logs and the store.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

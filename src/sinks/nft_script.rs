@@ -48,7 +48,10 @@ pub fn render(state: &State, plan_id: i64, names: &NftNames, addresses: &Address
             .iter()
             .map(|(n, u)| {
                 let services: Vec<&str> = u.services.iter().map(String::as_str).collect();
-                format!("{n} {} ({})", comment_text(&u.name), services.join(", "))
+                match services.is_empty() {
+                    true => format!("{n} {}", comment_text(&u.name)),
+                    false => format!("{n} {} ({})", comment_text(&u.name), services.join(", ")),
+                }
             })
             .collect();
         if entry.amcs.is_empty() {

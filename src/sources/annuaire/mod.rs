@@ -83,16 +83,16 @@ pub struct Rejected {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AnswerError {
     /// Nothing but white space.
-    #[error("the answer is empty")]
+    #[error("it is empty")]
     Empty,
     /// An HTML page (an outage or maintenance page, a login portal).
-    #[error("this is an HTML page, not an annuaire answer; it begins: {0}")]
+    #[error("it is an HTML page (an error or maintenance page?); it begins: {0}")]
     Html(String),
     /// The declared content type is neither JSON nor XML.
     #[error("content type `{content_type}` is neither JSON nor XML; the body begins: {start}")]
     ContentType { content_type: String, start: String },
     /// Neither JSON nor XML by its first byte.
-    #[error("neither JSON nor XML; it begins: {0}")]
+    #[error("it is neither JSON nor XML; it begins: {0}")]
     Unrecognised(String),
     /// JSON that does not parse.
     #[error("invalid JSON at line {line}, column {column}: {message}")]
@@ -101,7 +101,7 @@ pub enum AnswerError {
     #[error("invalid XML at line {line}: {message}")]
     Xml { line: usize, message: String },
     /// A SOAP fault instead of a list.
-    #[error("the annuaire answered with a SOAP fault: {0}")]
+    #[error("it is a SOAP fault: {0}")]
     SoapFault(String),
     /// The document parses but lacks the list of organisms (a missing list is never an empty one).
     #[error("{0}")]

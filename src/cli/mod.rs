@@ -1,0 +1,296 @@
+//! The `rocsync` command line: clap definitions and one `run` per command.
+
+mod output;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::engine::{Engine, EngineError};
+use crate::sources::{SourceError, read_annuaire_file};
+use crate::store::Decision;
+
+const EXAMPLES: &str = "\
+Examples:
+  rocsync check-config --config /etc/rocsync/config.toml
+  rocsync once --dry-run                 # what would change, changing nothing
+  rocsync once                           # read, plan, apply what needs no approval
+  rocsync plan list
+  rocsync plan show 4                    # the diff, grouped by AMC
+  rocsync approve 4 --by 'J. Martin (RSSI)' --comment 'ticket 1234'
+  rocsync status
+  rocsync inspect annuaire answer.json --json";
+
+/// Keeps a hospital's firewall allow-list in sync with the ROC ecosystem (Annuaire AMC,
+/// Inter-AMC notifications).
+#[derive(Debug, Parser)]
+#[command(name = "rocsync", version, after_help = EXAMPLES, max_term_width = 100)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short = 'c', global = true, env = "ROCSYNC_CONFIG", default_value = "/etc/rocsync/config.toml")]
+    pub config: PathBuf,
+    /// When to colour the output.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+    /// More log output on stderr (-v: debug, -vv: trace); RUST_LOG overrides.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read the source, plan, apply what the review mode allows, print the plans.
+    #[command(after_help = "Example:\n  rocsync once --config config.example.toml")]
+    Once {
+        /// Show what would change; store and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Compute and store a plan from the source (or FILE); `plan list`, `plan show ID`.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:\n  rocsync plan --source saved-answer.xml\n  rocsync plan list --all\n  rocsync plan show 4 --format diff"
+    )]
+    Plan {
+        /// Read this saved annuaire answer instead of the configured source.
+        #[arg(long, value_name = "FILE")]
+        source: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<PlanAction>,
+    },
+    /// Approve a plan (and apply it, unless --no-apply).
+    #[command(after_help = "Example:\n  rocsync approve 4 --by 'J. Martin (RSSI)' --comment 'checked with the AMC'")]
+    Approve(DecideArgs),
+    /// Reject a plan; what is in force stays.
+    #[command(after_help = "Example:\n  rocsync reject 5 --by 'J. Martin (RSSI)' --comment 'outage page, not a real change'")]
+    Reject(DecideArgs),
+    /// Apply a ready or approved plan (and the open plans it builds on).
+    #[command(after_help = "Example:\n  rocsync apply 4")]
+    Apply {
+        id: i64,
+        /// Who applies it, for the audit log (default: the login name).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// What is in force, pending plans, the last source read, outputs that drifted.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what rocsync understands of an input, without storing anything.
+    #[command(subcommand)]
+    Inspect(Inspect),
+    /// Check the configuration; print every problem and exit 1 if there is any.
+    CheckConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanAction {
+    /// The newest plans (open ones, and the last 20 others unless --all).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One plan: its diff grouped by AMC, why it waits, its decisions.
+    Show {
+        id: i64,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Text)]
+        format: ShowFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    /// Grouped by AMC, for people.
+    Text,
+    /// One JSON object.
+    Json,
+    /// `host:port` lines with `+`/`-`, the enforcement view.
+    Diff,
+}
+
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    pub id: i64,
+    /// Who decides (name and role), for the audit log.
+    #[arg(long)]
+    pub by: String,
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// Record the approval only; apply later with `rocsync apply ID`.
+    #[arg(long)]
+    pub no_apply: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Inspect {
+    /// What rocsync reads in a saved annuaire answer (JSON or XML).
+    #[command(after_help = "Exit status: 0 when the file was read (even with rejected values), 2 when it is not an annuaire answer.")]
+    Annuaire {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Exit status for an input that is not what it should be (not an annuaire answer).
+const EXIT_BAD_INPUT: u8 = 2;
+
+/// Runs one command. Errors come back to `main`, which prints their whole chain.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.color {
+        Color::Auto => {}
+        Color::Always => anstream::ColorChoice::Always.write_global(),
+        Color::Never => anstream::ColorChoice::Never.write_global(),
+    }
+    let mut out = anstream::stdout();
+    match cli.command {
+        Command::CheckConfig => check_config(&cli.config, &mut out),
+        Command::Inspect(Inspect::Annuaire { file, json }) => inspect_annuaire(&file, json, &mut out),
+        Command::Once { dry_run } => {
+            let mut engine = open(&cli.config)?;
+            let run = source_step(engine.once(dry_run))?;
+            output::once(&mut out, &run, dry_run)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { source, action: None } => {
+            let mut engine = open(&cli.config)?;
+            let run = source_step(engine.plan(source.as_deref(), false))?;
+            output::once(&mut out, &run, false)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { action: Some(PlanAction::List { all, json }), .. } => {
+            let engine = open(&cli.config)?;
+            let limit = if all { usize::MAX >> 1 } else { 20 };
+            let mut plans = engine.store.plans(limit)?;
+            if !all {
+                let open = engine.store.open_plans()?;
+                plans.retain(|p| !open.iter().any(|o| o.id == p.id));
+                plans.extend(open);
+                plans.sort_by_key(|p| std::cmp::Reverse(p.id));
+            }
+            output::plan_list(&mut out, &plans, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { action: Some(PlanAction::Show { id, format }), .. } => {
+            let engine = open(&cli.config)?;
+            let plan = engine.store.plan(id)?;
+            let decisions = engine.store.decisions(id)?;
+            match format {
+                ShowFormat::Text => output::plan_text(&mut out, &plan, &decisions)?,
+                ShowFormat::Json => output::plan_json(&mut out, &plan, &decisions)?,
+                ShowFormat::Diff => output::plan_diff(&mut out, &plan)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approve(args) => decide(&cli.config, args, Decision::Approve, &mut out),
+        Command::Reject(args) => decide(&cli.config, args, Decision::Reject, &mut out),
+        Command::Apply { id, by } => {
+            let mut engine = open(&cli.config)?;
+            let by = by.unwrap_or_else(login_name);
+            for plan in engine.apply(id, &by)? {
+                writeln!(out, "Plan {} applied.", plan.id)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let engine = open(&cli.config)?;
+            output::status(&mut out, &engine, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn open(config: &Path) -> anyhow::Result<Engine> {
+    let config = Config::from_path(config)?;
+    Ok(Engine::open(config)?)
+}
+
+/// A source error is reported with what it means for the firewall.
+fn source_step<T>(result: Result<T, EngineError>) -> anyhow::Result<T> {
+    result.map_err(|e| match e {
+        EngineError::Source(_) => anyhow::Error::new(e).context("nothing was planned; what is in force stays in force"),
+        other => other.into(),
+    })
+}
+
+/// The exit status for an error returned by [`run`]: 2 when an input is not an annuaire answer
+/// (like `inspect annuaire`), 1 otherwise.
+pub fn exit_status(err: &anyhow::Error) -> ExitCode {
+    let bad_input = err.chain().any(|e| {
+        e.is::<crate::sources::annuaire::AnswerError>() || matches!(e.downcast_ref::<SourceError>(), Some(SourceError::TooLarge { .. }))
+            || matches!(e.downcast_ref::<EngineError>(), Some(EngineError::Source(SourceError::TooLarge { .. })))
+    });
+    if bad_input { ExitCode::from(EXIT_BAD_INPUT) } else { ExitCode::FAILURE }
+}
+
+fn check_config(path: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    match Config::from_path(path) {
+        Ok(config) => {
+            writeln!(
+                out,
+                "{}: OK (source {}, review mode {}, {} output file(s), state in {})",
+                path.display(),
+                config.source,
+                config.mode,
+                config.files.exports.len(),
+                config.state_dir.display()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let mut err = anstream::stderr();
+            writeln!(err, "{e}")?;
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn inspect_annuaire(file: &Path, json: bool, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    match read_annuaire_file(file, 64 * 1024 * 1024) {
+        Ok(answer) => {
+            if json {
+                output::inspect_json(out, &answer)?;
+            } else {
+                output::inspect_text(out, file, &answer)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn decide(config: &Path, args: DecideArgs, decision: Decision, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let mut engine = open(config)?;
+    let by = args.by.trim();
+    anyhow::ensure!(!by.is_empty(), "--by must name who decides");
+    let plan = engine.decide(args.id, decision, by, args.comment.as_deref(), !args.no_apply)?;
+    let verb = match decision {
+        Decision::Approve => "approved",
+        Decision::Reject => "rejected",
+    };
+    writeln!(out, "Plan {} {verb} by {by}; it is now {}.", plan.id, plan.status)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Who runs the command, for the audit log when no `--by` is given.
+fn login_name() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}

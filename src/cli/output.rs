@@ -1,0 +1,456 @@
+//! What the commands print: text for people (grouped by AMC, coloured on a terminal only, as
+//! `anstream` strips the colours elsewhere) and stable JSON for tools.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Write};
+use std::path::Path;
+
+use anstyle::{AnsiColor, Style};
+use serde_json::{Value, json};
+
+use crate::catalogue::{Catalogue, Entry, Origin};
+use crate::engine::{Engine, PlanRun};
+use crate::host::Host;
+use crate::plan::{Change, ChangeKind, HostDiff, Plan, Status};
+use crate::sources::annuaire::Answer;
+use crate::store::DecisionRecord;
+
+const BOLD: Style = Style::new().bold();
+const ADD: Style = AnsiColor::Green.on_default();
+const DEL: Style = AnsiColor::Red.on_default();
+const MOD: Style = AnsiColor::Yellow.on_default();
+const DIM: Style = Style::new().dimmed();
+
+/// `tcp/443,8443`
+fn ports(entry: &Entry) -> String {
+    let list: Vec<String> = entry.ports.iter().map(u16::to_string).collect();
+    format!("tcp/{}", list.join(","))
+}
+
+fn port_list(ports: &BTreeSet<u16>) -> String {
+    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// The host object of the JSON outputs.
+fn host_json(host: &Host, entry: &Entry) -> Value {
+    json!({
+        "host": host.as_str(),
+        "wildcard": host.is_wildcard(),
+        "ports": entry.ports,
+        "amcs": entry.amcs.keys().map(|n| n.as_str()).collect::<Vec<_>>(),
+        "services": entry.services(),
+        "origins": entry.origins,
+    })
+}
+
+/// A group of lines in a plan: one AMC, or a non-AMC origin.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Group {
+    Amc { name: String, number: String },
+    Origin(Origin),
+}
+
+impl Group {
+    fn title(&self) -> String {
+        match self {
+            Group::Amc { name, number } => format!("{name} ({number})"),
+            Group::Origin(Origin::Config) => "Configuration (policy.extra_hosts)".into(),
+            Group::Origin(Origin::Notification) => "Inter-AMC notification only (not listed by the annuaire)".into(),
+            Group::Origin(Origin::Annuaire) => "Annuaire".into(),
+        }
+    }
+}
+
+/// Every line of a diff, grouped by AMC (name, then number), then by other origins.
+fn grouped_lines(diff: &HostDiff) -> BTreeMap<Group, Vec<(Style, String)>> {
+    let mut groups: BTreeMap<Group, Vec<(Style, String)>> = BTreeMap::new();
+    let amc_group = |entry: &Entry, number: &crate::amc::AmcNumber| Group::Amc {
+        name: entry.amcs.get(number).map(|u| u.name.clone()).unwrap_or_default(),
+        number: number.as_str().to_owned(),
+    };
+    let other_groups = |entry: &Entry| -> Vec<Group> {
+        entry.origins.iter().filter(|o| **o != Origin::Annuaire).map(|o| Group::Origin(*o)).collect()
+    };
+    for change in &diff.changes {
+        let host = &change.host;
+        match change.kind() {
+            ChangeKind::Added | ChangeKind::Removed => {
+                let (sign, style) = if change.kind() == ChangeKind::Added { ('+', ADD) } else { ('-', DEL) };
+                let entry = change.entry();
+                for (number, u) in &entry.amcs {
+                    let services: Vec<&str> = u.services.iter().map(String::as_str).collect();
+                    let line = format!("{sign} {host:<40} {:<14} {}", ports(entry), services.join(" "));
+                    groups.entry(amc_group(entry, number)).or_default().push((style, line));
+                }
+                for g in other_groups(entry) {
+                    groups.entry(g).or_default().push((style, format!("{sign} {host:<40} {}", ports(entry))));
+                }
+            }
+            ChangeKind::Changed => changed_lines(change, &mut groups, amc_group, other_groups),
+        }
+    }
+    groups
+}
+
+fn changed_lines(
+    change: &Change,
+    groups: &mut BTreeMap<Group, Vec<(Style, String)>>,
+    amc_group: impl Fn(&Entry, &crate::amc::AmcNumber) -> Group,
+    other_groups: impl Fn(&Entry) -> Vec<Group>,
+) {
+    let (before, after) = (change.before.as_ref().expect("changed"), change.after.as_ref().expect("changed"));
+    let host = &change.host;
+    let (added, removed) = (change.ports_added(), change.ports_removed());
+    let mut port_note = Vec::new();
+    if !added.is_empty() {
+        port_note.push(format!("opens tcp/{}", port_list(&added)));
+    }
+    if !removed.is_empty() {
+        port_note.push(format!("closes tcp/{}", port_list(&removed)));
+    }
+    let style = if removed.is_empty() { MOD } else { DEL };
+    let stays_for: Vec<String> = after.amcs.iter().map(|(n, u)| format!("{} ({n})", u.name)).collect();
+    for number in change.amcs_removed() {
+        let mut line = format!("~ {host:<40} no longer listed by this AMC");
+        if !stays_for.is_empty() {
+            line.push_str(&format!("; stays open for {}", stays_for.join(", ")));
+        }
+        groups.entry(amc_group(before, &number)).or_default().push((MOD, line));
+    }
+    let new_amcs = change.amcs_added();
+    for number in after.amcs.keys() {
+        let mut notes = port_note.clone();
+        if new_amcs.contains(number) {
+            notes.insert(0, "now also listed by this AMC".into());
+        }
+        let services_changed = before.amcs.get(number).map(|u| &u.services) != after.amcs.get(number).map(|u| &u.services);
+        if services_changed && !new_amcs.contains(number) {
+            let s: Vec<&str> = after.amcs[number].services.iter().map(String::as_str).collect();
+            notes.push(format!("services now {}", s.join(" ")));
+        }
+        if !notes.is_empty() {
+            groups.entry(amc_group(after, number)).or_default().push((style, format!("~ {host:<40} {}", notes.join("; "))));
+        }
+    }
+    let before_other: BTreeSet<Group> = other_groups(before).into_iter().collect();
+    for g in other_groups(after) {
+        let note = if before_other.contains(&g) { port_note.join("; ") } else { format!("now also allowed by this origin {}", ports(after)) };
+        if !note.is_empty() {
+            groups.entry(g).or_default().push((style, format!("~ {host:<40} {note}")));
+        }
+    }
+    for g in before_other.into_iter().filter(|g| !other_groups(after).contains(g)) {
+        groups.entry(g).or_default().push((MOD, format!("~ {host:<40} no longer allowed by this origin")));
+    }
+}
+
+fn counts(diff: &HostDiff) -> (usize, usize, usize) {
+    (
+        diff.of_kind(ChangeKind::Added).count(),
+        diff.of_kind(ChangeKind::Removed).count(),
+        diff.of_kind(ChangeKind::Changed).count(),
+    )
+}
+
+fn write_diff(out: &mut impl Write, diff: &HostDiff) -> io::Result<()> {
+    for (group, lines) in grouped_lines(diff) {
+        writeln!(out, "  {BOLD}{}{BOLD:#}", group.title())?;
+        for (style, line) in lines {
+            writeln!(out, "    {style}{}{style:#}", line.trim_end())?;
+        }
+    }
+    let (a, r, c) = counts(diff);
+    writeln!(out, "\n  {a} to open, {r} to close, {c} changed.")
+}
+
+fn status_style(status: Status) -> Style {
+    match status {
+        Status::Pending => MOD.bold(),
+        Status::Ready | Status::Approved => BOLD,
+        Status::Applied => ADD.bold(),
+        Status::Rejected | Status::Superseded => DIM,
+    }
+}
+
+fn write_plan(out: &mut impl Write, plan: &Plan, decisions: &[DecisionRecord]) -> io::Result<()> {
+    let st = status_style(plan.status);
+    let serial = plan.serial.map(|s| format!(", serial {s}")).unwrap_or_default();
+    writeln!(out, "{BOLD}Plan {}{BOLD:#}  {st}{}{st:#}  from {}{serial}", plan.id, plan.status, plan.source)?;
+    writeln!(out, "  {DIM}created {}, computed against {}{DIM:#}", plan.created, base_text(plan.base))?;
+    writeln!(out)?;
+    write_diff(out, &plan.diff)?;
+    if plan.needs_approval {
+        writeln!(out, "\n  Needs approval because:")?;
+        for r in &plan.reasons {
+            writeln!(out, "    - {r}")?;
+        }
+    }
+    for d in decisions {
+        let comment = d.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
+        writeln!(out, "  {}d by {} at {}{comment}", d.decision, d.by, d.at)?;
+    }
+    if plan.status == Status::Pending {
+        writeln!(out, "\n  To approve: rocsync approve {} --by NAME --comment TEXT", plan.id)?;
+        writeln!(out, "  To reject:  rocsync reject {} --by NAME --comment TEXT", plan.id)?;
+    } else if plan.status == Status::Ready || plan.status == Status::Approved {
+        writeln!(out, "\n  To apply: rocsync apply {}", plan.id)?;
+    }
+    Ok(())
+}
+
+fn base_text(base: i64) -> String {
+    if base == 0 { "the empty state".into() } else { format!("the state of plan {base}") }
+}
+
+pub fn plan_text(out: &mut impl Write, plan: &Plan, decisions: &[DecisionRecord]) -> io::Result<()> {
+    write_plan(out, plan, decisions)
+}
+
+pub fn plan_json(out: &mut impl Write, plan: &Plan, decisions: &[DecisionRecord]) -> io::Result<()> {
+    let hosts = |kind| -> Vec<Value> { plan.diff.of_kind(kind).map(|c| host_json(&c.host, c.entry())).collect() };
+    let changed: Vec<Value> = plan
+        .diff
+        .of_kind(ChangeKind::Changed)
+        .map(|c| {
+            json!({
+                "host": c.host.as_str(),
+                "before": host_json(&c.host, c.before.as_ref().expect("changed")),
+                "after": host_json(&c.host, c.after.as_ref().expect("changed")),
+            })
+        })
+        .collect();
+    let doc = json!({
+        "id": plan.id,
+        "status": plan.status,
+        "needs_approval": plan.needs_approval,
+        "reasons": plan.reasons,
+        "added": hosts(ChangeKind::Added),
+        "removed": hosts(ChangeKind::Removed),
+        "changed": changed,
+        "created": plan.created,
+        "base": plan.base,
+        "source": plan.source,
+        "serial": plan.serial,
+        "decisions": decisions,
+    });
+    writeln!(out, "{}", serde_json::to_string_pretty(&doc).map_err(io::Error::other)?)
+}
+
+/// The enforcement view: `host:port` lines that open (`+`) or close (`-`).
+pub fn plan_diff(out: &mut impl Write, plan: &Plan) -> io::Result<()> {
+    writeln!(out, "--- in force ({})", base_text(plan.base))?;
+    writeln!(out, "+++ plan {}", plan.id)?;
+    for change in &plan.diff.changes {
+        for port in change.ports_removed() {
+            writeln!(out, "{DEL}-{}:{port}{DEL:#}", change.host)?;
+        }
+        for port in change.ports_added() {
+            writeln!(out, "{ADD}+{}:{port}{ADD:#}", change.host)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn plan_list(out: &mut impl Write, plans: &[Plan], json: bool) -> io::Result<()> {
+    if json {
+        let list: Vec<Value> = plans
+            .iter()
+            .map(|p| {
+                let (a, r, c) = counts(&p.diff);
+                json!({"id": p.id, "status": p.status, "created": p.created, "source": p.source, "serial": p.serial,
+                       "needs_approval": p.needs_approval, "added": a, "removed": r, "changed": c})
+            })
+            .collect();
+        return writeln!(out, "{}", serde_json::to_string_pretty(&list).map_err(io::Error::other)?);
+    }
+    if plans.is_empty() {
+        return writeln!(out, "No plans yet: run `rocsync plan` or `rocsync once`.");
+    }
+    writeln!(out, "{BOLD}{:>5}  {:<10}  {:<20}  {:>13}  source{BOLD:#}", "ID", "STATUS", "CREATED", "+open -close ~")?;
+    for p in plans {
+        let (a, r, c) = counts(&p.diff);
+        let st = status_style(p.status);
+        let status = format!("{:<10}", p.status.as_str());
+        writeln!(out, "{:>5}  {st}{status}{st:#}  {:<20}  {:>13}  {}", p.id, p.created, format!("+{a} -{r} ~{c}"), p.source)?;
+    }
+    Ok(())
+}
+
+/// The output of `once` and `plan`.
+pub fn once(out: &mut impl Write, run: &PlanRun, dry_run: bool) -> io::Result<()> {
+    let answer = &run.read.answer;
+    let serial = answer.serial.map(|s| format!(", serial {s}")).unwrap_or_default();
+    writeln!(
+        out,
+        "Read {} ({} answer{serial}): {} AMCs, {} hosts to allow, {} rejected value(s).",
+        run.read.source,
+        answer.format,
+        answer.amcs.len(),
+        run.read.desired.len(),
+        answer.rejected.len()
+    )?;
+    for r in &answer.rejected {
+        writeln!(out, "  {MOD}rejected{MOD:#} {} {:?}: {}", r.place, r.value, r.reason)?;
+    }
+    for w in &answer.warnings {
+        writeln!(out, "  {MOD}warning{MOD:#} {w}")?;
+    }
+    if dry_run {
+        if run.proposals.is_empty() {
+            writeln!(out, "Nothing to change: what is in force ({}) matches the source.", base_text(run.applied.plan_id))?;
+        }
+        for (i, p) in run.proposals.iter().enumerate() {
+            let verdict = if p.needs_approval { "would wait for approval" } else { "would be applied" };
+            writeln!(out, "\n{BOLD}Plan (dry run {}){BOLD:#}  {verdict}", i + 1)?;
+            write_diff(out, &p.diff)?;
+            for r in &p.reasons {
+                writeln!(out, "    - {r}")?;
+            }
+        }
+        return writeln!(out, "\nDry run: nothing was stored or written.");
+    }
+    if run.plans.is_empty() {
+        writeln!(out, "Nothing to change: what is in force ({}) matches the source.", base_text(run.applied.plan_id))?;
+    }
+    for plan in &run.plans {
+        writeln!(out)?;
+        write_plan(out, plan, &[])?;
+    }
+    for r in &run.repaired {
+        writeln!(out, "{MOD}Repaired{MOD:#} {r}")?;
+    }
+    Ok(())
+}
+
+pub fn status(out: &mut impl Write, engine: &Engine, json: bool) -> anyhow::Result<()> {
+    let applied = engine.store.applied()?;
+    let open = engine.store.open_plans()?;
+    let (last, last_ok) = engine.store.last_source_reads()?;
+    let drift = engine.drift()?;
+    let wildcards = applied.state.entries.keys().filter(|h| h.is_wildcard()).count();
+    let amcs: BTreeSet<_> = applied.state.entries.values().flat_map(|e| e.amcs.keys()).collect();
+    if json {
+        let doc = json!({
+            "in_force": {"plan": applied.plan_id, "applied_at": applied.at, "hosts": applied.state.len(),
+                          "wildcards": wildcards, "amcs": amcs.len()},
+            "open_plans": open.iter().map(|p| json!({"id": p.id, "status": p.status, "needs_approval": p.needs_approval, "reasons": p.reasons})).collect::<Vec<_>>(),
+            "last_source_read": last,
+            "last_successful_read": last_ok,
+            "outputs": engine.config.files.exports.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
+            "drift": drift,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(());
+    }
+    match applied.plan_id {
+        0 => writeln!(out, "{BOLD}In force:{BOLD:#} nothing yet (no plan applied).")?,
+        id => writeln!(
+            out,
+            "{BOLD}In force:{BOLD:#} plan {id}, applied {}: {} hosts ({wildcards} wildcards) for {} AMCs.",
+            applied.at.as_deref().unwrap_or("?"),
+            applied.state.len(),
+            amcs.len()
+        )?,
+    }
+    match &last {
+        None => writeln!(out, "{BOLD}Last source read:{BOLD:#} never.")?,
+        Some(r) if r.ok => writeln!(
+            out,
+            "{BOLD}Last source read:{BOLD:#} {} {}: OK, serial {}, {} hosts, {} rejected.",
+            r.at,
+            r.source,
+            r.serial.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            r.hosts.unwrap_or(0),
+            r.rejected.unwrap_or(0)
+        )?,
+        Some(r) => {
+            writeln!(out, "{BOLD}Last source read:{BOLD:#} {} {}: {DEL}FAILED{DEL:#}: {}", r.at, r.source, r.error.as_deref().unwrap_or(""))?;
+            match &last_ok {
+                Some(ok) => writeln!(out, "  last successful read: {} (serial {})", ok.at, ok.serial.map(|s| s.to_string()).unwrap_or_else(|| "-".into()))?,
+                None => writeln!(out, "  no successful read yet")?,
+            }
+        }
+    }
+    if open.is_empty() {
+        writeln!(out, "{BOLD}Open plans:{BOLD:#} none.")?;
+    } else {
+        writeln!(out, "{BOLD}Open plans:{BOLD:#}")?;
+        for p in &open {
+            let (a, r, c) = counts(&p.diff);
+            let why = if p.needs_approval { format!(": {}", p.reasons.join("; ")) } else { String::new() };
+            writeln!(out, "  plan {} {} (+{a} -{r} ~{c}){why}  → rocsync plan show {}", p.id, p.status, p.id)?;
+        }
+    }
+    writeln!(out, "{BOLD}Outputs:{BOLD:#}")?;
+    for f in &engine.config.files.exports {
+        let path = f.path.display().to_string();
+        match drift.iter().find(|d| d.starts_with(&path)) {
+            Some(d) => writeln!(out, "  {DEL}{d}{DEL:#} (rocsync once rewrites it)")?,
+            None => writeln!(out, "  {path}")?,
+        }
+    }
+    Ok(())
+}
+
+/// `inspect annuaire --json`: the contract of issue 2, stable for tools.
+pub fn inspect_json(out: &mut impl Write, answer: &Answer) -> io::Result<()> {
+    let catalogue = Catalogue::from_answer(answer);
+    let amcs: Vec<Value> = answer
+        .amcs
+        .iter()
+        .map(|a| json!({"number": a.number.as_str(), "name": a.name, "state": a.state}))
+        .collect();
+    let hosts: Vec<Value> = catalogue
+        .hosts
+        .iter()
+        .map(|(host, uses)| {
+            let ports: BTreeSet<u16> = uses.values().flat_map(|u| u.ports.iter().copied()).collect();
+            let services: BTreeSet<&str> = uses.values().flat_map(|u| u.services.iter().map(String::as_str)).collect();
+            json!({"host": host.as_str(), "wildcard": host.is_wildcard(), "ports": ports,
+                   "amcs": uses.keys().map(|n| n.as_str()).collect::<Vec<_>>(), "services": services})
+        })
+        .collect();
+    let doc = json!({
+        "format": answer.format,
+        "serial": answer.serial,
+        "generated_at": answer.generated_at,
+        "amcs": amcs,
+        "hosts": hosts,
+        "rejected": answer.rejected.iter().map(|r| json!({"amc": r.amc, "value": r.value, "reason": r.reason, "place": r.place})).collect::<Vec<_>>(),
+        "warnings": answer.warnings,
+    });
+    writeln!(out, "{}", serde_json::to_string_pretty(&doc).map_err(io::Error::other)?)
+}
+
+pub fn inspect_text(out: &mut impl Write, file: &Path, answer: &Answer) -> io::Result<()> {
+    let catalogue = Catalogue::from_answer(answer);
+    writeln!(
+        out,
+        "{BOLD}{}{BOLD:#}: {} answer, serial {}, generated {}",
+        file.display(),
+        answer.format,
+        answer.serial.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+        answer.generated_at.as_deref().unwrap_or("-")
+    )?;
+    writeln!(out, "{} AMCs, {} distinct hosts, {} rejected value(s)\n", answer.amcs.len(), catalogue.hosts.len(), answer.rejected.len())?;
+    for amc in &answer.amcs {
+        writeln!(out, "{BOLD}{} ({}){BOLD:#}  {}", amc.name, amc.number, amc.state.as_str())?;
+        for (host, uses) in &catalogue.hosts {
+            let Some(u) = uses.get(&amc.number) else { continue };
+            let services: Vec<&str> = u.services.iter().map(String::as_str).collect();
+            let shared: Vec<&str> = uses.keys().filter(|n| **n != amc.number).map(|n| n.as_str()).collect();
+            let shared = if shared.is_empty() { String::new() } else { format!("  {DIM}(also {}){DIM:#}", shared.join(", ")) };
+            writeln!(out, "  {host:<40} tcp/{:<10} {}{shared}", port_list(&u.ports), services.join(" "))?;
+        }
+    }
+    if !answer.rejected.is_empty() {
+        writeln!(out, "\n{BOLD}Rejected{BOLD:#}")?;
+        for r in &answer.rejected {
+            writeln!(out, "  {MOD}{}{MOD:#} (AMC {}) {:?}: {}", r.place, r.amc.as_deref().unwrap_or("-"), r.value, r.reason)?;
+        }
+    }
+    for w in &answer.warnings {
+        writeln!(out, "{MOD}warning{MOD:#}: {w}")?;
+    }
+    Ok(())
+}

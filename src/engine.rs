@@ -1,0 +1,283 @@
+//! One reconcile pass and the plan commands, on top of the pure core, the store and the sinks.
+//!
+//! [`Engine::once`] reads top to bottom: read the source → compute the desired state → diff it
+//! against what is in force → store the plans → apply those that need no approval → repair
+//! outputs that drifted. A source error stops the pass before any plan is made: what is in
+//! force stays in force.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tracing::{info, info_span, warn};
+
+use crate::catalogue::{Catalogue, State, desired};
+use crate::config::{AnnuaireSource, Config};
+use crate::plan::{Context, Plan, Proposal, Status, propose};
+use crate::sinks::{Sink, SinkError};
+use crate::sources::annuaire::Answer;
+use crate::sources::{SourceError, read_annuaire_file};
+use crate::store::{Applied, Decision, SourceRead, Store, StoreError};
+
+/// Why a command could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The source could not be read or understood; nothing was planned.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The live web service is the subject of a later part of rocsync.
+    #[error("{0}: polling the annuaire over HTTPS is done by `rocsync poll`/`rocsync run`, not yet available; use `--source FILE` or a `file:` URL")]
+    LiveSourceUnavailable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A sink failed; the plan stays open and what was in force stays in force.
+    #[error("plan {plan}: the {sink} sink failed; nothing was recorded as applied (retry with `rocsync apply {plan}`)")]
+    Sink {
+        plan: i64,
+        sink: String,
+        #[source]
+        source: SinkError,
+    },
+    /// Another rocsync holds the apply lock and did not release it.
+    #[error("cannot take the apply lock {}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The current time, as the store and the outputs write it.
+pub fn now() -> String {
+    OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::UNIX_EPOCH).format(&Rfc3339).unwrap_or_default()
+}
+
+/// What a source read gave.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub source: String,
+    pub answer: Answer,
+    pub desired: State,
+}
+
+/// What a planning pass did.
+#[derive(Debug, Clone)]
+pub struct PlanRun {
+    pub read: Read,
+    /// What was in force when the plans were computed.
+    pub applied: Applied,
+    /// The stored plans, as they stand after the pass (empty when nothing changed).
+    pub plans: Vec<Plan>,
+    /// With `--dry-run`, the plans that would have been stored.
+    pub proposals: Vec<Proposal>,
+    /// Outputs found different from what is in force and rewritten.
+    pub repaired: Vec<String>,
+}
+
+pub struct Engine {
+    pub config: Config,
+    pub store: Store,
+}
+
+impl Engine {
+    pub fn open(config: Config) -> Result<Engine, EngineError> {
+        let store = Store::open(&config.state_dir)?;
+        Ok(Engine { config, store })
+    }
+
+    fn sinks(&self) -> Vec<&dyn Sink> {
+        vec![&self.config.files]
+    }
+
+    /// Reads the configured source (or `file`), and records the read, good or bad.
+    pub fn read_source(&mut self, file: Option<&Path>) -> Result<Read, EngineError> {
+        let (source, path) = match (file, &self.config.source) {
+            (Some(f), _) => (format!("file:{}", f.display()), f.to_owned()),
+            (None, AnnuaireSource::File(p)) => (format!("file:{}", p.display()), p.clone()),
+            (None, AnnuaireSource::Https(u)) => return Err(EngineError::LiveSourceUnavailable(u.to_string())),
+        };
+        let at = now();
+        match read_annuaire_file(&path, self.config.max_body_bytes) {
+            Ok(answer) => {
+                for w in &answer.warnings {
+                    warn!(source = %source, "{w}");
+                }
+                for r in &answer.rejected {
+                    warn!(source = %source, place = %r.place, amc = r.amc.as_deref().unwrap_or("-"), value = %r.value, "Rejected value: {}.", r.reason);
+                }
+                let desired = desired(&Catalogue::from_answer(&answer), &self.config.policy);
+                self.store.record_source_read(&SourceRead {
+                    at,
+                    source: source.clone(),
+                    ok: true,
+                    serial: answer.serial,
+                    hosts: Some(desired.len()),
+                    rejected: Some(answer.rejected.len()),
+                    error: None,
+                })?;
+                info!(source = %source, serial = ?answer.serial, hosts = desired.len(), rejected = answer.rejected.len(), "Read the annuaire.");
+                Ok(Read { source, answer, desired })
+            }
+            Err(e) => {
+                let error = crate::error_chain(&e);
+                warn!(source = %source, "Source error, keeping what is in force: {error}");
+                self.store.record_source_read(&SourceRead {
+                    at,
+                    source,
+                    ok: false,
+                    serial: None,
+                    hosts: None,
+                    rejected: None,
+                    error: Some(error),
+                })?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Reads the source and stores the plans that take what is in force to what it lists.
+    /// With `dry_run`, stores nothing (the read is still recorded).
+    pub fn plan(&mut self, file: Option<&Path>, dry_run: bool) -> Result<PlanRun, EngineError> {
+        let read = self.read_source(file)?;
+        let applied = self.store.applied()?;
+        let ctx = Context { mode: self.config.mode, guard: self.config.guard, rejected_values: read.answer.rejected.len() };
+        let proposals = propose(&applied.state, &read.desired, &ctx);
+        let plans = if dry_run || proposals.is_empty() {
+            Vec::new()
+        } else {
+            self.store.insert_plans(&proposals, applied.plan_id, &read.source, read.answer.serial, &now())?
+        };
+        for p in &plans {
+            info!(plan = p.id, status = %p.status, changes = p.diff.changes.len(), "Planned.");
+        }
+        Ok(PlanRun { read, applied, plans, proposals, repaired: Vec::new() })
+    }
+
+    /// One reconcile pass: plan, apply what needs no approval, repair drifted outputs.
+    pub fn once(&mut self, dry_run: bool) -> Result<PlanRun, EngineError> {
+        let span = info_span!("reconcile");
+        let _enter = span.enter();
+        let mut run = self.plan(None, dry_run)?;
+        if dry_run {
+            return Ok(run);
+        }
+        let ready: Vec<i64> = run.plans.iter().filter(|p| p.status == Status::Ready).map(|p| p.id).collect();
+        for id in ready {
+            self.apply(id, "rocsync")?;
+        }
+        run.plans = run.plans.iter().map(|p| self.store.plan(p.id)).collect::<Result<_, _>>()?;
+        run.repaired = self.repair_drift()?;
+        Ok(run)
+    }
+
+    /// Applies plan `id`, after the open plans it is based on (hybrid mode's openings come
+    /// before the rest). Every plan of the chain must be ready or approved.
+    pub fn apply(&mut self, id: i64, actor: &str) -> Result<Vec<Plan>, EngineError> {
+        let _lock = self.lock()?;
+        let in_force = self.store.applied()?.plan_id;
+        let mut chain = vec![self.store.plan(id)?];
+        while let Some(first) = chain.first() {
+            if first.base == in_force || first.base == 0 {
+                break;
+            }
+            match self.store.plan(first.base) {
+                Ok(base) if base.status.is_open() => chain.insert(0, base),
+                _ => break,
+            }
+        }
+        let mut applied = Vec::new();
+        for plan in chain {
+            applied.push(self.apply_one(plan.id, actor)?);
+        }
+        Ok(applied)
+    }
+
+    fn apply_one(&mut self, id: i64, actor: &str) -> Result<Plan, EngineError> {
+        let span = info_span!("apply", plan = id);
+        let _enter = span.enter();
+        let at = now();
+        let (plan, applied) = self.store.check_applicable(id, &at)?;
+        let next = plan.diff.apply_to(&applied.state, &at);
+        for sink in self.sinks() {
+            if let Err(source) = sink.apply(&next, plan.id) {
+                let sink = sink.name().to_owned();
+                let detail = format!("{sink}: {}", crate::error_chain(&source));
+                self.store.audit(actor, "plan.apply_failed", Some(id), &detail, &at)?;
+                return Err(EngineError::Sink { plan: id, sink, source });
+            }
+        }
+        crate::sinks::files::failpoint("apply-before-commit");
+        self.store.commit_apply(&plan, &next, actor, &at)?;
+        info!(plan = id, hosts = next.len(), "Applied.");
+        Ok(self.store.plan(id)?)
+    }
+
+    /// Records a decision; an approval also applies the plan unless `apply` is false.
+    pub fn decide(
+        &mut self,
+        id: i64,
+        decision: Decision,
+        by: &str,
+        comment: Option<&str>,
+        apply: bool,
+    ) -> Result<Plan, EngineError> {
+        let plan = self.store.decide(id, decision, by, comment, &now())?;
+        if decision == Decision::Approve && apply {
+            self.apply(id, by)?;
+            return Ok(self.store.plan(id)?);
+        }
+        Ok(plan)
+    }
+
+    /// Rewrites outputs that no longer match what is in force (deleted or edited by hand).
+    pub fn repair_drift(&mut self) -> Result<Vec<String>, EngineError> {
+        let applied = self.store.applied()?;
+        if applied.plan_id == 0 {
+            return Ok(Vec::new());
+        }
+        let _lock = self.lock()?;
+        let mut repaired = Vec::new();
+        for sink in self.sinks() {
+            let drift = sink.drift(&applied.state, applied.plan_id);
+            if drift.is_empty() {
+                continue;
+            }
+            sink.apply(&applied.state, applied.plan_id).map_err(|source| EngineError::Sink {
+                plan: applied.plan_id,
+                sink: sink.name().to_owned(),
+                source,
+            })?;
+            for d in drift {
+                warn!(sink = sink.name(), "Repaired drift: {d}.");
+                repaired.push(d);
+            }
+        }
+        for d in &repaired {
+            self.store.audit("rocsync", "sink.repaired", Some(applied.plan_id), d, &now())?;
+        }
+        Ok(repaired)
+    }
+
+    /// Outputs that differ from what is in force, without touching them.
+    pub fn drift(&self) -> Result<Vec<String>, EngineError> {
+        let applied = self.store.applied()?;
+        if applied.plan_id == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.sinks().iter().flat_map(|s| s.drift(&applied.state, applied.plan_id)).collect())
+    }
+
+    /// One apply at a time across processes; the lock goes with the returned file.
+    fn lock(&self) -> Result<File, EngineError> {
+        let path = self.config.state_dir.join("apply.lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| EngineError::Lock { path: path.clone(), source })?;
+        file.lock().map_err(|source| EngineError::Lock { path, source })?;
+        Ok(file)
+    }
+}
