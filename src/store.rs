@@ -396,7 +396,7 @@ impl Store {
             ],
         )?;
         if let Some(error) = &read.error {
-            audit_in(&tx, &read.at, "rocsync", "source.error", None, &format!("{}: {error}", read.source))?;
+            audit_in(&tx, &read.at, "rocsync", "source.error", None, error)?;
         }
         tx.commit()?;
         Ok(())

@@ -22,6 +22,7 @@ Examples:
   rocsync plan show 4                    # the diff, grouped by AMC
   rocsync approve 4 --by 'J. Martin (RSSI)' --comment 'ticket 1234'
   rocsync status
+  rocsync audit --limit 20
   rocsync inspect annuaire answer.json --json";
 
 /// Keeps a hospital's firewall allow-list in sync with the ROC ecosystem (Annuaire AMC,
@@ -86,6 +87,14 @@ pub enum Command {
     },
     /// What is in force, pending plans, the last source read, outputs that drifted.
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit log: every plan, decision, apply and source error, with who and when.
+    Audit {
+        /// How many of the newest entries.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
         #[arg(long)]
         json: bool,
     },
@@ -205,6 +214,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for plan in engine.apply(id, &by)? {
                 writeln!(out, "Plan {} applied.", plan.id)?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { limit, json } => {
+            let engine = open(&cli.config)?;
+            output::audit(&mut out, &engine.store.audit_log(limit)?, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => {

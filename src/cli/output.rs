@@ -13,7 +13,7 @@ use crate::engine::{Engine, PlanRun};
 use crate::host::Host;
 use crate::plan::{Change, ChangeKind, HostDiff, Plan, Status};
 use crate::sources::annuaire::Answer;
-use crate::store::DecisionRecord;
+use crate::store::{AuditEntry, DecisionRecord};
 
 const BOLD: Style = Style::new().bold();
 const ADD: Style = AnsiColor::Green.on_default();
@@ -451,6 +451,17 @@ pub fn inspect_text(out: &mut impl Write, file: &Path, answer: &Answer) -> io::R
     }
     for w in &answer.warnings {
         writeln!(out, "{MOD}warning{MOD:#}: {w}")?;
+    }
+    Ok(())
+}
+
+pub fn audit(out: &mut impl Write, entries: &[AuditEntry], json: bool) -> io::Result<()> {
+    if json {
+        return writeln!(out, "{}", serde_json::to_string_pretty(entries).map_err(io::Error::other)?);
+    }
+    for e in entries {
+        let plan = e.plan_id.map(|p| format!("plan {p}")).unwrap_or_default();
+        writeln!(out, "{}  {:<20} {:<18} {:<8} {}", e.at, e.actor, e.action, plan, e.detail)?;
     }
     Ok(())
 }

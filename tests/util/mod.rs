@@ -1,0 +1,115 @@
+//! Shared helpers for the integration tests: a sandbox directory with its own configuration,
+//! annuaire answer, outputs and state, and the `rocsync` binary run inside it.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+
+/// The shared fixtures, copied into the repository.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// A directory holding `rocsync.toml`, the answer it reads (`annuaire.json`), its outputs under
+/// `out/` and its state under `state/`.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// A sandbox in review `mode` reading a copy of the annuaire fixture `answer`.
+    pub fn new(mode: &str, answer: &str) -> Sandbox {
+        let sandbox = Sandbox { dir: tempfile::tempdir().expect("temp dir") };
+        sandbox.write_config(&format!(
+            "[annuaire]\nurl = \"file:annuaire.json\"\n\
+             [review]\nmode = \"{mode}\"\n\
+             [exports.squid]\npath = \"out/squid.acl\"\n\
+             [exports.plain]\npath = \"out/hosts.txt\"\nwildcard_style = \"dot\"\n\
+             [exports.nft_script]\npath = \"out/rocsync.nft\"\n\
+             [store]\nstate_dir = \"state\"\n"
+        ));
+        sandbox.set_answer(answer);
+        sandbox
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write_config(&self, text: &str) {
+        fs::write(self.path("rocsync.toml"), text).expect("write config");
+    }
+
+    /// Replaces the answer the source reads with the annuaire fixture `name`.
+    pub fn set_answer(&self, name: &str) {
+        fs::copy(fixture(&format!("annuaire/{name}")), self.path("annuaire.json")).expect("copy answer");
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::cargo_bin("rocsync").expect("rocsync binary");
+        cmd.current_dir(self.dir.path()).arg("--config").arg(self.path("rocsync.toml")).env_remove("ROCSYNC_FAILPOINT");
+        cmd
+    }
+
+    /// Runs rocsync with `args` and returns its output, whatever its exit status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run rocsync")
+    }
+
+    /// Runs rocsync with `args`, which must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "rocsync {args:?} failed: {}\n{}", stderr(&out), stdout(&out));
+        stdout(&out)
+    }
+
+    /// `args` plus `--json`, parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let text = self.ok(args);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("rocsync {args:?}: not JSON ({e}): {text}"))
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    /// Every output file's content, to compare before and after.
+    pub fn outputs(&self) -> Vec<(String, String)> {
+        ["out/squid.acl", "out/hosts.txt", "out/rocsync.nft"]
+            .iter()
+            .map(|f| (f.to_string(), fs::read_to_string(self.path(f)).unwrap_or_default()))
+            .collect()
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Whether a test that needs `tool` (and root, for network namespaces) can run here. In CI
+/// (`CI` set) a missing tool fails the test instead: `.ci/run` installs it.
+pub fn have(tool: &str, needs_root: bool) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let root = !needs_root || is_root();
+    if found && root {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI must provide {tool}{}", if needs_root { " and root" } else { "" });
+    eprintln!("skipped: needs {tool}{}", if needs_root { " and root" } else { "" });
+    false
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
