@@ -24,7 +24,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<RawAnswer, AnswerError> {
     let body = text.as_bytes();
     let mut reader = quick_xml::Reader::from_str(&text);
     reader.config_mut().trim_text(true);
-    let line_at = |pos: u64| 1 + body[..(pos as usize).min(body.len())].iter().filter(|&&b| b == b'\n').count();
+    let mut lines = LineCounter::new(body);
 
     let mut raw = RawAnswer::default();
     let mut in_list = false;
@@ -39,10 +39,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<RawAnswer, AnswerError> {
     loop {
         let pos = reader.buffer_position();
         let event = reader.read_event_into(&mut buf).map_err(|e| AnswerError::Xml {
-            line: line_at(reader.error_position()),
+            line: lines.line_at(reader.error_position()),
             message: e.to_string(),
         })?;
-        let place = || format!("line {}", line_at(pos));
+        let line = lines.line_at(pos);
+        let place = || format!("line {line}");
         match event {
             Event::Eof => break,
             Event::Start(ref e) | Event::Empty(ref e) => {
@@ -113,7 +114,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<RawAnswer, AnswerError> {
                         Some(s) => text.push_str(&s),
                         None => {
                             return Err(AnswerError::Xml {
-                                line: line_at(pos),
+                                line,
                                 message: format!("unknown entity `&{};`", r.xml_content(XmlVersion::Implicit1_0)),
                             });
                         }
@@ -183,6 +184,31 @@ fn declared_encoding(bytes: &[u8]) -> Option<&'static encoding_rs::Encoding> {
     let rest = &rest[rest.iter().position(|&b| b == b'"' || b == b'\'')? + 1..];
     let label = &rest[..rest.iter().position(|&b| b == b'"' || b == b'\'')?];
     encoding_rs::Encoding::for_label(label)
+}
+
+/// Line numbers of byte offsets, counted incrementally: offsets mostly grow, so each byte is
+/// scanned about once (recounting from the start for each element made a large answer
+/// quadratic).
+struct LineCounter<'a> {
+    body: &'a [u8],
+    pos: usize,
+    line: usize,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(body: &'a [u8]) -> Self {
+        LineCounter { body, pos: 0, line: 1 }
+    }
+
+    fn line_at(&mut self, pos: u64) -> usize {
+        let pos = (pos as usize).min(self.body.len());
+        if pos < self.pos {
+            (self.pos, self.line) = (0, 1);
+        }
+        self.line += self.body[self.pos..pos].iter().filter(|&&b| b == b'\n').count();
+        self.pos = pos;
+        self.line
+    }
 }
 
 /// An attribute by local name. A value that cannot be decoded is rejected and read as absent.

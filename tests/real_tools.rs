@@ -1,0 +1,88 @@
+//! The exported files loaded by the real programs that will read them: Squid parses the ACL
+//! without a warning, and nft loads the script into a network namespace the test creates.
+//! Both need root and the Debian packages that `.ci/run` installs; outside CI they are skipped
+//! when missing.
+
+mod util;
+
+use std::process::Command;
+
+use util::Sandbox;
+
+/// A network namespace that exists for the life of the value, deleted even if the test fails.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("rocsync-{tag}-{}", std::process::id());
+        let status = Command::new("ip").args(["netns", "add", &name]).status().expect("ip netns add");
+        assert!(status.success(), "ip netns add {name}");
+        Netns(name)
+    }
+
+    fn nft(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip").args(["netns", "exec", &self.0, "nft"]).args(args).output().expect("nft")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn squid_parses_the_acl_without_warnings() {
+    if !util::have("squid", true) {
+        return;
+    }
+    let sb = Sandbox::new("auto", "urls-v1.json");
+    // Wildcards over exact hosts: the export must leave out what Squid would warn about.
+    sb.write_config(&format!(
+        "{}\n[policy]\nextra_hosts = [\"x.api.mutuelle-exemple.test\", \"api.mutuelle-exemple.test\", \"*.deep.api.mutuelle-exemple.test\"]\n",
+        std::fs::read_to_string(sb.path("rocsync.toml")).unwrap()
+    ));
+    sb.ok(&["once"]);
+    let acl = sb.path("out/squid.acl");
+    let conf = sb.path("squid.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "http_port 127.0.0.1:3128\nacl roc_amc dstdomain \"{}\"\nhttp_access allow roc_amc\nhttp_access deny all\n",
+            acl.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("squid").args(["-k", "parse", "-f"]).arg(&conf).output().expect("squid");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "squid -k parse failed:\n{log}");
+    assert!(log.contains("Processing: acl roc_amc dstdomain"), "squid read the ACL:\n{log}");
+    let complaints: Vec<&str> = log.lines().filter(|l| l.contains("WARNING") || l.contains("ERROR")).collect();
+    assert_eq!(complaints, Vec::<&str>::new(), "\n{log}");
+    // The control: the same hosts, overlaps left in, do make Squid complain.
+    std::fs::write(&acl, ".api.mutuelle-exemple.test\nx.api.mutuelle-exemple.test\n").unwrap();
+    let out = Command::new("squid").args(["-k", "parse", "-f"]).arg(&conf).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a subdomain of"));
+}
+
+#[test]
+fn nft_loads_the_script_in_a_namespace() {
+    if !util::have("nft", true) || !util::have("ip", true) {
+        return;
+    }
+    let sb = Sandbox::new("auto", "urls-v1.json");
+    sb.ok(&["once"]);
+    let script = sb.path("out/rocsync.nft");
+    let ns = Netns::new("script");
+    // Loading twice: the script replaces the table whether or not it exists.
+    for round in 0..2 {
+        let out = ns.nft(&["-f", script.to_str().unwrap()]);
+        assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = ns.nft(&["list", "ruleset"]);
+    let ruleset = String::from_utf8_lossy(&out.stdout);
+    assert!(ruleset.contains("table inet rocsync"), "{ruleset}");
+    assert!(ruleset.contains("set rocsync_v4 {\n\t\ttype ipv4_addr . inet_service\n\t\tflags timeout"), "{ruleset}");
+    assert!(ruleset.contains("set rocsync_v6"), "{ruleset}");
+    assert_eq!(ruleset.matches("table ").count(), 1, "nothing but rocsync's table: {ruleset}");
+}
