@@ -401,11 +401,12 @@ impl Default for RawReview {
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
     pub state_dir: PathBuf,
+    pub keep_applied_states: usize,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
-        RawStore { state_dir: PathBuf::from("/var/lib/rocsync") }
+        RawStore { state_dir: PathBuf::from("/var/lib/rocsync"), keep_applied_states: crate::store::KEEP_APPLIED_STATES }
     }
 }
 
@@ -721,6 +722,9 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         bad("review.max_removal_percent", format!("{} is more than 100", r.max_removal_percent));
     }
     check_alerts(&raw.alerts, base, &mut bad);
+    if raw.store.keep_applied_states == 0 {
+        bad("store.keep_applied_states", "must be at least 1 (the state in force)".into());
+    }
 
     let names = NftNames { table: n.table.clone(), set_v4: n.set_v4.clone(), set_v6: n.set_v6.clone() };
     let mut exports = Vec::new();

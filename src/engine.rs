@@ -82,7 +82,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn open(config: Config) -> Result<Engine, EngineError> {
-        let store = Store::open(&config.state_dir)?;
+        let store = Store::open(&config.state_dir)?.with_retention(config.raw.store.keep_applied_states);
         Ok(Engine { config, store })
     }
 

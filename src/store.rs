@@ -31,7 +31,8 @@ CREATE TABLE applied (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     plan_id INTEGER NOT NULL REFERENCES plans(id),
     applied_at TEXT NOT NULL,
-    state TEXT NOT NULL
+    -- NULL once older than the retention (`store.keep_applied_states`).
+    state TEXT
 );
 CREATE TABLE decisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -151,7 +152,12 @@ pub struct DecisionRecord {
 
 pub struct Store {
     conn: Connection,
+    /// How many applied states are kept whole; older ones keep their row (plan, time) only.
+    keep_states: usize,
 }
+
+/// The default of `store.keep_applied_states`.
+pub const KEEP_APPLIED_STATES: usize = 100;
 
 impl Store {
     /// Opens (creating if needed) `state.db` in `state_dir`, which is created readable by its
@@ -164,9 +170,15 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| open_err(Box::new(e)))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut store = Store { conn };
+        let mut store = Store { conn, keep_states: KEEP_APPLIED_STATES };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Keeps the newest `n` applied states whole (at least 1: the one in force).
+    pub fn with_retention(mut self, n: usize) -> Store {
+        self.keep_states = n.max(1);
+        self
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
@@ -358,6 +370,12 @@ impl Store {
             "INSERT INTO applied (plan_id, applied_at, state) VALUES (?1, ?2, ?3)",
             params![plan.id, now, serde_json::to_string(state).expect("a state serialises")],
         )?;
+        // A state of thousands of hosts is a megabyte of JSON: keep the newest ones whole, for
+        // rollback, and only the row of the others.
+        tx.execute(
+            "UPDATE applied SET state = NULL WHERE state IS NOT NULL AND seq <= (SELECT MAX(seq) FROM applied) - ?1",
+            [self.keep_states as i64],
+        )?;
         set_status(&tx, plan.id, Status::Applied)?;
         let detail = format!("{} change(s); {} host(s) in force", plan.diff.changes.len(), state.len());
         audit_in(&tx, now, actor, "plan.applied", Some(plan.id), &detail)?;
@@ -490,7 +508,7 @@ fn plan_in(tx: &Transaction<'_>, id: i64) -> Result<Plan, StoreError> {
 }
 
 fn applied_in(conn: &Connection) -> Result<Applied, StoreError> {
-    let row: Option<(i64, String, String)> = conn
+    let row: Option<(i64, String, Option<String>)> = conn
         .query_row("SELECT plan_id, applied_at, state FROM applied ORDER BY seq DESC LIMIT 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
@@ -498,7 +516,7 @@ fn applied_in(conn: &Connection) -> Result<Applied, StoreError> {
     match row {
         None => Ok(Applied::default()),
         Some((plan_id, at, state)) => {
-            let state = serde_json::from_str(&state)
+            let state = serde_json::from_str(state.as_deref().unwrap_or("null"))
                 .map_err(|source| StoreError::Corrupt { what: format!("state applied by plan {plan_id}"), source })?;
             Ok(Applied { plan_id, at: Some(at), state })
         }
@@ -561,6 +579,28 @@ mod tests {
         assert_eq!(actions, ["plan.created", "plan.approved", "plan.applied"]);
         // Applying it again is refused.
         assert!(matches!(store.check_applicable(plan.id, "t4"), Err(StoreError::WrongStatus { .. })));
+    }
+
+    #[test]
+    fn only_the_newest_states_are_kept_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap().with_retention(2);
+        let (v1, v2) = (state("urls-v1.json"), state("urls-v2.json"));
+        let mut current = State::default();
+        for (i, target) in [&v1, &v2, &v1, &v2].into_iter().enumerate() {
+            let proposals = propose(&current, target, &ctx(Mode::Auto));
+            let base = store.applied().unwrap().plan_id;
+            let plan = store.insert_plans(&proposals, base, "x", None, &format!("t{i}")).unwrap().remove(0);
+            current = plan.diff.apply_to(&current, "t");
+            store.commit_apply(&plan, &current, "x", "t").unwrap();
+        }
+        let kept: Vec<bool> = {
+            let mut stmt = store.conn.prepare("SELECT state IS NOT NULL FROM applied ORDER BY seq").unwrap();
+            stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+        };
+        assert_eq!(kept, [false, false, true, true]);
+        assert_eq!(store.applied().unwrap().state, current);
+        assert_eq!(store.applied_history().unwrap().len(), 4);
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! The exported files loaded by the real programs that will read them: Squid parses the ACL
-//! without a warning, and nft loads the script into a network namespace the test creates.
-//! Both need root and the Debian packages that `.ci/run` installs; outside CI they are skipped
-//! when missing.
+//! rocsync's files checked by the real programs that will read them: Squid parses the ACL
+//! without a warning, nft loads the script into a network namespace the test creates, systemd
+//! accepts the units. They need root and the Debian packages that `.ci/run` installs; outside
+//! CI they are skipped when missing.
 
 mod util;
 
@@ -85,4 +85,33 @@ fn nft_loads_the_script_in_a_namespace() {
     assert!(ruleset.contains("set rocsync_v4 {\n\t\ttype ipv4_addr . inet_service\n\t\tflags timeout"), "{ruleset}");
     assert!(ruleset.contains("set rocsync_v6"), "{ruleset}");
     assert_eq!(ruleset.matches("table ").count(), 1, "nothing but rocsync's table: {ruleset}");
+}
+
+#[test]
+fn systemd_units_verify_and_are_hardened() {
+    if !util::have("systemd-analyze", false) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    // `verify` checks that ExecStart exists: point the units at the binary just built.
+    for unit in ["rocsync-once.service", "rocsync-once.timer"] {
+        let text = std::fs::read_to_string(root.join(unit)).unwrap().replace("/usr/bin/rocsync", env!("CARGO_BIN_EXE_rocsync"));
+        std::fs::write(dir.path().join(unit), text).unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .current_dir(dir.path())
+        .args(["verify", "rocsync-once.service", "rocsync-once.timer"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && log.trim().is_empty(), "systemd-analyze verify:\n{log}");
+    let out = Command::new("systemd-analyze")
+        .current_dir(dir.path())
+        .args(["security", "--offline=true", "rocsync-once.service"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let verdict = report.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("{report}"));
+    assert!(verdict.contains(" OK") || verdict.contains(" SAFE"), "{verdict}");
 }
