@@ -17,6 +17,20 @@ const MAX_NAME: usize = 253;
 const MAX_LABEL: usize = 63;
 
 /// A host name, or a `*.`-wildcard over the sub-domains of one, that passed validation.
+///
+/// ```
+/// use rocsync::host::Host;
+///
+/// let host = Host::parse("IDB.Mutuelle-Générale.test.").unwrap();
+/// assert_eq!(host.as_str(), "idb.xn--mutuelle-gnrale-knbb.test");
+///
+/// let wildcard = Host::parse("*.api.mutuelle.test").unwrap();
+/// assert!(wildcard.matches("v2.api.mutuelle.test"));
+/// assert!(!wildcard.matches("api.mutuelle.test"));
+///
+/// assert!(Host::parse("*.co.uk").is_err()); // a whole public suffix
+/// assert!(Host::parse("a.test; rm -rf /").is_err());
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Host {
     /// The normalised text, with its `*.` when it is a wildcard. Sorting on it sorts the way

@@ -88,6 +88,22 @@ pub struct HostDiff {
 impl HostDiff {
     /// `None` when the two states allow the same hosts on the same ports with the same
     /// provenance.
+    ///
+    /// ```
+    /// use rocsync::catalogue::{HostPorts, Policy, State, desired, Catalogue};
+    /// use rocsync::plan::{ChangeKind, HostDiff};
+    ///
+    /// let policy = |hosts: &[&str]| Policy {
+    ///     extra_hosts: hosts.iter().map(|h| h.parse::<HostPorts>().unwrap()).collect(),
+    ///     ..Policy::default()
+    /// };
+    /// let before = desired(&Catalogue::default(), &policy(&["a.test", "b.test:8443"]));
+    /// let after = desired(&Catalogue::default(), &policy(&["a.test", "c.test"]));
+    /// let diff = HostDiff::between(&before, &after).unwrap();
+    /// assert_eq!(diff.of_kind(ChangeKind::Added).count(), 1);
+    /// assert_eq!(diff.of_kind(ChangeKind::Removed).count(), 1);
+    /// assert!(HostDiff::between(&after, &after).is_none());
+    /// ```
     pub fn between(applied: &State, desired: &State) -> Option<HostDiff> {
         let mut changes = Vec::new();
         let hosts: BTreeSet<&Host> = applied.entries.keys().chain(desired.entries.keys()).collect();
