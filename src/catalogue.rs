@@ -233,12 +233,7 @@ pub fn desired(catalogue: &Catalogue, policy: &Policy) -> State {
 mod tests {
     use super::*;
     use crate::sources::annuaire;
-
-    pub(crate) fn fixture_state(name: &str, policy: &Policy) -> State {
-        let path = format!("{}/tests/fixtures/annuaire/{name}", env!("CARGO_MANIFEST_DIR"));
-        let answer = annuaire::parse(&std::fs::read(path).unwrap(), None).unwrap();
-        desired(&Catalogue::from_answer(&answer), policy)
-    }
+    use crate::testing::fixture_state;
 
     fn hosts(state: &State) -> Vec<&str> {
         state.entries.keys().map(Host::as_str).collect()

@@ -32,6 +32,8 @@ pub mod plan;
 pub mod sinks;
 pub mod sources;
 pub mod store;
+#[cfg(test)]
+mod testing;
 
 /// An error and its causes on one line, `outer: inner: innermost`, for logs and the store.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {

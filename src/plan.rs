@@ -345,20 +345,10 @@ pub struct Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalogue::{AmcUse, Catalogue, Policy, desired};
-    use crate::sources::annuaire;
+    use crate::catalogue::AmcUse;
+    use crate::testing::{ctx, state};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
-
-    fn state(name: &str) -> State {
-        let path = format!("{}/tests/fixtures/annuaire/{name}", env!("CARGO_MANIFEST_DIR"));
-        let answer = annuaire::parse(&std::fs::read(path).unwrap(), None).unwrap();
-        desired(&Catalogue::from_answer(&answer), &Policy::default())
-    }
-
-    fn ctx(mode: Mode) -> Context {
-        Context { mode, guard: Guard::default(), rejected_values: 0 }
-    }
 
     fn names<'a>(it: impl Iterator<Item = &'a Change>) -> Vec<&'a str> {
         it.map(|c| c.host.as_str()).collect()

@@ -544,19 +544,8 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalogue::{Catalogue, Policy, desired};
-    use crate::plan::{Context, Guard, Mode, propose};
-    use crate::sources::annuaire;
-
-    fn state(name: &str) -> State {
-        let path = format!("{}/tests/fixtures/annuaire/{name}", env!("CARGO_MANIFEST_DIR"));
-        let answer = annuaire::parse(&std::fs::read(path).unwrap(), None).unwrap();
-        desired(&Catalogue::from_answer(&answer), &Policy::default())
-    }
-
-    fn ctx(mode: Mode) -> Context {
-        Context { mode, guard: Guard::default(), rejected_values: 0 }
-    }
+    use crate::plan::{Mode, propose};
+    use crate::testing::{ctx, state};
 
     #[test]
     fn plan_approve_apply_and_audit() {
