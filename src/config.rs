@@ -23,6 +23,7 @@ use crate::plan::{Guard, Mode};
 use crate::sinks::files::{Export, FileExport, FileSink};
 use crate::sinks::nft_script::NftNames;
 use crate::sinks::plain::WildcardStyle;
+use crate::sources::https::{HttpsSettings, TlsSettings};
 
 /// The configuration as written. Field docs are in `config.example.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -474,7 +475,11 @@ pub struct Config {
     /// The directory relative paths were resolved against.
     pub base_dir: PathBuf,
     pub source: AnnuaireSource,
+    /// The web service client's settings, when the source is `https://`.
+    pub https: Option<HttpsSettings>,
     pub max_body_bytes: u64,
+    /// Warn this long before the client certificate expires.
+    pub cert_expiry_warning: Duration,
     pub policy: Policy,
     pub mode: Mode,
     pub guard: Guard,
@@ -634,6 +639,7 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
     let resolve = |p: &Path| if p.is_absolute() || base == Path::new(".") { p.to_owned() } else { base.join(p) };
 
     let a = &raw.annuaire;
+    let mut https = None;
     let source = if a.url.is_empty() {
         bad("annuaire.url", "is required (`https://…` for the web service, `file:PATH` for a saved answer)".into());
         AnnuaireSource::File(PathBuf::new())
@@ -647,6 +653,21 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         match url::Url::parse(&a.url) {
             Ok(u) if u.scheme() == "https" => {
                 check_tls_client(a, base, &mut bad);
+                let password = a.client_password.as_ref().and_then(|s| s.read(base).ok());
+                https = Some(HttpsSettings {
+                    url: u.clone(),
+                    tls: TlsSettings {
+                        client_pkcs12: a.client_pkcs12.as_deref().map(resolve),
+                        client_cert: a.client_cert.as_deref().map(resolve),
+                        client_key: a.client_key.as_deref().map(resolve),
+                        password,
+                        ca_bundle: a.ca_bundle.as_deref().map(resolve),
+                        use_system_roots: a.use_system_roots,
+                    },
+                    connect_timeout: duration(&a.connect_timeout).unwrap_or(Duration::from_secs(10)),
+                    timeout: duration(&a.timeout).unwrap_or(Duration::from_secs(60)),
+                    max_body_bytes: a.max_body_bytes,
+                });
                 AnnuaireSource::Https(u)
             }
             Ok(u) => {
@@ -751,7 +772,9 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
     Config {
         base_dir: base.to_owned(),
         source,
+        https,
         max_body_bytes: a.max_body_bytes,
+        cert_expiry_warning: duration(&a.cert_expiry_warning).unwrap_or(Duration::from_secs(30 * 86400)),
         policy,
         mode: r.mode,
         guard: Guard { max_removal_percent: r.max_removal_percent, max_removal_hosts: r.max_removal_hosts },
@@ -775,8 +798,11 @@ fn check_tls_client(a: &RawAnnuaire, base: &Path, bad: &mut Bad<'_>) {
         (None, Some(cert), Some(key)) => {
             check_file(bad, "annuaire.client_cert", base, cert);
             check_file(bad, "annuaire.client_key", base, key);
-            if let Some(secret) = &a.client_password {
-                check_secret(bad, "annuaire.client_password", base, secret);
+            if a.client_password.is_some() {
+                bad(
+                    "annuaire.client_password",
+                    "a PEM key is read unencrypted (protect it by its file mode); for an encrypted key, give the PKCS#12 file as client_pkcs12".into(),
+                );
             }
         }
         _ => bad(

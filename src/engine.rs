@@ -17,8 +17,9 @@ use crate::config::{AnnuaireSource, Config};
 use crate::plan::{Context, Plan, Proposal, Status, propose};
 use crate::sinks::{Sink, SinkError};
 use crate::sources::annuaire::Answer;
-use crate::sources::{SourceError, read_annuaire_file};
-use crate::store::{Applied, Decision, SourceRead, Store, StoreError};
+use crate::sources::https::{AnnuaireClient, CertInfo, FetchError, Fetched, TlsSetupError, load_identity};
+use crate::sources::{SourceError, read_limited};
+use crate::store::{Applied, CachedAnswer, Decision, SourceRead, Store, StoreError};
 
 /// Why a command could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +27,15 @@ pub enum EngineError {
     /// The source could not be read or understood; nothing was planned.
     #[error(transparent)]
     Source(#[from] SourceError),
-    /// The live web service is the subject of a later part of rocsync.
-    #[error("{0}: polling the annuaire over HTTPS is done by `rocsync poll`/`rocsync run`, not yet available; use `--source FILE` or a `file:` URL")]
-    LiveSourceUnavailable(String),
+    /// The web service could not be reached or did not answer well; nothing was planned.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The client certificate or the CA bundle cannot be used.
+    #[error("cannot set up TLS for the annuaire")]
+    TlsSetup(#[from] TlsSetupError),
+    /// The async runtime for a request cannot start.
+    #[error("cannot start the I/O runtime")]
+    Runtime(#[source] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A sink failed; the plan stays open and what was in force stays in force.
@@ -59,6 +66,28 @@ pub struct Read {
     pub source: String,
     pub answer: Answer,
     pub desired: State,
+    /// For the web service: what the request gave.
+    pub fetch: Option<FetchInfo>,
+    /// The answer as read.
+    pub body: Vec<u8>,
+}
+
+/// One request to the web service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchInfo {
+    /// 200, or 304 when the cached answer was used.
+    pub status: u16,
+    pub bytes: usize,
+    pub etag: Option<String>,
+    pub elapsed: std::time::Duration,
+}
+
+/// An answer's bytes before parsing.
+struct Body {
+    bytes: Vec<u8>,
+    content_type: Option<String>,
+    etag: Option<String>,
+    fetch: Option<FetchInfo>,
 }
 
 /// What a planning pass did.
@@ -78,62 +107,136 @@ pub struct PlanRun {
 pub struct Engine {
     pub config: Config,
     pub store: Store,
+    /// The web service client, built on first use.
+    client: Option<AnnuaireClient>,
 }
 
 impl Engine {
     pub fn open(config: Config) -> Result<Engine, EngineError> {
         let store = Store::open(&config.state_dir)?.with_retention(config.raw.store.keep_applied_states);
-        Ok(Engine { config, store })
+        Ok(Engine { config, store, client: None })
     }
 
     fn sinks(&self) -> Vec<&dyn Sink> {
         vec![&self.config.files]
     }
 
-    /// Reads the configured source (or `file`), and records the read, good or bad.
+    /// Reads the configured source (or `file`), and records the read, good or bad. With
+    /// `force`, a web service answer is fetched whole even if it has not changed.
     pub fn read_source(&mut self, file: Option<&Path>) -> Result<Read, EngineError> {
-        let (source, path) = match (file, &self.config.source) {
-            (Some(f), _) => (format!("file:{}", f.display()), f.to_owned()),
-            (None, AnnuaireSource::File(p)) => (format!("file:{}", p.display()), p.clone()),
-            (None, AnnuaireSource::Https(u)) => return Err(EngineError::LiveSourceUnavailable(u.to_string())),
-        };
+        self.read_source_with(file, false)
+    }
+
+    pub fn read_source_with(&mut self, file: Option<&Path>, force: bool) -> Result<Read, EngineError> {
         let at = now();
-        match read_annuaire_file(&path, self.config.max_body_bytes) {
-            Ok(answer) => {
-                for w in &answer.warnings {
-                    warn!(source = %source, "{w}");
-                }
-                for r in &answer.rejected {
-                    warn!(source = %source, place = %r.place, amc = r.amc.as_deref().unwrap_or("-"), value = %r.value, "Rejected value: {}.", r.reason);
-                }
-                let desired = desired(&Catalogue::from_answer(&answer), &self.config.policy);
-                self.store.record_source_read(&SourceRead {
-                    at,
-                    source: source.clone(),
-                    ok: true,
-                    serial: answer.serial,
-                    hosts: Some(desired.len()),
-                    rejected: Some(answer.rejected.len()),
-                    error: None,
-                })?;
-                info!(source = %source, serial = ?answer.serial, hosts = desired.len(), rejected = answer.rejected.len(), "Read the annuaire.");
-                Ok(Read { source, answer, desired })
+        let (source, fetched) = match (file, &self.config.source) {
+            (Some(f), _) => (format!("file:{}", f.display()), self.read_file(f)),
+            (None, AnnuaireSource::File(p)) => {
+                let p = p.clone();
+                (format!("file:{}", p.display()), self.read_file(&p))
             }
+            (None, AnnuaireSource::Https(u)) => (u.to_string(), self.fetch_https(force)),
+        };
+        let parsed = fetched.and_then(|body| {
+            let answer = crate::sources::annuaire::parse(&body.bytes, body.content_type.as_deref())
+                .map_err(|e| EngineError::Source(SourceError::Answer { input: source.clone(), source: e }))?;
+            Ok((body, answer))
+        });
+        let (body, answer) = match parsed {
+            Ok(ok) => ok,
             Err(e) => {
                 let error = crate::error_chain(&e);
                 warn!(source = %source, "Source error, keeping what is in force: {error}");
-                self.store.record_source_read(&SourceRead {
-                    at,
-                    source,
-                    ok: false,
-                    serial: None,
-                    hosts: None,
-                    rejected: None,
-                    error: Some(error),
-                })?;
-                Err(e.into())
+                let read = SourceRead { at, source, ok: false, serial: None, hosts: None, rejected: None, error: Some(error) };
+                self.store.record_source_read(&read)?;
+                return Err(e);
+            }
+        };
+        for w in &answer.warnings {
+            warn!(source = %source, "{w}");
+        }
+        for r in &answer.rejected {
+            warn!(source = %source, place = %r.place, amc = r.amc.as_deref().unwrap_or("-"), value = %r.value, "Rejected value: {}.", r.reason);
+        }
+        if body.fetch.as_ref().is_some_and(|f| f.status == 200) {
+            let cached = CachedAnswer { fetched_at: at.clone(), etag: body.etag.clone(), content_type: body.content_type.clone(), body: body.bytes.clone() };
+            self.store.cache_answer(&source, &cached)?;
+        }
+        let desired = desired(&Catalogue::from_answer(&answer), &self.config.policy);
+        self.store.record_source_read(&SourceRead {
+            at,
+            source: source.clone(),
+            ok: true,
+            serial: answer.serial,
+            hosts: Some(desired.len()),
+            rejected: Some(answer.rejected.len()),
+            error: None,
+        })?;
+        info!(source = %source, serial = ?answer.serial, hosts = desired.len(), rejected = answer.rejected.len(), "Read the annuaire.");
+        Ok(Read { source, answer, desired, fetch: body.fetch, body: body.bytes })
+    }
+
+    fn read_file(&self, path: &Path) -> Result<Body, EngineError> {
+        let bytes = read_limited(path, self.config.max_body_bytes)?;
+        Ok(Body { bytes, content_type: None, etag: None, fetch: None })
+    }
+
+    /// One request to the web service; on 304, the last good answer from the store.
+    fn fetch_https(&mut self, force: bool) -> Result<Body, EngineError> {
+        if self.client.is_none() {
+            let settings = self.config.https.clone().expect("an https source has its settings");
+            self.client = Some(AnnuaireClient::new(settings)?);
+        }
+        let client = self.client.as_ref().expect("just built");
+        let identity = client.identity.clone();
+        let url = client.url().to_string();
+        self.watch_certificate(&identity)?;
+        let cached = if force { None } else { self.store.cached_answer(&url)? };
+        let etag = cached.as_ref().and_then(|c| c.etag.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EngineError::Runtime)?;
+        let started = std::time::Instant::now();
+        let client = self.client.as_ref().expect("just built");
+        let fetched = runtime.block_on(client.fetch(etag.as_deref()))?;
+        let elapsed = started.elapsed();
+        match fetched {
+            Fetched::NotModified => {
+                let cached = cached.expect("a 304 answers an ETag, which comes from the cache");
+                info!(url = %url, "Unchanged since {} (304).", cached.fetched_at);
+                let fetch = FetchInfo { status: 304, bytes: 0, etag, elapsed };
+                Ok(Body { bytes: cached.body, content_type: cached.content_type, etag: cached.etag, fetch: Some(fetch) })
+            }
+            Fetched::Body { body, content_type, etag } => {
+                let fetch = FetchInfo { status: 200, bytes: body.len(), etag: etag.clone(), elapsed };
+                Ok(Body { bytes: body, content_type, etag, fetch: Some(fetch) })
             }
         }
+    }
+
+    /// Warns, and audits once a day, when the hospital's certificate is near its end: ROC stops
+    /// the day it expires.
+    fn watch_certificate(&mut self, info: &CertInfo) -> Result<(), EngineError> {
+        let now_t = OffsetDateTime::now_utc();
+        let days = info.days_left(now_t);
+        let window = (self.config.cert_expiry_warning.as_secs() / 86_400) as i64;
+        let (action, message) = if now_t > info.not_after {
+            ("cert.expired", format!("the client certificate has expired: {info}"))
+        } else if days <= window {
+            ("cert.expiring", format!("the client certificate expires in {days} day(s): {info}"))
+        } else {
+            return Ok(());
+        };
+        warn!(subject = %info.subject, not_after = %info.not_after.date(), "{message}");
+        let day_ago = (now_t - time::Duration::days(1)).replace_nanosecond(0).unwrap_or(now_t).format(&Rfc3339).unwrap_or_default();
+        if !self.store.audited_since(action, &day_ago)? {
+            self.store.audit("rocsync", action, None, &message, &now())?;
+        }
+        Ok(())
+    }
+
+    /// The client certificate the configuration names, read from disk (no network).
+    pub fn client_certificate(&self) -> Option<Result<CertInfo, String>> {
+        let settings = self.config.https.as_ref()?;
+        Some(load_identity(&settings.tls).map(|id| id.info).map_err(|e| crate::error_chain(&e)))
     }
 
     /// Reads the source and stores the plans that take what is in force to what it lists.

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::catalogue::State;
 use crate::plan::{HostDiff, Plan, Proposal, Status};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE plans (
@@ -64,6 +64,17 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#;
+
+/// Version 2: the last good answer of each source, for `If-None-Match` and for a 304.
+const SCHEMA_2: &str = r#"
+CREATE TABLE source_cache (
+    source TEXT PRIMARY KEY,
+    fetched_at TEXT NOT NULL,
+    etag TEXT,
+    content_type TEXT,
+    body BLOB NOT NULL
+);
 "#;
 
 /// Why the store could not do what was asked.
@@ -134,6 +145,15 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+/// The last good answer of a source, with its ETag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedAnswer {
+    pub fetched_at: String,
+    pub etag: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
 /// An approval or a rejection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -184,14 +204,16 @@ impl Store {
     fn migrate(&mut self) -> Result<(), StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        match version {
-            0 => {
-                tx.execute_batch(SCHEMA)?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            }
-            SCHEMA_VERSION => {}
-            found => return Err(StoreError::Version { found }),
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Version { found: version });
         }
+        if version < 1 {
+            tx.execute_batch(SCHEMA)?;
+        }
+        if version < 2 {
+            tx.execute_batch(SCHEMA_2)?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
         Ok(())
     }
@@ -420,6 +442,37 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps the last good answer of `source`.
+    pub fn cache_answer(&mut self, source: &str, answer: &CachedAnswer) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO source_cache (source, fetched_at, etag, content_type, body) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (source) DO UPDATE SET fetched_at = ?2, etag = ?3, content_type = ?4, body = ?5",
+            params![source, answer.fetched_at, answer.etag, answer.content_type, answer.body],
+        )?;
+        Ok(())
+    }
+
+    /// The last good answer of `source`, if any.
+    pub fn cached_answer(&self, source: &str) -> Result<Option<CachedAnswer>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT fetched_at, etag, content_type, body FROM source_cache WHERE source = ?1",
+                [source],
+                |r| Ok(CachedAnswer { fetched_at: r.get(0)?, etag: r.get(1)?, content_type: r.get(2)?, body: r.get(3)? }),
+            )
+            .optional()?)
+    }
+
+    /// Whether `action` was audited since `since` (RFC 3339, compared as text).
+    pub fn audited_since(&self, action: &str, since: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM audit WHERE action = ?1 AND at >= ?2 LIMIT 1", [action, since], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     /// The newest source read, and the newest successful one.
     pub fn last_source_reads(&self) -> Result<(Option<SourceRead>, Option<SourceRead>), StoreError> {
         let query = |filter: &str| -> Result<Option<SourceRead>, StoreError> {
@@ -636,5 +689,20 @@ mod tests {
         conn.pragma_update(None, "user_version", 9).unwrap();
         drop(conn);
         assert!(matches!(Store::open(dir.path()), Err(StoreError::Version { found: 9 })));
+    }
+
+    #[test]
+    fn a_version_1_store_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("state.db")).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute("INSERT INTO audit (at, actor, action, detail) VALUES ('t', 'a', 'old', '')", []).unwrap();
+        drop(conn);
+        let mut store = Store::open(dir.path()).unwrap();
+        let cached = CachedAnswer { fetched_at: "t".into(), etag: Some("\"x\"".into()), content_type: None, body: b"{}".to_vec() };
+        store.cache_answer("https://a.test/", &cached).unwrap();
+        assert_eq!(store.cached_answer("https://a.test/").unwrap(), Some(cached));
+        assert_eq!(store.audit_log(5).unwrap()[0].action, "old");
     }
 }

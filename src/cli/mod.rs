@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
@@ -16,6 +17,7 @@ use crate::store::Decision;
 const EXAMPLES: &str = "\
 Examples:
   rocsync check-config --config /etc/rocsync/config.toml
+  rocsync poll                           # fetch the annuaire once, say what came back
   rocsync once --dry-run                 # what would change, changing nothing
   rocsync once                           # read, plan, apply what needs no approval
   rocsync plan list
@@ -58,6 +60,17 @@ pub enum Command {
         /// Show what would change; store and write nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Fetch the annuaire once and say what came back (HTTP status, size, ETag, what the answer
+    /// holds), without planning; for troubleshooting the connection.
+    #[command(after_help = "Examples:\n  rocsync poll\n  rocsync poll --force --save /tmp/annuaire-answer.json")]
+    Poll {
+        /// Ignore the ETag of the last answer: fetch the whole list.
+        #[arg(long)]
+        force: bool,
+        /// Also write the answer to FILE (for `inspect annuaire` or `plan --source`).
+        #[arg(long, value_name = "FILE")]
+        save: Option<PathBuf>,
     },
     /// Compute and store a plan from the source (or FILE); `plan list`, `plan show ID`.
     #[command(
@@ -176,6 +189,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output::once(&mut out, &run, dry_run)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Poll { force, save } => {
+            let mut engine = open(&cli.config)?;
+            let read = source_step(engine.read_source_with(None, force))?;
+            if let Some(path) = &save {
+                std::fs::write(path, &read.body).with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            output::poll(&mut out, &read, save.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plan { source, action: None } => {
             let mut engine = open(&cli.config)?;
             let run = source_step(engine.plan(source.as_deref(), false))?;
@@ -237,7 +259,9 @@ fn open(config: &Path) -> anyhow::Result<Engine> {
 /// A source error is reported with what it means for the firewall.
 fn source_step<T>(result: Result<T, EngineError>) -> anyhow::Result<T> {
     result.map_err(|e| match e {
-        EngineError::Source(_) => anyhow::Error::new(e).context("nothing was planned; what is in force stays in force"),
+        EngineError::Source(_) | EngineError::Fetch(_) | EngineError::TlsSetup(_) => {
+            anyhow::Error::new(e).context("nothing was planned; what is in force stays in force")
+        }
         other => other.into(),
     })
 }

@@ -9,7 +9,7 @@ use anstyle::{AnsiColor, Style};
 use serde_json::{Value, json};
 
 use crate::catalogue::{Catalogue, Entry, Origin};
-use crate::engine::{Engine, PlanRun};
+use crate::engine::{Engine, PlanRun, Read};
 use crate::host::Host;
 use crate::plan::{Change, ChangeKind, HostDiff, Plan, Status};
 use crate::sources::annuaire::Answer;
@@ -322,8 +322,52 @@ pub fn once(out: &mut impl Write, run: &PlanRun, dry_run: bool) -> io::Result<()
     Ok(())
 }
 
+/// The output of `poll`.
+pub fn poll(out: &mut impl Write, read: &Read, saved: Option<&Path>) -> io::Result<()> {
+    match &read.fetch {
+        Some(f) if f.status == 304 => writeln!(
+            out,
+            "GET {} → 304 Not Modified in {:.2} s (ETag {}): the last answer still holds.",
+            read.source,
+            f.elapsed.as_secs_f64(),
+            f.etag.as_deref().unwrap_or("-")
+        )?,
+        Some(f) => writeln!(
+            out,
+            "GET {} → {} in {:.2} s: {} bytes, ETag {}.",
+            read.source,
+            f.status,
+            f.elapsed.as_secs_f64(),
+            f.bytes,
+            f.etag.as_deref().unwrap_or("-")
+        )?,
+        None => writeln!(out, "Read {} ({} bytes).", read.source, read.body.len())?,
+    }
+    let a = &read.answer;
+    writeln!(
+        out,
+        "{} answer, serial {}, generated {}: {} AMCs, {} hosts to allow, {} rejected value(s), {} warning(s).",
+        a.format,
+        a.serial.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+        a.generated_at.as_deref().unwrap_or("-"),
+        a.amcs.len(),
+        read.desired.len(),
+        a.rejected.len(),
+        a.warnings.len()
+    )?;
+    for r in &a.rejected {
+        writeln!(out, "  {MOD}rejected{MOD:#} {} {:?}: {}", r.place, r.value, r.reason)?;
+    }
+    if let Some(path) = saved {
+        writeln!(out, "Saved to {}.", path.display())?;
+    }
+    Ok(())
+}
+
 pub fn status(out: &mut impl Write, engine: &Engine, json: bool) -> anyhow::Result<()> {
     let applied = engine.store.applied()?;
+    let certificate = engine.client_certificate();
+    let now_t = time::OffsetDateTime::now_utc();
     let open = engine.store.open_plans()?;
     let (last, last_ok) = engine.store.last_source_reads()?;
     let drift = engine.drift()?;
@@ -338,6 +382,12 @@ pub fn status(out: &mut impl Write, engine: &Engine, json: bool) -> anyhow::Resu
             "last_successful_read": last_ok,
             "outputs": engine.config.files.exports.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
             "drift": drift,
+            "client_certificate": match &certificate {
+                None => Value::Null,
+                Some(Ok(c)) => json!({"subject": c.subject, "issuer": c.issuer, "not_after": c.not_after.date().to_string(),
+                                      "days_left": c.days_left(now_t)}),
+                Some(Err(e)) => json!({"error": e}),
+            },
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(());
@@ -380,6 +430,17 @@ pub fn status(out: &mut impl Write, engine: &Engine, json: bool) -> anyhow::Resu
             let why = if p.needs_approval { format!(": {}", p.reasons.join("; ")) } else { String::new() };
             writeln!(out, "  plan {} {} (+{a} -{r} ~{c}){why}  → rocsync plan show {}", p.id, p.status, p.id)?;
         }
+    }
+    match &certificate {
+        None => {}
+        Some(Ok(c)) => {
+            let days = c.days_left(now_t);
+            let window = (engine.config.cert_expiry_warning.as_secs() / 86_400) as i64;
+            let style = if days <= window { DEL } else { Style::new() };
+            writeln!(out, "{BOLD}Client certificate:{BOLD:#} {} (issuer {})", c.subject, c.issuer)?;
+            writeln!(out, "  {style}expires {} ({days} day(s) left){style:#}", c.not_after.date())?;
+        }
+        Some(Err(e)) => writeln!(out, "{BOLD}Client certificate:{BOLD:#} {DEL}unreadable{DEL:#}: {e}")?,
     }
     writeln!(out, "{BOLD}Outputs:{BOLD:#}")?;
     for f in &engine.config.files.exports {

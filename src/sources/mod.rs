@@ -2,6 +2,7 @@
 //! is a reason to keep what is in force, never an empty list.
 
 pub mod annuaire;
+pub mod https;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,13 @@ pub enum SourceError {
 /// `rocsync inspect annuaire`). The format is sniffed, as for an HTTP answer without a
 /// content type.
 pub fn read_annuaire_file(path: &Path, limit: u64) -> Result<annuaire::Answer, SourceError> {
+    let body = read_limited(path, limit)?;
+    annuaire::parse(&body, None)
+        .map_err(|source| SourceError::Answer { input: path.display().to_string(), source })
+}
+
+/// A file's bytes, refused beyond `limit`.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, SourceError> {
     let io = |source| SourceError::Io { path: path.to_owned(), source };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut body = Vec::new();
@@ -41,6 +49,5 @@ pub fn read_annuaire_file(path: &Path, limit: u64) -> Result<annuaire::Answer, S
     if body.len() as u64 > limit {
         return Err(SourceError::TooLarge { input: path.display().to_string(), limit });
     }
-    annuaire::parse(&body, None)
-        .map_err(|source| SourceError::Answer { input: path.display().to_string(), source })
+    Ok(body)
 }

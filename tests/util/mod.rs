@@ -9,6 +9,14 @@ use std::process::Output;
 
 use assert_cmd::Command;
 
+pub mod annuaire_server;
+
+/// The outputs and state sections every sandbox configuration ends with.
+pub const OUTPUTS: &str = "[exports.squid]\npath = \"out/squid.acl\"\n\
+    [exports.plain]\npath = \"out/hosts.txt\"\nwildcard_style = \"dot\"\n\
+    [exports.nft_script]\npath = \"out/rocsync.nft\"\n\
+    [store]\nstate_dir = \"state\"\n";
+
 /// The shared fixtures, copied into the repository.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -24,15 +32,15 @@ impl Sandbox {
     /// A sandbox in review `mode` reading a copy of the annuaire fixture `answer`.
     pub fn new(mode: &str, answer: &str) -> Sandbox {
         let sandbox = Sandbox { dir: tempfile::tempdir().expect("temp dir") };
-        sandbox.write_config(&format!(
-            "[annuaire]\nurl = \"file:annuaire.json\"\n\
-             [review]\nmode = \"{mode}\"\n\
-             [exports.squid]\npath = \"out/squid.acl\"\n\
-             [exports.plain]\npath = \"out/hosts.txt\"\nwildcard_style = \"dot\"\n\
-             [exports.nft_script]\npath = \"out/rocsync.nft\"\n\
-             [store]\nstate_dir = \"state\"\n"
-        ));
+        sandbox.write_config(&format!("[annuaire]\nurl = \"file:annuaire.json\"\n[review]\nmode = \"{mode}\"\n{OUTPUTS}"));
         sandbox.set_answer(answer);
+        sandbox
+    }
+
+    /// A sandbox whose configuration is `text` followed by [`OUTPUTS`].
+    pub fn with_config(text: &str) -> Sandbox {
+        let sandbox = Sandbox { dir: tempfile::tempdir().expect("temp dir") };
+        sandbox.write_config(&format!("{text}\n{OUTPUTS}"));
         sandbox
     }
 

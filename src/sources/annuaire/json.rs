@@ -9,10 +9,11 @@ use serde_json::{Map, Value};
 use super::{AnswerError, RawAnswer, RawOrganisme, RawService, Rejected};
 
 pub(crate) fn parse(body: &[u8]) -> Result<RawAnswer, AnswerError> {
-    let doc: Value = serde_json::from_slice(body).map_err(|e| AnswerError::Json {
-        line: e.line(),
-        column: e.column(),
-        message: e.to_string(),
+    let doc: Value = serde_json::from_slice(body).map_err(|e| {
+        // serde_json ends its message with the position, which the error already carries.
+        let message = e.to_string();
+        let position = format!(" at line {} column {}", e.line(), e.column());
+        AnswerError::Json { line: e.line(), column: e.column(), message: message.strip_suffix(&position).unwrap_or(&message).to_owned() }
     })?;
     let Value::Object(top) = doc else {
         return Err(AnswerError::MissingList("the JSON answer is not an object".into()));
