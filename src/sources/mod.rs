@@ -3,6 +3,7 @@
 
 pub mod annuaire;
 pub mod https;
+pub mod schedule;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
