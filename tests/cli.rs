@@ -372,3 +372,41 @@ fn help_has_examples() {
     let help = sb.ok(&["approve", "--help"]);
     assert!(help.contains("Example:"), "{help}");
 }
+
+#[test]
+fn inspect_every_mail_fixture() {
+    let sb = Sandbox::new("auto", "urls-v1.json");
+    let read = |name: &str| sb.json(&["inspect", "mail", fixture(&format!("mail/{name}")).to_str().unwrap(), "--json"]);
+    let hosts = |doc: &Value| -> Vec<(String, String)> {
+        doc["changes"].as_array().unwrap().iter().map(|c| (c["action"].as_str().unwrap().to_owned(), c["host"].as_str().unwrap().to_owned())).collect()
+    };
+    let text = read("ouverture-texte.eml");
+    assert_eq!(text["message_id"], "ouverture-texte@inter-amc.test");
+    assert_eq!(text["from"], "notifications@inter-amc.test");
+    assert_eq!(text["dkim"], "pass");
+    assert_eq!(
+        text["changes"][1],
+        serde_json::json!({"action": "open", "effective": "2026-11-25", "amc": "891234567", "name": "NOUVELLE MUTUELLE DU SUD",
+                           "host": "idb.nouvelle-mutuelle-sud.test", "wildcard": false})
+    );
+    let html = read("ouverture-html-latin1.eml");
+    assert_eq!(hosts(&html), [("open".to_owned(), "*.roc.mgt-sante.test".to_owned())]);
+    assert_eq!(html["changes"][0]["wildcard"], true);
+    assert_eq!(html["changes"][0]["name"], "MUTUELLE GÉNÉRALE DES TERRITOIRES");
+    let csv = read("fermeture-csv.eml");
+    assert_eq!(hosts(&csv), [("close".to_owned(), "clc.otp-ouest.test".to_owned()), ("close".to_owned(), "idb.otp-ouest.test".to_owned())]);
+    let spoofed = read("expediteur-inconnu.eml");
+    assert_eq!((spoofed["from"].as_str(), spoofed["dkim"].as_str()), (Some("support@inter-amc-securite.test"), Some("fail")));
+    let none = read("sans-changement.eml");
+    assert_eq!(none["changes"], serde_json::json!([]));
+    assert_eq!(none["rejected_lines"], serde_json::json!([]));
+    // Every fixture reads; something that is not a message exits 2.
+    for entry in fs::read_dir(fixture("mail")).unwrap() {
+        let path = entry.unwrap().path();
+        assert!(sb.run(&["inspect", "mail", path.to_str().unwrap()]).status.success(), "{}", path.display());
+    }
+    fs::write(sb.path("empty.eml"), "").unwrap();
+    let out = sb.run(&["inspect", "mail", "empty.eml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("empty.eml: not an e-mail message"), "{}", stderr(&out));
+}

@@ -25,7 +25,8 @@ Examples:
   rocsync approve 4 --by 'J. Martin (RSSI)' --comment 'ticket 1234'
   rocsync status
   rocsync audit --limit 20
-  rocsync inspect annuaire answer.json --json";
+  rocsync inspect annuaire answer.json --json
+  rocsync inspect mail notification.eml";
 
 /// Keeps a hospital's firewall allow-list in sync with the ROC ecosystem (Annuaire AMC,
 /// Inter-AMC notifications).
@@ -167,6 +168,13 @@ pub enum Inspect {
         #[arg(long)]
         json: bool,
     },
+    /// What rocsync reads in an Inter-AMC notification e-mail (.eml).
+    #[command(after_help = "Exit status: 0 when the message was read (even with rejected lines), 2 when it is not an e-mail.")]
+    Mail {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Exit status for an input that is not what it should be (not an annuaire answer).
@@ -183,6 +191,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig => check_config(&cli.config, &mut out),
         Command::Inspect(Inspect::Annuaire { file, json }) => inspect_annuaire(&file, json, &mut out),
+        Command::Inspect(Inspect::Mail { file, json }) => {
+            let raw = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            match crate::sources::mail::parse(&raw, None) {
+                Ok(n) => {
+                    output::inspect_mail(&mut out, &file, &n, json)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    writeln!(anstream::stderr(), "rocsync: {}: {e}", file.display())?;
+                    Ok(ExitCode::from(EXIT_BAD_INPUT))
+                }
+            }
+        }
         Command::Once { dry_run } => {
             let mut engine = open(&cli.config)?;
             let run = source_step(engine.once(dry_run))?;

@@ -526,3 +526,39 @@ pub fn audit(out: &mut impl Write, entries: &[AuditEntry], json: bool) -> io::Re
     }
     Ok(())
 }
+
+/// `inspect mail`: the JSON of issue 3, stable for tools, or text.
+pub fn inspect_mail(out: &mut impl Write, file: &Path, n: &crate::sources::mail::Notification, json: bool) -> io::Result<()> {
+    if json {
+        let changes: Vec<Value> = n
+            .changes
+            .iter()
+            .map(|c| {
+                json!({"action": c.action, "effective": c.effective, "amc": c.amc.as_str(), "name": c.name,
+                       "host": c.host.as_str(), "wildcard": c.host.is_wildcard()})
+            })
+            .collect();
+        let doc = json!({
+            "message_id": n.message_id, "from": n.from, "subject": n.subject, "subject_matches": n.subject_matches,
+            "dkim": n.dkim, "changes": changes, "rejected_lines": n.rejected_lines,
+        });
+        return writeln!(out, "{}", serde_json::to_string_pretty(&doc).map_err(io::Error::other)?);
+    }
+    writeln!(out, "{BOLD}{}{BOLD:#}: message {}", file.display(), n.message_id.as_deref().unwrap_or("(no Message-ID)"))?;
+    writeln!(out, "  from {}, DKIM {:?}", n.from.as_deref().unwrap_or("(no sender)"), n.dkim)?;
+    writeln!(out, "  subject {:?}{}", n.subject.as_deref().unwrap_or(""), if n.subject_matches { "" } else { " (names neither ouverture nor fermeture)" })?;
+    if n.changes.is_empty() {
+        writeln!(out, "  {MOD}no change found{MOD:#}")?;
+    }
+    for c in &n.changes {
+        let (sign, style) = match c.action {
+            crate::sources::mail::Action::Open => ('+', ADD),
+            crate::sources::mail::Action::Close => ('-', DEL),
+        };
+        writeln!(out, "  {style}{sign} {:<40}{style:#} from {}  {} ({})", c.host, c.effective, c.name, c.amc)?;
+    }
+    for r in &n.rejected_lines {
+        writeln!(out, "  {MOD}rejected{MOD:#} {}:{} {:?}: {}", r.part, r.line, r.text, r.reason)?;
+    }
+    Ok(())
+}

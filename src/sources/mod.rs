@@ -3,6 +3,7 @@
 
 pub mod annuaire;
 pub mod https;
+pub mod mail;
 pub mod schedule;
 
 use std::io::Read;
