@@ -183,7 +183,8 @@ pub struct Policy {
 }
 
 impl Policy {
-    fn excludes(&self, host: &Host) -> bool {
+    /// Whether `exclude_hosts` keeps `host` out.
+    pub fn excludes(&self, host: &Host) -> bool {
         self.exclude_hosts.iter().any(|ex| ex.covers(host))
     }
 }

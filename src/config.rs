@@ -125,6 +125,8 @@ pub struct RawNotifications {
     pub source: MailSource,
     pub allowed_senders: Vec<String>,
     pub require_dkim_pass: bool,
+    /// The receiving server's name in `Authentication-Results`; others are ignored.
+    pub trusted_authserv_id: Option<String>,
     pub debounce: String,
     pub imap: RawImap,
     pub maildir: RawMaildir,
@@ -137,6 +139,7 @@ impl Default for RawNotifications {
             source: MailSource::Imap,
             allowed_senders: Vec::new(),
             require_dkim_pass: false,
+            trusted_authserv_id: None,
             debounce: "30s".into(),
             imap: RawImap::default(),
             maildir: RawMaildir::default(),
@@ -480,6 +483,8 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// Warn this long before the client certificate expires.
     pub cert_expiry_warning: Duration,
+    /// The Maildir notifications are delivered to, when they come that way.
+    pub maildir: Option<PathBuf>,
     pub policy: Policy,
     pub mode: Mode,
     pub guard: Guard,
@@ -775,6 +780,10 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         https,
         max_body_bytes: a.max_body_bytes,
         cert_expiry_warning: duration(&a.cert_expiry_warning).unwrap_or(Duration::from_secs(30 * 86400)),
+        maildir: match (&raw.notifications, &raw.notifications.maildir.path) {
+            (n, Some(path)) if n.enabled && n.source == MailSource::Maildir => Some(resolve(path)),
+            _ => None,
+        },
         policy,
         mode: r.mode,
         guard: Guard { max_removal_percent: r.max_removal_percent, max_removal_hosts: r.max_removal_hosts },
@@ -835,8 +844,8 @@ fn check_notifications(n: &RawNotifications, base: &Path, bad: &mut Bad<'_>) {
             }
         }
         MailSource::Maildir => match &n.maildir.path {
-            Some(path) if !base.join(path).is_dir() => {
-                bad("notifications.maildir.path", format!("{} is not a directory", base.join(path).display()))
+            Some(path) if !base.join(path).join("new").is_dir() || !base.join(path).join("cur").is_dir() => {
+                bad("notifications.maildir.path", format!("{} is not a Maildir (no new/ and cur/)", base.join(path).display()))
             }
             Some(_) => {}
             None => bad("notifications.maildir.path", "is required when notifications come from a Maildir".into()),
@@ -844,6 +853,11 @@ fn check_notifications(n: &RawNotifications, base: &Path, bad: &mut Bad<'_>) {
     }
     if n.allowed_senders.is_empty() {
         bad("notifications.allowed_senders", "is empty: every notification would be rejected".into());
+    }
+    for (i, sender) in n.allowed_senders.iter().enumerate() {
+        if !sender.contains('@') {
+            bad(&format!("notifications.allowed_senders[{i}]"), format!("`{sender}` is neither an address nor `@domain`"));
+        }
     }
 }
 

@@ -12,14 +12,20 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tracing::{info, info_span, warn};
 
-use crate::catalogue::{Catalogue, State, desired};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::amc::AmcNumber;
+use crate::catalogue::{AmcUse, Catalogue, DOMAIN_PORT, Entry, Origin, State, desired};
+use crate::host::Host;
+use crate::sources::mail;
+use crate::sources::maildir::Maildir;
 use crate::config::{AnnuaireSource, Config};
 use crate::plan::{Context, Plan, Proposal, Status, propose};
 use crate::sinks::{Sink, SinkError};
 use crate::sources::annuaire::Answer;
 use crate::sources::https::{AnnuaireClient, CertInfo, FetchError, Fetched, TlsSetupError, load_identity};
 use crate::sources::{SourceError, read_limited};
-use crate::store::{Applied, CachedAnswer, Decision, SourceRead, Store, StoreError};
+use crate::store::{Applied, CachedAnswer, Decision, NotificationRecord, SourceRead, Store, StoreError};
 
 /// Why a command could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +39,13 @@ pub enum EngineError {
     /// The client certificate or the CA bundle cannot be used.
     #[error("cannot set up TLS for the annuaire")]
     TlsSetup(#[from] TlsSetupError),
+    /// The Maildir cannot be read, or a message not moved.
+    #[error("Maildir {}", path.display())]
+    Maildir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The async runtime for a request cannot start.
     #[error("cannot start the I/O runtime")]
     Runtime(#[source] std::io::Error),
@@ -58,6 +71,13 @@ pub enum EngineError {
 /// The current time, as the store and the outputs write it.
 pub fn now() -> String {
     OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::UNIX_EPOCH).format(&Rfc3339).unwrap_or_default()
+}
+
+/// Whether the open plans are exactly what `proposals` would store, on top of plan `base`.
+fn same_plans(open: &[Plan], proposals: &[Proposal], base: i64) -> bool {
+    open.len() == proposals.len()
+        && open.first().is_some_and(|p| p.base == base)
+        && open.iter().zip(proposals).all(|(p, q)| p.diff == q.diff && p.needs_approval == q.needs_approval && p.reasons == q.reasons)
 }
 
 /// What a source read gave.
@@ -90,6 +110,23 @@ struct Body {
     fetch: Option<FetchInfo>,
 }
 
+/// What reading the notifications did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailRun {
+    pub used: usize,
+    pub rejected: usize,
+    pub no_change: usize,
+    pub unreadable: usize,
+    /// Already recorded (delivered twice, or moved after a crash).
+    pub duplicates: usize,
+}
+
+impl MailRun {
+    pub fn total(&self) -> usize {
+        self.used + self.rejected + self.no_change + self.unreadable + self.duplicates
+    }
+}
+
 /// What a planning pass did.
 #[derive(Debug, Clone)]
 pub struct PlanRun {
@@ -102,6 +139,8 @@ pub struct PlanRun {
     pub proposals: Vec<Proposal>,
     /// Outputs found different from what is in force and rewritten.
     pub repaired: Vec<String>,
+    /// Notifications read before the source.
+    pub mail: MailRun,
 }
 
 pub struct Engine {
@@ -242,26 +281,36 @@ impl Engine {
     /// Reads the source and stores the plans that take what is in force to what it lists.
     /// With `dry_run`, stores nothing (the read is still recorded).
     pub fn plan(&mut self, file: Option<&Path>, dry_run: bool) -> Result<PlanRun, EngineError> {
-        let read = self.read_source(file)?;
+        let mut read = self.read_source(file)?;
+        self.add_notified_hosts(&mut read.desired)?;
         let applied = self.store.applied()?;
         let ctx = Context { mode: self.config.mode, guard: self.config.guard, rejected_values: read.answer.rejected.len() };
         let proposals = propose(&applied.state, &read.desired, &ctx);
+        let open = self.store.open_plans()?;
         let plans = if dry_run || proposals.is_empty() {
             Vec::new()
+        } else if same_plans(&open, &proposals, applied.plan_id) {
+            // The same plans are already waiting: keep their ids, do not make new ones at every
+            // poll (the RSSI is reviewing those).
+            info!(plans = ?open.iter().map(|p| p.id).collect::<Vec<_>>(), "The open plans still hold.");
+            open
         } else {
             self.store.insert_plans(&proposals, applied.plan_id, &read.source, read.answer.serial, &now())?
         };
         for p in &plans {
             info!(plan = p.id, status = %p.status, changes = p.diff.changes.len(), "Planned.");
         }
-        Ok(PlanRun { read, applied, plans, proposals, repaired: Vec::new() })
+        Ok(PlanRun { read, applied, plans, proposals, repaired: Vec::new(), mail: MailRun::default() })
     }
 
     /// One reconcile pass: plan, apply what needs no approval, repair drifted outputs.
     pub fn once(&mut self, dry_run: bool) -> Result<PlanRun, EngineError> {
         let span = info_span!("reconcile");
         let _enter = span.enter();
+        // Notifications first: they are hints, and the poll that follows is their re-poll.
+        let mail = if dry_run { MailRun::default() } else { self.process_maildir()? };
         let mut run = self.plan(None, dry_run)?;
+        run.mail = mail;
         if dry_run {
             return Ok(run);
         }
@@ -316,6 +365,111 @@ impl Engine {
         Ok(self.store.plan(id)?)
     }
 
+    /// Reads every new message of the Maildir, records it once with its verdict, and moves it
+    /// to `cur/`.
+    pub fn process_maildir(&mut self) -> Result<MailRun, EngineError> {
+        let Some(root) = self.config.maildir.clone() else { return Ok(MailRun::default()) };
+        let io = |source| EngineError::Maildir { path: root.clone(), source };
+        let maildir = Maildir::open(&root).map_err(io)?;
+        let mut run = MailRun::default();
+        for path in maildir.pending().map_err(io)? {
+            let raw = std::fs::read(&path).map_err(io)?;
+            let origin = format!("maildir:{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+            let record = self.notification_record(&raw, &origin);
+            let flags = if record.verdict == "used" { "S" } else { "FS" };
+            if self.store.record_notification(&record, &now())? {
+                match record.verdict.as_str() {
+                    "used" => run.used += 1,
+                    "rejected" => run.rejected += 1,
+                    "no_change" => run.no_change += 1,
+                    _ => run.unreadable += 1,
+                }
+                info!(message = %record.key, verdict = %record.verdict, "Notification {}.", record.reason.as_deref().unwrap_or("read"));
+            } else {
+                run.duplicates += 1;
+            }
+            maildir.mark(&path, flags).map_err(io)?;
+        }
+        Ok(run)
+    }
+
+    /// What to record of one message: its verdict, and for a used one, the openings and
+    /// closings it announces.
+    fn notification_record(&mut self, raw: &[u8], origin: &str) -> NotificationRecord {
+        let n = &self.config.raw.notifications;
+        let parsed = mail::parse(raw, n.trusted_authserv_id.as_deref());
+        let notification = match parsed {
+            Ok(notification) => notification,
+            Err(e) => {
+                return NotificationRecord {
+                    key: origin.to_owned(),
+                    origin: origin.to_owned(),
+                    sender: None,
+                    subject: None,
+                    verdict: "unreadable".into(),
+                    reason: Some(e.to_string()),
+                    changes: "[]".into(),
+                    rejected_lines: "[]".into(),
+                    openings: Vec::new(),
+                };
+            }
+        };
+        let verdict = mail::judge(&notification, &n.allowed_senders, n.require_dkim_pass);
+        let mut openings = Vec::new();
+        if verdict == mail::Verdict::Used {
+            for c in &notification.changes {
+                match c.action {
+                    mail::Action::Open => openings.push((c.host.to_string(), c.amc.to_string(), c.name.clone(), c.effective.clone())),
+                    // A closing announced by mail withdraws an opening announced by mail; what
+                    // the annuaire lists is closed by the annuaire.
+                    mail::Action::Close => {
+                        let _ = self.store.settle_notified_host(c.host.as_str(), "closed");
+                    }
+                }
+            }
+        }
+        let reason = match &verdict {
+            mail::Verdict::Rejected(r) | mail::Verdict::Unreadable(r) => Some(r.clone()),
+            mail::Verdict::NoChange => Some("no change found in the message".into()),
+            mail::Verdict::Used => None,
+        };
+        NotificationRecord {
+            key: notification.message_id.clone().unwrap_or_else(|| origin.to_owned()),
+            origin: origin.to_owned(),
+            sender: notification.from.clone(),
+            subject: notification.subject.clone(),
+            verdict: verdict.word().into(),
+            reason,
+            changes: serde_json::to_string(&notification.changes).unwrap_or_else(|_| "[]".into()),
+            rejected_lines: serde_json::to_string(&notification.rejected_lines).unwrap_or_else(|_| "[]".into()),
+            openings,
+        }
+    }
+
+    /// Adds the openings that only notifications name to the desired state, marked as such
+    /// (the guard makes any plan with them wait for approval). One the annuaire now lists is
+    /// settled as `listed`.
+    fn add_notified_hosts(&mut self, desired: &mut State) -> Result<(), EngineError> {
+        for (host, amc, name, _effective, _message) in self.store.pending_notified_hosts()? {
+            let (Ok(h), Ok(number)) = (Host::parse(&host), AmcNumber::parse(&amc)) else { continue };
+            if desired.entries.contains_key(&h) {
+                self.store.settle_notified_host(&host, "listed")?;
+                continue;
+            }
+            if self.config.policy.excludes(&h) {
+                continue;
+            }
+            let entry = desired.entries.entry(h).or_insert_with(|| Entry {
+                ports: BTreeSet::from([DOMAIN_PORT]),
+                amcs: BTreeMap::new(),
+                origins: BTreeSet::from([Origin::Notification]),
+                since: None,
+            });
+            entry.amcs.insert(number, AmcUse { name, services: BTreeSet::new() });
+        }
+        Ok(())
+    }
+
     /// Records a decision; an approval also applies the plan unless `apply` is false.
     pub fn decide(
         &mut self,
@@ -326,6 +480,15 @@ impl Engine {
         apply: bool,
     ) -> Result<Plan, EngineError> {
         let plan = self.store.decide(id, decision, by, comment, &now())?;
+        if decision == Decision::Reject {
+            // Openings only a notification named are not proposed again once rejected.
+            let notified = plan.diff.changes.iter().filter(|c| {
+                c.after.as_ref().is_some_and(|e| e.origins == BTreeSet::from([Origin::Notification]))
+            });
+            for change in notified {
+                self.store.settle_notified_host(change.host.as_str(), "rejected")?;
+            }
+        }
         if decision == Decision::Approve && apply {
             self.apply(id, by)?;
             return Ok(self.store.plan(id)?);

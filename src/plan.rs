@@ -73,6 +73,11 @@ impl Change {
         !self.closes() && self.after.as_ref().is_some_and(|e| e.origins.contains(&Origin::Annuaire))
     }
 
+    /// An opening that only an Inter-AMC notification names.
+    pub fn is_notification_only(&self) -> bool {
+        self.before.is_none() && self.after.as_ref().is_some_and(|e| e.origins == BTreeSet::from([Origin::Notification]))
+    }
+
     /// The entry to describe the change with: the new one, or the old one for a closing.
     pub fn entry(&self) -> &Entry {
         self.after.as_ref().or(self.before.as_ref()).expect("a change has an entry")
@@ -243,17 +248,20 @@ pub fn propose(applied: &State, desired: &State, ctx: &Context) -> Vec<Proposal>
             ctx.rejected_values
         ));
     }
-    let notification_only = diff
-        .changes
-        .iter()
-        .filter(|c| c.after.as_ref().is_some_and(|e| e.origins == BTreeSet::from([Origin::Notification])))
-        .count();
-    if notification_only > 0 {
-        guard_reasons.push(format!(
-            "{notification_only} host(s) named only by a notification, not by the annuaire"
-        ));
-    }
-    match ctx.mode {
+    // Openings only a notification names are hints: they always wait, in a plan of their own,
+    // so that they never hold back what the annuaire itself lists.
+    let (notified, rest): (Vec<Change>, Vec<Change>) = diff.changes.into_iter().partition(Change::is_notification_only);
+    let notified_plan = (!notified.is_empty()).then(|| Proposal {
+        reasons: vec![format!(
+            "{} host(s) named only by an Inter-AMC notification, not listed by the annuaire: check with the AMC before approving",
+            notified.len()
+        )],
+        diff: HostDiff { changes: notified },
+        needs_approval: true,
+    });
+    let diff = HostDiff { changes: rest };
+    let mut plans = match ctx.mode {
+        _ if diff.changes.is_empty() => Vec::new(),
         Mode::Auto => vec![Proposal { diff, needs_approval: !guard_reasons.is_empty(), reasons: guard_reasons }],
         Mode::Review => {
             let mut reasons = vec!["review mode: every plan waits for approval".to_owned()];
@@ -276,7 +284,9 @@ pub fn propose(applied: &State, desired: &State, ctx: &Context) -> Vec<Proposal>
             }
             plans
         }
-    }
+    };
+    plans.extend(notified_plan);
+    plans
 }
 
 /// Where a stored plan stands.
@@ -417,6 +427,22 @@ mod tests {
         let mid = hybrid[0].diff.apply_to(&v1, "t1");
         let end = hybrid[1].diff.apply_to(&mid, "t2");
         assert_eq!(HostDiff::between(&end, &v2), None);
+    }
+
+    #[test]
+    fn notification_only_openings_wait_in_their_own_plan() {
+        let (v1, mut v2) = (state("urls-v1.json"), state("urls-v2.json"));
+        let mut notified = v2.entries.values().next().unwrap().clone();
+        notified.origins = BTreeSet::from([Origin::Notification]);
+        v2.entries.insert(Host::parse("hint.mail.test").unwrap(), notified);
+        for mode in [Mode::Auto, Mode::Hybrid, Mode::Review] {
+            let plans = propose(&v1, &v2, &ctx(mode));
+            let last = plans.last().unwrap();
+            assert_eq!(names(last.diff.changes.iter()), ["hint.mail.test"], "{mode}");
+            assert!(last.needs_approval && last.reasons[0].contains("named only by an Inter-AMC notification"));
+            assert!(plans[..plans.len() - 1].iter().all(|p| !names(p.diff.changes.iter()).contains(&"hint.mail.test")));
+        }
+        assert!(!propose(&v1, &v2, &ctx(Mode::Auto))[0].needs_approval, "the annuaire's changes are not held back");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::catalogue::State;
 use crate::plan::{HostDiff, Plan, Proposal, Status};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE plans (
@@ -64,6 +64,31 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#;
+
+/// Version 3: every notification e-mail read, once each, with its verdict; and the openings
+/// that only a notification names, until the annuaire lists them or a person rejects them.
+const SCHEMA_3: &str = r#"
+CREATE TABLE notifications (
+    key TEXT PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    sender TEXT,
+    subject TEXT,
+    verdict TEXT NOT NULL,
+    reason TEXT,
+    changes TEXT NOT NULL,
+    rejected_lines TEXT NOT NULL
+);
+CREATE TABLE notified_hosts (
+    host TEXT NOT NULL,
+    amc TEXT NOT NULL,
+    name TEXT NOT NULL,
+    effective TEXT NOT NULL,
+    message_key TEXT NOT NULL REFERENCES notifications(key),
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'rejected', 'listed', 'closed')),
+    PRIMARY KEY (host, message_key)
+);
 "#;
 
 /// Version 2: the last good answer of each source, for `If-None-Match` and for a 304.
@@ -154,6 +179,37 @@ pub struct CachedAnswer {
     pub body: Vec<u8>,
 }
 
+/// A notification as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationRecord {
+    /// The Message-ID, or where the message came from when it has none.
+    pub key: String,
+    pub origin: String,
+    pub sender: Option<String>,
+    pub subject: Option<String>,
+    pub verdict: String,
+    pub reason: Option<String>,
+    /// JSON of the changes and of the rejected lines.
+    pub changes: String,
+    pub rejected_lines: String,
+    /// Openings to consider: (host, AMC number, AMC name, date of effect).
+    pub openings: Vec<(String, String, String, String)>,
+}
+
+/// A recorded notification, for `rocsync notifications`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NotificationRow {
+    pub key: String,
+    pub received_at: String,
+    pub origin: String,
+    pub sender: Option<String>,
+    pub subject: Option<String>,
+    pub verdict: String,
+    pub reason: Option<String>,
+    pub changes: serde_json::Value,
+    pub rejected_lines: serde_json::Value,
+}
+
 /// An approval or a rejection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -212,6 +268,9 @@ impl Store {
         }
         if version < 2 {
             tx.execute_batch(SCHEMA_2)?;
+        }
+        if version < 3 {
+            tx.execute_batch(SCHEMA_3)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
@@ -462,6 +521,71 @@ impl Store {
                 |r| Ok(CachedAnswer { fetched_at: r.get(0)?, etag: r.get(1)?, content_type: r.get(2)?, body: r.get(3)? }),
             )
             .optional()?)
+    }
+
+    /// Records a notification once: `false` when its key was already recorded (a duplicate
+    /// delivery, or a restart between recording and moving the message).
+    pub fn record_notification(&mut self, n: &NotificationRecord, now: &str) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let inserted = tx.execute(
+            "INSERT INTO notifications (key, received_at, origin, sender, subject, verdict, reason, changes, rejected_lines)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (key) DO NOTHING",
+            params![n.key, now, n.origin, n.sender, n.subject, n.verdict, n.reason, n.changes, n.rejected_lines],
+        )?;
+        if inserted == 0 {
+            return Ok(false);
+        }
+        for (host, amc, name, effective) in &n.openings {
+            tx.execute(
+                "INSERT INTO notified_hosts (host, amc, name, effective, message_key) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO NOTHING",
+                params![host, amc, name, effective, n.key],
+            )?;
+        }
+        let detail = format!("{} from {}: {}", n.verdict, n.sender.as_deref().unwrap_or("-"), n.reason.as_deref().unwrap_or(&n.key));
+        audit_in(&tx, now, "rocsync", &format!("notification.{}", n.verdict), None, &detail)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Recorded notifications, newest first.
+    pub fn notifications(&self, limit: usize) -> Result<Vec<NotificationRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, received_at, origin, sender, subject, verdict, reason, changes, rejected_lines
+             FROM notifications ORDER BY received_at DESC, rowid DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(NotificationRow {
+                key: r.get(0)?,
+                received_at: r.get(1)?,
+                origin: r.get(2)?,
+                sender: r.get(3)?,
+                subject: r.get(4)?,
+                verdict: r.get(5)?,
+                reason: r.get(6)?,
+                changes: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or(serde_json::Value::Null),
+                rejected_lines: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or(serde_json::Value::Null),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Openings named by notifications and still pending: (host, AMC number, AMC name, date, message).
+    pub fn pending_notified_hosts(&self) -> Result<Vec<(String, String, String, String, String)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT host, amc, name, effective, message_key FROM notified_hosts WHERE status = 'pending' ORDER BY host, effective",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Sets the status of every pending notified opening of `host` (`rejected`, `listed`,
+    /// `closed`).
+    pub fn settle_notified_host(&mut self, host: &str, status: &str) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE notified_hosts SET status = ?1 WHERE host = ?2 AND status = 'pending'",
+            params![status, host],
+        )?)
     }
 
     /// Whether `action` was audited since `since` (RFC 3339, compared as text).

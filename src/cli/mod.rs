@@ -104,6 +104,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The notification e-mails read: which were used, rejected, without change, unreadable.
+    Notifications {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// The audit log: every plan, decision, apply and source error, with who and when.
     Audit {
         /// How many of the newest entries.
@@ -257,6 +264,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for plan in engine.apply(id, &by)? {
                 writeln!(out, "Plan {} applied.", plan.id)?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Notifications { limit, json } => {
+            let engine = open(&cli.config)?;
+            output::notifications(&mut out, &engine.store.notifications(limit)?, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { limit, json } => {

@@ -68,8 +68,9 @@ fn grouped_lines(diff: &HostDiff) -> BTreeMap<Group, Vec<(Style, String)>> {
         name: entry.amcs.get(number).map(|u| u.name.clone()).unwrap_or_default(),
         number: number.as_str().to_owned(),
     };
+    // A notification names its AMC, so its hosts are listed under that AMC, marked.
     let other_groups = |entry: &Entry| -> Vec<Group> {
-        entry.origins.iter().filter(|o| **o != Origin::Annuaire).map(|o| Group::Origin(*o)).collect()
+        entry.origins.iter().filter(|o| **o == Origin::Config).map(|o| Group::Origin(*o)).collect()
     };
     for change in &diff.changes {
         let host = &change.host;
@@ -77,9 +78,14 @@ fn grouped_lines(diff: &HostDiff) -> BTreeMap<Group, Vec<(Style, String)>> {
             ChangeKind::Added | ChangeKind::Removed => {
                 let (sign, style) = if change.kind() == ChangeKind::Added { ('+', ADD) } else { ('-', DEL) };
                 let entry = change.entry();
+                let hint = if entry.origins.contains(&Origin::Annuaire) || !entry.origins.contains(&Origin::Notification) {
+                    ""
+                } else {
+                    "[named only by an Inter-AMC notification]"
+                };
                 for (number, u) in &entry.amcs {
                     let services: Vec<&str> = u.services.iter().map(String::as_str).collect();
-                    let line = format!("{sign} {host:<40} {:<14} {}", ports(entry), services.join(" "));
+                    let line = format!("{sign} {host:<40} {:<14} {}{hint}", ports(entry), services.join(" "));
                     groups.entry(amc_group(entry, number)).or_default().push((style, line));
                 }
                 for g in other_groups(entry) {
@@ -278,6 +284,14 @@ pub fn plan_list(out: &mut impl Write, plans: &[Plan], json: bool) -> io::Result
 
 /// The output of `once` and `plan`.
 pub fn once(out: &mut impl Write, run: &PlanRun, dry_run: bool) -> io::Result<()> {
+    let m = &run.mail;
+    if m.total() > 0 {
+        writeln!(
+            out,
+            "Notifications: {} used, {} rejected, {} without change, {} unreadable, {} already seen (rocsync notifications).",
+            m.used, m.rejected, m.no_change, m.unreadable, m.duplicates
+        )?;
+    }
     let answer = &run.read.answer;
     let serial = answer.serial.map(|s| format!(", serial {s}")).unwrap_or_default();
     writeln!(
@@ -559,6 +573,36 @@ pub fn inspect_mail(out: &mut impl Write, file: &Path, n: &crate::sources::mail:
     }
     for r in &n.rejected_lines {
         writeln!(out, "  {MOD}rejected{MOD:#} {}:{} {:?}: {}", r.part, r.line, r.text, r.reason)?;
+    }
+    Ok(())
+}
+
+/// `rocsync notifications`: every e-mail read, with what rocsync made of it.
+pub fn notifications(out: &mut impl Write, rows: &[crate::store::NotificationRow], json: bool) -> io::Result<()> {
+    if json {
+        return writeln!(out, "{}", serde_json::to_string_pretty(rows).map_err(io::Error::other)?);
+    }
+    if rows.is_empty() {
+        return writeln!(out, "No notification read yet.");
+    }
+    for r in rows {
+        let style = match r.verdict.as_str() {
+            "used" => ADD,
+            "no_change" => MOD,
+            _ => DEL,
+        };
+        let changes = r.changes.as_array().map(Vec::len).unwrap_or(0);
+        let bad = r.rejected_lines.as_array().map(Vec::len).unwrap_or(0);
+        writeln!(
+            out,
+            "{}  {style}{:<10}{style:#} {}  from {}  {changes} change(s), {bad} rejected line(s){}",
+            r.received_at,
+            r.verdict,
+            r.key,
+            r.sender.as_deref().unwrap_or("-"),
+            r.reason.as_deref().map(|x| format!(": {x}")).unwrap_or_default()
+        )?;
+        writeln!(out, "    {DIM}{} — {}{DIM:#}", r.origin, r.subject.as_deref().unwrap_or(""))?;
     }
     Ok(())
 }

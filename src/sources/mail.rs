@@ -70,6 +70,52 @@ pub struct Notification {
     pub rejected_lines: Vec<RejectedLine>,
 }
 
+/// What rocsync does with a notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", content = "reason", rename_all = "snake_case")]
+pub enum Verdict {
+    /// From an allowed sender, with changes: triggers a re-poll; openings the annuaire does not
+    /// list wait in a plan for approval.
+    Used,
+    /// From a sender outside the allow-list, or failing DKIM when it is required.
+    Rejected(String),
+    /// Readable, but no change in it: kept aside and reported.
+    NoChange,
+    /// Not an e-mail rocsync can read: kept and reported.
+    Unreadable(String),
+}
+
+impl Verdict {
+    pub fn word(&self) -> &'static str {
+        match self {
+            Verdict::Used => "used",
+            Verdict::Rejected(_) => "rejected",
+            Verdict::NoChange => "no_change",
+            Verdict::Unreadable(_) => "unreadable",
+        }
+    }
+}
+
+/// Judges a notification: `allowed_senders` holds addresses (`notifications@inter-amc.test`)
+/// or whole domains (`@inter-amc.test`).
+pub fn judge(n: &Notification, allowed_senders: &[String], require_dkim_pass: bool) -> Verdict {
+    let from = n.from.as_deref().unwrap_or("");
+    let allowed = allowed_senders.iter().any(|a| {
+        let a = a.trim().to_ascii_lowercase();
+        if a.starts_with('@') { from.ends_with(&a) } else { from == a }
+    });
+    if !allowed {
+        return Verdict::Rejected(format!("sender `{from}` is not in notifications.allowed_senders"));
+    }
+    if require_dkim_pass && n.dkim != Dkim::Pass {
+        return Verdict::Rejected(format!("DKIM {:?} while notifications.require_dkim_pass = true", n.dkim).to_lowercase());
+    }
+    if n.changes.is_empty() {
+        return Verdict::NoChange;
+    }
+    Verdict::Used
+}
+
 /// Why bytes are not an e-mail at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MailError {
@@ -382,6 +428,22 @@ mod tests {
         for junk in [&b"\xff\xfe\x00garbage"[..], b"no header here", b"From:\r\n\r\n\r\n", b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x"] {
             let _ = parse(junk, None);
         }
+    }
+
+    #[test]
+    fn judging() {
+        let allowed = vec!["notifications@inter-amc.test".to_owned(), "@caisse.test".to_owned()];
+        assert_eq!(judge(&fixture("ouverture-texte.eml"), &allowed, true), Verdict::Used);
+        let spoofed = judge(&fixture("expediteur-inconnu.eml"), &allowed, false);
+        assert_eq!(spoofed, Verdict::Rejected("sender `support@inter-amc-securite.test` is not in notifications.allowed_senders".into()));
+        assert_eq!(judge(&fixture("sans-changement.eml"), &allowed, false), Verdict::NoChange);
+        let mut n = fixture("ouverture-texte.eml");
+        n.from = Some("x@caisse.test".into());
+        n.dkim = Dkim::None;
+        assert_eq!(judge(&n, &allowed, false), Verdict::Used);
+        assert!(matches!(judge(&n, &allowed, true), Verdict::Rejected(r) if r.contains("dkim none")));
+        n.from = Some("x@evilcaisse.test".into());
+        assert!(matches!(judge(&n, &allowed, false), Verdict::Rejected(_)), "a domain entry is not a suffix match");
     }
 
     fn base64_encode(data: &[u8]) -> String {

@@ -4,6 +4,7 @@
 pub mod annuaire;
 pub mod https;
 pub mod mail;
+pub mod maildir;
 pub mod schedule;
 
 use std::io::Read;
