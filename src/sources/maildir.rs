@@ -7,6 +7,11 @@
 //! nor doubles one.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::Notify;
 
 /// A Maildir: a directory with `new/`, `cur/` and `tmp/`.
 #[derive(Debug, Clone)]
@@ -52,6 +57,43 @@ impl Maildir {
     }
 }
 
+/// Wakes `wake` as soon as a message lands in `new/` (inotify, through `notify`), and every
+/// `rescan` anyway, for file systems that do not report changes (NFS). Returns when `shutdown`
+/// completes, or at once if the directory cannot be watched.
+pub async fn watch(
+    maildir: &Maildir,
+    rescan: Duration,
+    wake: Arc<Notify>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> notify::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Delivery ends with a rename into new/ (or a create): either is a new message.
+        if event.is_ok_and(|e| e.kind.is_create() || e.kind.is_modify()) {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(&maildir.root.join("new"), RecursiveMode::NonRecursive)?;
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(rescan);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            Some(()) = rx.recv() => {
+                tracing::debug!(maildir = %maildir.root.display(), "A message arrived.");
+                wake.notify_one();
+            }
+            _ = tick.tick() => {
+                if maildir.pending().is_ok_and(|p| !p.is_empty()) {
+                    wake.notify_one();
+                }
+            }
+            () = &mut shutdown => return Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +115,47 @@ mod tests {
         assert!(moved.ends_with("cur/1700000001.M1.host:2,FS"));
         assert_eq!(md.pending().unwrap().len(), 1);
         assert!(Maildir::open(&dir.path().join("cur")).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_delivery_wakes_the_watcher() {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let md = Maildir::open(dir.path()).unwrap();
+        let wake = Arc::new(Notify::new());
+        let stop = Arc::new(Notify::new());
+        let task = {
+            let (md, wake, stop) = (md.clone(), wake.clone(), stop.clone());
+            tokio::spawn(async move { watch(&md, Duration::from_secs(3600), wake, stop.notified()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::write(dir.path().join("tmp/m1"), "x").unwrap();
+        std::fs::rename(dir.path().join("tmp/m1"), dir.path().join("new/m1")).unwrap();
+        let woke = tokio::time::timeout(Duration::from_secs(5), wake.notified()).await;
+        assert!(woke.is_ok(), "no wake-up within 5 s of a delivery");
+        stop.notify_one();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rescan_finds_what_no_event_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let md = Maildir::open(dir.path()).unwrap();
+        let wake = Arc::new(Notify::new());
+        let task = {
+            let (md, wake) = (md.clone(), wake.clone());
+            tokio::spawn(async move { watch(&md, Duration::from_secs(300), wake, tokio::time::sleep(Duration::from_secs(1000))).await })
+        };
+        // Present before the watch began: no event will ever report it.
+        std::fs::write(dir.path().join("new/old"), "x").unwrap();
+        let started = tokio::time::Instant::now();
+        wake.notified().await;
+        assert_eq!(started.elapsed().as_secs(), 300);
+        task.await.unwrap().unwrap();
     }
 }

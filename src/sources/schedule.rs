@@ -16,6 +16,9 @@ pub struct PollSchedule {
     pub interval: Duration,
     pub jitter: Duration,
     pub backoff_max: Duration,
+    /// Wake-ups closer than this to the last poll wait for the rest of it
+    /// (`notifications.debounce`): a burst of e-mails makes two polls, not twenty.
+    pub min_gap: Duration,
 }
 
 impl PollSchedule {
@@ -66,6 +69,11 @@ where
     let mut failures = 0u32;
     let mut polls = 0u64;
     loop {
+        // Wake-ups that came before this poll starts are answered by it; only those that come
+        // during or after it ask for another. A zero timeout polls `notified` once: it takes a
+        // stored wake-up if there is one.
+        let _ = tokio::time::timeout(Duration::ZERO, wake.notified()).await;
+        let started = tokio::time::Instant::now();
         let ok = tokio::select! {
             ok = poll() => ok,
             () = &mut shutdown => return polls,
@@ -76,7 +84,13 @@ where
         tracing::debug!(?delay, failures, "Next annuaire poll.");
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            () = wake.notified() => tracing::info!("Polling now: a notification arrived."),
+            () = wake.notified() => {
+                tracing::info!("A notification arrived: polling the annuaire.");
+                tokio::select! {
+                    () = tokio::time::sleep_until(started + schedule.min_gap) => {}
+                    () = &mut shutdown => return polls,
+                }
+            }
             () = &mut shutdown => return polls,
         }
     }
@@ -91,7 +105,7 @@ mod tests {
     const MIN: Duration = Duration::from_secs(60);
 
     fn schedule() -> PollSchedule {
-        PollSchedule { interval: 10 * MIN, jitter: MIN, backoff_max: 30 * MIN }
+        PollSchedule { interval: 10 * MIN, jitter: MIN, backoff_max: 30 * MIN, min_gap: Duration::from_secs(30) }
     }
 
     #[test]
@@ -109,11 +123,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_is_capped() {
-        let s = PollSchedule { interval: 60 * MIN, jitter: MIN, backoff_max: 5 * MIN };
+        let s = PollSchedule { interval: 60 * MIN, jitter: MIN, backoff_max: 5 * MIN, min_gap: Duration::ZERO };
         let delays: Vec<u64> = (1..=6).map(|n| s.after_failure(n, 0.0).as_secs()).collect();
         assert_eq!(delays, [30, 60, 120, 240, 300, 300]);
         // Never later than the normal interval.
-        let short = PollSchedule { interval: 2 * MIN, jitter: MIN, backoff_max: 30 * MIN };
+        let short = PollSchedule { interval: 2 * MIN, jitter: MIN, backoff_max: 30 * MIN, min_gap: Duration::ZERO };
         assert_eq!(short.after_failure(10, 0.0), 2 * MIN);
         assert_eq!(s.after_failure(u32::MAX, 0.0), 5 * MIN);
         assert_eq!(s.after_failure(1, 1.0).as_secs(), 33);
@@ -121,11 +135,15 @@ mod tests {
 
     /// Records when each poll happened, on tokio's paused clock.
     async fn timeline(outcomes: Vec<bool>, total: Duration, wake_at: Option<Duration>) -> Vec<u64> {
+        timeline_woken(outcomes, total, wake_at.into_iter().collect()).await
+    }
+
+    async fn timeline_woken(outcomes: Vec<bool>, total: Duration, wakes: Vec<Duration>) -> Vec<u64> {
         let start = Instant::now();
         let times = Arc::new(Mutex::new(Vec::new()));
         let outcomes = Arc::new(Mutex::new(outcomes.into_iter()));
         let wake = Arc::new(Notify::new());
-        if let Some(at) = wake_at {
+        for at in wakes {
             let wake = wake.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(at).await;
@@ -154,6 +172,14 @@ mod tests {
         let times = timeline(vec![false, false, false, true], 30 * MIN, None).await;
         // Errors at 0, 30, 90; retries 30 s, 60 s, 120 s later; then every 10 minutes again.
         assert_eq!(times, [0, 30, 90, 210, 810, 1410]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_notifications_makes_two_polls_not_ten() {
+        let burst: Vec<Duration> = (0..10).map(|i| Duration::from_secs(200 + i)).collect();
+        let times = timeline_woken(vec![], 5 * MIN, burst).await;
+        // The first at once, the others folded into one, 30 s (min_gap) after it.
+        assert_eq!(times, [0, 200, 230]);
     }
 
     #[tokio::test(start_paused = true)]
