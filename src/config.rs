@@ -24,6 +24,7 @@ use crate::sinks::files::{Export, FileExport, FileSink};
 use crate::sinks::nft_script::NftNames;
 use crate::sinks::plain::WildcardStyle;
 use crate::sources::https::{HttpsSettings, TlsSettings};
+use crate::sources::imap::ImapSettings;
 
 /// The configuration as written. Field docs are in `config.example.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -171,6 +172,9 @@ pub struct RawImap {
     pub processed_folder: String,
     pub use_idle: bool,
     pub poll_interval: String,
+    /// CAs for the mail server's certificate; the system's when unset.
+    pub ca_bundle: Option<PathBuf>,
+    pub timeout: String,
 }
 
 impl Default for RawImap {
@@ -185,6 +189,8 @@ impl Default for RawImap {
             processed_folder: "rocsync-traites".into(),
             use_idle: true,
             poll_interval: "2m".into(),
+            ca_bundle: None,
+            timeout: "30s".into(),
         }
     }
 }
@@ -485,6 +491,8 @@ pub struct Config {
     pub cert_expiry_warning: Duration,
     /// The Maildir notifications are delivered to, when they come that way.
     pub maildir: Option<PathBuf>,
+    /// The IMAP mailbox notifications are read from, when they come that way.
+    pub imap: Option<ImapSettings>,
     pub policy: Policy,
     pub mode: Mode,
     pub guard: Guard,
@@ -695,6 +703,7 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         ("annuaire.cert_expiry_warning", &a.cert_expiry_warning),
         ("notifications.debounce", &raw.notifications.debounce),
         ("notifications.imap.poll_interval", &raw.notifications.imap.poll_interval),
+        ("notifications.imap.timeout", &raw.notifications.imap.timeout),
         ("resolver.min_ttl", &raw.resolver.min_ttl),
         ("resolver.max_ttl", &raw.resolver.max_ttl),
         ("resolver.grace", &raw.resolver.grace),
@@ -780,6 +789,20 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         https,
         max_body_bytes: a.max_body_bytes,
         cert_expiry_warning: duration(&a.cert_expiry_warning).unwrap_or(Duration::from_secs(30 * 86400)),
+        imap: {
+            let (n, i) = (&raw.notifications, &raw.notifications.imap);
+            (n.enabled && n.source == MailSource::Imap).then(|| ImapSettings {
+                server: i.server.clone(),
+                port: i.port,
+                security: i.security.clone(),
+                username: i.username.clone(),
+                password: i.password.as_ref().and_then(|p| p.read(base).ok()).unwrap_or_default(),
+                folder: i.folder.clone(),
+                processed_folder: i.processed_folder.clone(),
+                ca_bundle: i.ca_bundle.as_deref().map(resolve),
+                timeout: duration(&i.timeout).unwrap_or(Duration::from_secs(30)),
+            })
+        },
         maildir: match (&raw.notifications, &raw.notifications.maildir.path) {
             (n, Some(path)) if n.enabled && n.source == MailSource::Maildir => Some(resolve(path)),
             _ => None,
@@ -841,6 +864,16 @@ fn check_notifications(n: &RawNotifications, base: &Path, bad: &mut Bad<'_>) {
             match &n.imap.password {
                 Some(secret) => check_secret(bad, "notifications.imap.password", base, secret),
                 None => bad("notifications.imap.password", "is required (`{ file = … }` or `{ env = … }`)".into()),
+            }
+            if let Some(ca) = &n.imap.ca_bundle {
+                check_file(bad, "notifications.imap.ca_bundle", base, ca);
+            }
+            let loopback = matches!(n.imap.server.as_str(), "localhost" | "127.0.0.1" | "::1");
+            if n.imap.security == TlsMode::None && !loopback {
+                bad("notifications.imap.security", "\"none\" sends the password in clear: only for a server on loopback".into());
+            }
+            if n.imap.folder == n.imap.processed_folder {
+                bad("notifications.imap.processed_folder", "must differ from the watched folder".into());
             }
         }
         MailSource::Maildir => match &n.maildir.path {

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::amc::AmcNumber;
 use crate::catalogue::{AmcUse, Catalogue, DOMAIN_PORT, Entry, Origin, State, desired};
 use crate::host::Host;
-use crate::sources::mail;
+use crate::sources::{imap, mail};
 use crate::sources::maildir::Maildir;
 use crate::config::{AnnuaireSource, Config};
 use crate::plan::{Context, Plan, Proposal, Status, propose};
@@ -46,6 +46,9 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// The notification mailbox cannot be read; nothing was lost, the messages stay there.
+    #[error(transparent)]
+    Imap(#[from] imap::ImapError),
     /// The async runtime for a request cannot start.
     #[error("cannot start the I/O runtime")]
     Runtime(#[source] std::io::Error),
@@ -122,6 +125,14 @@ pub struct MailRun {
 }
 
 impl MailRun {
+    fn add(&mut self, other: &MailRun) {
+        self.used += other.used;
+        self.rejected += other.rejected;
+        self.no_change += other.no_change;
+        self.unreadable += other.unreadable;
+        self.duplicates += other.duplicates;
+    }
+
     pub fn total(&self) -> usize {
         self.used + self.rejected + self.no_change + self.unreadable + self.duplicates
     }
@@ -308,7 +319,13 @@ impl Engine {
         let span = info_span!("reconcile");
         let _enter = span.enter();
         // Notifications first: they are hints, and the poll that follows is their re-poll.
-        let mail = if dry_run { MailRun::default() } else { self.process_maildir()? };
+        let mail = if dry_run {
+            MailRun::default()
+        } else {
+            let mut mail = self.process_maildir()?;
+            mail.add(&self.process_imap()?);
+            mail
+        };
         let mut run = self.plan(None, dry_run)?;
         run.mail = mail;
         if dry_run {
@@ -375,22 +392,54 @@ impl Engine {
         for path in maildir.pending().map_err(io)? {
             let raw = std::fs::read(&path).map_err(io)?;
             let origin = format!("maildir:{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
-            let record = self.notification_record(&raw, &origin);
-            let flags = if record.verdict == "used" { "S" } else { "FS" };
-            if self.store.record_notification(&record, &now())? {
-                match record.verdict.as_str() {
-                    "used" => run.used += 1,
-                    "rejected" => run.rejected += 1,
-                    "no_change" => run.no_change += 1,
-                    _ => run.unreadable += 1,
-                }
-                info!(message = %record.key, verdict = %record.verdict, "Notification {}.", record.reason.as_deref().unwrap_or("read"));
-            } else {
-                run.duplicates += 1;
-            }
-            maildir.mark(&path, flags).map_err(io)?;
+            let used = self.record_message(&raw, &origin, &mut run)?;
+            maildir.mark(&path, if used { "S" } else { "FS" }).map_err(io)?;
         }
         Ok(run)
+    }
+
+    /// Reads every message of the IMAP folder, records it once with its verdict, then moves it
+    /// to the processed folder.
+    pub fn process_imap(&mut self) -> Result<MailRun, EngineError> {
+        let Some(settings) = self.config.imap.clone() else { return Ok(MailRun::default()) };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EngineError::Runtime)?;
+        let (mut session, messages) = runtime.block_on(async {
+            let mut session = imap::connect(&settings).await?;
+            let messages = imap::fetch_all(&mut session).await?;
+            Ok::<_, imap::ImapError>((session, messages))
+        })?;
+        let mut run = MailRun::default();
+        let mut done = Vec::new();
+        for m in &messages {
+            let origin = format!("imap:{}/{}", settings.folder, m.uid);
+            done.push((m.uid, self.record_message(&m.raw, &origin, &mut run)?));
+        }
+        // Moved only once recorded: a message still in the folder is one still to read.
+        runtime.block_on(async {
+            for (uid, used) in done {
+                imap::move_processed(&mut session, uid, used, &settings.processed_folder).await?;
+            }
+            let _ = session.logout().await;
+            Ok::<_, imap::ImapError>(())
+        })?;
+        Ok(run)
+    }
+
+    /// Records one message unless it was recorded before; says whether it was used.
+    fn record_message(&mut self, raw: &[u8], origin: &str, run: &mut MailRun) -> Result<bool, EngineError> {
+        let record = self.notification_record(raw, origin);
+        if self.store.record_notification(&record, &now())? {
+            match record.verdict.as_str() {
+                "used" => run.used += 1,
+                "rejected" => run.rejected += 1,
+                "no_change" => run.no_change += 1,
+                _ => run.unreadable += 1,
+            }
+            info!(message = %record.key, verdict = %record.verdict, "Notification {}.", record.reason.as_deref().unwrap_or("read"));
+        } else {
+            run.duplicates += 1;
+        }
+        Ok(record.verdict == "used")
     }
 
     /// What to record of one message: its verdict, and for a used one, the openings and

@@ -3,6 +3,7 @@
 
 pub mod annuaire;
 pub mod https;
+pub mod imap;
 pub mod mail;
 pub mod maildir;
 pub mod schedule;

@@ -1,0 +1,240 @@
+//! The DSI's notification mailbox over IMAP (async-imap over tokio-rustls).
+//!
+//! rocsync reads every message of the watched folder, and once it has recorded one, moves it
+//! to the processed folder (flagged `\Flagged` for a person when it was not used): what is in
+//! the watched folder is what is still to read. A crash between recording and moving is
+//! harmless, since a message is recorded once by its Message-ID. IDLE, where the server offers
+//! it, says at once when a message arrives.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_imap::extensions::idle::IdleResponse;
+use futures_util::TryStreamExt;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::config::TlsMode;
+
+/// Where and how to read the mailbox (`[notifications.imap]`).
+#[derive(Debug, Clone)]
+pub struct ImapSettings {
+    pub server: String,
+    pub port: u16,
+    pub security: TlsMode,
+    pub username: String,
+    pub password: String,
+    pub folder: String,
+    pub processed_folder: String,
+    /// CAs for the mail server's certificate; the system's when `None`.
+    pub ca_bundle: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+/// Why the mailbox could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    #[error("cannot connect to the IMAP server {server}")]
+    Connect {
+        server: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS with the IMAP server {server} failed")]
+    Tls {
+        server: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the CA bundle {}: {reason}", path.display())]
+    CaBundle { path: PathBuf, reason: String },
+    #[error("the IMAP server {server} refused the login of `{username}`")]
+    Login {
+        server: String,
+        username: String,
+        #[source]
+        source: async_imap::error::Error,
+    },
+    #[error("IMAP {what} failed")]
+    Command {
+        what: String,
+        #[source]
+        source: async_imap::error::Error,
+    },
+    #[error("the IMAP server {server} did not answer within {after:?}")]
+    Timeout { server: String, after: Duration },
+}
+
+/// A connection, encrypted or not (only for a server on loopback).
+pub enum ImapStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl fmt::Debug for ImapStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ImapStream::Plain(_) => "ImapStream::Plain",
+            ImapStream::Tls(_) => "ImapStream::Tls",
+        })
+    }
+}
+
+impl AsyncRead for ImapStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ImapStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ImapStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ImapStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ImapStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ImapStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ImapStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ImapStream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ImapStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ImapStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+pub type Session = async_imap::Session<ImapStream>;
+
+/// A message of the watched folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub uid: u32,
+    pub raw: Vec<u8>,
+}
+
+fn command(what: &str) -> impl FnOnce(async_imap::error::Error) -> ImapError + '_ {
+    move |source| ImapError::Command { what: what.to_owned(), source }
+}
+
+async fn tls_wrap(settings: &ImapSettings, tcp: TcpStream) -> Result<ImapStream, ImapError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &settings.ca_bundle {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| ImapError::CaBundle { path: path.clone(), reason: e.to_string() })?;
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
+            if roots.add_parsable_certificates(certs).0 == 0 {
+                return Err(ImapError::CaBundle { path: path.clone(), reason: "no certificate in it".into() });
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(settings.server.clone())
+        .map_err(|e| ImapError::Tls { server: settings.server.clone(), source: std::io::Error::other(e) })?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|source| ImapError::Tls { server: settings.server.clone(), source })?;
+    Ok(ImapStream::Tls(Box::new(tls)))
+}
+
+/// Connects, logs in and selects the watched folder.
+pub async fn connect(settings: &ImapSettings) -> Result<Session, ImapError> {
+    let server = format!("{}:{}", settings.server, settings.port);
+    let work = async {
+        let tcp = TcpStream::connect((settings.server.as_str(), settings.port))
+            .await
+            .map_err(|source| ImapError::Connect { server: server.clone(), source })?;
+        let stream = match settings.security {
+            TlsMode::Tls => tls_wrap(settings, tcp).await?,
+            TlsMode::None => ImapStream::Plain(tcp),
+            TlsMode::Starttls => {
+                let mut client = async_imap::Client::new(tcp);
+                client.read_response().await.map_err(|source| ImapError::Connect { server: server.clone(), source })?;
+                client.run_command_and_check_ok("STARTTLS", None).await.map_err(command("STARTTLS"))?;
+                tls_wrap(settings, client.into_inner()).await?
+            }
+        };
+        let mut client = async_imap::Client::new(stream);
+        if settings.security != TlsMode::Starttls {
+            client.read_response().await.map_err(|source| ImapError::Connect { server: server.clone(), source })?;
+        }
+        let mut session = client.login(&settings.username, &settings.password).await.map_err(|(source, _)| ImapError::Login {
+            server: server.clone(),
+            username: settings.username.clone(),
+            source,
+        })?;
+        session.select(&settings.folder).await.map_err(command("SELECT"))?;
+        Ok(session)
+    };
+    tokio::time::timeout(settings.timeout, work).await.map_err(|_| ImapError::Timeout { server, after: settings.timeout })?
+}
+
+/// Every message of the selected folder, oldest first.
+pub async fn fetch_all(session: &mut Session) -> Result<Vec<Fetched>, ImapError> {
+    let uids = session.uid_search("ALL").await.map_err(command("UID SEARCH"))?;
+    if uids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sorted: Vec<u32> = uids.into_iter().collect();
+    sorted.sort_unstable();
+    let set = sorted.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let stream = session.uid_fetch(&set, "(UID BODY.PEEK[])").await.map_err(command("UID FETCH"))?;
+    let fetches: Vec<_> = stream.try_collect().await.map_err(command("UID FETCH"))?;
+    let mut out: Vec<Fetched> = fetches
+        .iter()
+        .filter_map(|f| Some(Fetched { uid: f.uid?, raw: f.body()?.to_vec() }))
+        .collect();
+    out.sort_by_key(|f| f.uid);
+    Ok(out)
+}
+
+/// Moves a recorded message to the processed folder, flagged for a person unless `used`.
+pub async fn move_processed(session: &mut Session, uid: u32, used: bool, folder: &str) -> Result<(), ImapError> {
+    let flags = if used { "+FLAGS (\\Seen)" } else { "+FLAGS (\\Seen \\Flagged)" };
+    let _: Vec<_> = session
+        .uid_store(uid.to_string(), flags)
+        .await
+        .map_err(command("UID STORE"))?
+        .try_collect()
+        .await
+        .map_err(command("UID STORE"))?;
+    if let Err(first) = session.uid_mv(uid.to_string(), folder).await {
+        // The folder may not exist yet: create it once and try again.
+        session.create(folder).await.map_err(|_| ImapError::Command { what: format!("MOVE to {folder}"), source: first })?;
+        session.uid_mv(uid.to_string(), folder).await.map_err(command("UID MOVE"))?;
+    }
+    Ok(())
+}
+
+/// Waits in IDLE until the server reports new data or `timeout` passes; `true` when something
+/// arrived. The session comes back out of IDLE.
+pub async fn idle(session: Session, timeout: Duration) -> Result<(Session, bool), ImapError> {
+    let mut handle = session.idle();
+    handle.init().await.map_err(command("IDLE"))?;
+    let (wait, _stop) = handle.wait_with_timeout(timeout);
+    let response = wait.await.map_err(command("IDLE"))?;
+    let session = handle.done().await.map_err(command("DONE"))?;
+    Ok((session, matches!(response, IdleResponse::NewData(_))))
+}

@@ -1,0 +1,74 @@
+//! Inter-AMC notifications read from a real IMAP server (Dovecot, started by the test on
+//! loopback with TLS): every fixture e-mail is processed once, across restarts of rocsync; the
+//! spoofed sender is rejected; the message without a change is reported, not lost.
+
+mod util;
+
+use util::dovecot::Dovecot;
+use util::{Sandbox, fixture, stderr};
+
+fn sandbox(server: &Dovecot) -> Sandbox {
+    let sb = Sandbox::with_config("[annuaire]\nurl = \"file:annuaire.json\"\n[review]\nmode = \"auto\"\n");
+    let config = std::fs::read_to_string(sb.path("rocsync.toml")).unwrap() + &server.config(sb.dir.path());
+    sb.write_config(&config);
+    sb.set_answer("urls-v1.json");
+    sb
+}
+
+const FIXTURES: [&str; 5] =
+    ["ouverture-texte.eml", "ouverture-html-latin1.eml", "fermeture-csv.eml", "expediteur-inconnu.eml", "sans-changement.eml"];
+
+#[test]
+fn every_fixture_is_processed_once_across_restarts() {
+    if !util::have("dovecot", true) {
+        return;
+    }
+    let server = Dovecot::start();
+    let sb = sandbox(&server);
+    assert!(sb.ok(&["check-config"]).contains("OK"));
+    for (i, name) in FIXTURES.iter().enumerate() {
+        server.deliver(&format!("1763600{i}.M{i}P1.mx"), &std::fs::read(fixture(&format!("mail/{name}"))).unwrap());
+    }
+    let out = sb.run(&["once"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), server.log());
+    let text = util::stdout(&out);
+    assert!(text.contains("Notifications: 3 used, 1 rejected, 1 without change, 0 unreadable, 0 already seen"), "{text}");
+    assert!(text.contains("Plan 2  pending") && text.contains("named only by an Inter-AMC notification"), "{text}");
+    // The INBOX holds what is still to read: nothing. Everything is in the processed folder.
+    assert_eq!(server.folder_files("INBOX"), Vec::<String>::new());
+    let processed = server.folder_files("rocsync-traites");
+    assert_eq!(processed.len(), 5, "{processed:?}");
+    assert_eq!(processed.iter().filter(|n| n.contains('F')).count(), 2, "rejected and no-change are flagged: {processed:?}");
+    let rows = sb.json(&["notifications", "--json"]);
+    let rejected: Vec<&str> = rows.as_array().unwrap().iter().filter(|r| r["verdict"] == "rejected").map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(rejected, ["expediteur-inconnu@inter-amc.test"]);
+    assert!(rows.as_array().unwrap().iter().any(|r| r["verdict"] == "no_change" && r["origin"].as_str().unwrap().starts_with("imap:INBOX/")));
+
+    // rocsync restarts: nothing is processed again.
+    let again = sb.ok(&["once"]);
+    assert!(!again.contains("Notifications:"), "{again}");
+    // A message arriving while rocsync is stopped, and the same one again, count once.
+    server.deliver("1763609.M9P1.mx", &std::fs::read(fixture("mail/ouverture-texte.eml")).unwrap());
+    let raw = std::fs::read(fixture("mail/ouverture-texte.eml")).unwrap();
+    let other = String::from_utf8_lossy(&raw).replace("<ouverture-texte@inter-amc.test>", "<autre@inter-amc.test>");
+    server.deliver("1763610.M10P1.mx", other.as_bytes());
+    let out = sb.ok(&["once"]);
+    assert!(out.contains("Notifications: 1 used, 0 rejected, 0 without change, 0 unreadable, 1 already seen"), "{out}");
+    assert_eq!(sb.json(&["notifications", "--json"]).as_array().unwrap().len(), 6);
+    assert_eq!(server.folder_files("INBOX"), Vec::<String>::new());
+}
+
+#[test]
+fn a_wrong_password_is_reported_and_loses_nothing() {
+    if !util::have("dovecot", true) {
+        return;
+    }
+    let server = Dovecot::start();
+    let sb = sandbox(&server);
+    std::fs::write(sb.path("imap.pass"), "wrong\n").unwrap();
+    server.deliver("1.M1P1.mx", &std::fs::read(fixture("mail/ouverture-texte.eml")).unwrap());
+    let out = sb.run(&["once"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("refused the login of `dsi`"), "{}", stderr(&out));
+    assert_eq!(server.folder_files("INBOX").len(), 1, "the message is still there");
+}
