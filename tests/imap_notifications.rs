@@ -72,3 +72,30 @@ fn a_wrong_password_is_reported_and_loses_nothing() {
     assert!(stderr(&out).contains("refused the login of `dsi`"), "{}", stderr(&out));
     assert_eq!(server.folder_files("INBOX").len(), 1, "the message is still there");
 }
+
+#[test]
+fn idle_wakes_the_poller_when_a_message_arrives() {
+    if !util::have("dovecot", true) {
+        return;
+    }
+    let server = Dovecot::start();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+        let settings = server.settings();
+        let task = {
+            let (wake, stop) = (wake.clone(), stop.clone());
+            tokio::spawn(async move {
+                rocsync::sources::imap::watch(&settings, true, std::time::Duration::from_secs(3600), wake, stop.notified()).await
+            })
+        };
+        // Let the watcher log in and enter IDLE.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        server.deliver("1.M1P1.mx", &std::fs::read(fixture("mail/ouverture-texte.eml")).unwrap());
+        let woke = tokio::time::timeout(std::time::Duration::from_secs(10), wake.notified()).await;
+        assert!(woke.is_ok(), "IDLE did not report the message: {}", server.log());
+        stop.notify_one();
+        task.await.unwrap();
+    });
+}

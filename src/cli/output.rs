@@ -603,6 +603,17 @@ pub fn notifications(out: &mut impl Write, rows: &[crate::store::NotificationRow
             r.reason.as_deref().map(|x| format!(": {x}")).unwrap_or_default()
         )?;
         writeln!(out, "    {DIM}{} — {}{DIM:#}", r.origin, r.subject.as_deref().unwrap_or(""))?;
+        for c in r.changes.as_array().into_iter().flatten() {
+            let word = if c["action"] == "open" { "opening" } else { "closing" };
+            writeln!(
+                out,
+                "    {word} of {} from {} for {} ({})",
+                c["host"].as_str().unwrap_or("?"),
+                c["effective"].as_str().unwrap_or("?"),
+                c["name"].as_str().unwrap_or("?"),
+                c["amc"].as_str().unwrap_or("?")
+            )?;
+        }
     }
     Ok(())
 }

@@ -228,6 +228,56 @@ pub async fn move_processed(session: &mut Session, uid: u32, used: bool, folder:
     Ok(())
 }
 
+/// Wakes `wake` when a message arrives in the watched folder: by IDLE where the server offers
+/// it (and `use_idle`), otherwise every `poll_interval`. Reconnects after an error, backing off
+/// up to five minutes. Returns when `shutdown` completes.
+pub async fn watch(
+    settings: &ImapSettings,
+    use_idle: bool,
+    poll_interval: Duration,
+    wake: Arc<tokio::sync::Notify>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_secs(5);
+    loop {
+        let watched = async {
+            let mut session = connect(settings).await?;
+            let has_idle = session.capabilities().await.map_err(command("CAPABILITY"))?.has_str("IDLE");
+            if !(use_idle && has_idle) {
+                tracing::info!(server = %settings.server, "Polling the mailbox every {poll_interval:?} (no IDLE).");
+                loop {
+                    tokio::time::sleep(poll_interval).await;
+                    wake.notify_one();
+                }
+            }
+            loop {
+                // Servers may drop an IDLE after 30 minutes; renew it before.
+                let (s, arrived) = idle(session, Duration::from_secs(25 * 60)).await?;
+                session = s;
+                if arrived {
+                    tracing::debug!(server = %settings.server, "IDLE: a message arrived.");
+                    wake.notify_one();
+                }
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), ImapError>(())
+        };
+        tokio::select! {
+            result = watched => {
+                if let Err(e) = result {
+                    tracing::warn!(server = %settings.server, "Mailbox watch failed, retrying in {backoff:?}: {}", crate::error_chain(&e));
+                }
+            }
+            () = &mut shutdown => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(Duration::from_secs(300)),
+            () = &mut shutdown => return,
+        }
+    }
+}
+
 /// Waits in IDLE until the server reports new data or `timeout` passes; `true` when something
 /// arrived. The session comes back out of IDLE.
 pub async fn idle(session: Session, timeout: Duration) -> Result<(Session, bool), ImapError> {

@@ -95,6 +95,21 @@ impl Dovecot {
         names
     }
 
+    /// Settings for rocsync's IMAP client.
+    pub fn settings(&self) -> rocsync::sources::imap::ImapSettings {
+        rocsync::sources::imap::ImapSettings {
+            server: "127.0.0.1".into(),
+            port: self.port,
+            security: rocsync::config::TlsMode::Tls,
+            username: USER.into(),
+            password: PASSWORD.into(),
+            folder: "INBOX".into(),
+            processed_folder: "rocsync-traites".into(),
+            ca_bundle: Some(self.ca_pem.clone()),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
     }
