@@ -171,12 +171,13 @@ impl Engine {
         vec![&self.config.files]
     }
 
-    /// Reads the configured source (or `file`), and records the read, good or bad. With
-    /// `force`, a web service answer is fetched whole even if it has not changed.
+    /// Reads the configured source (or `file`), and records the read, good or bad.
     pub fn read_source(&mut self, file: Option<&Path>) -> Result<Read, EngineError> {
         self.read_source_with(file, false)
     }
 
+    /// [`Engine::read_source`]; with `force`, the web service's answer is fetched whole even if
+    /// its ETag says it has not changed.
     pub fn read_source_with(&mut self, file: Option<&Path>, force: bool) -> Result<Read, EngineError> {
         let at = now();
         let (source, fetched) = match (file, &self.config.source) {

@@ -15,6 +15,7 @@
 //!   policy makes of it.
 //! - [`plan`]: the diff between what is in force and what is desired, the mass-removal guard
 //!   and the review modes.
+//! - [`resolve`]: the addresses of the hosts, following DNS TTLs, for the address sinks.
 //! - [`store`]: SQLite under `store.state_dir`: what is applied, every plan, every decision,
 //!   and an append-only audit log.
 //! - [`sinks`]: what enforces a state: Squid ACL, plain list and nft script files, written
@@ -29,6 +30,7 @@ pub mod config;
 pub mod engine;
 pub mod host;
 pub mod plan;
+pub mod resolve;
 pub mod sinks;
 pub mod sources;
 pub mod store;

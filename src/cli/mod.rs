@@ -104,6 +104,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Resolve the hosts in force once (through `[resolver]`) and show their addresses: what the
+    /// nftables sets would hold.
+    Resolve {
+        #[arg(long)]
+        json: bool,
+    },
     /// The notification e-mails read: which were used, rejected, without change, unreadable.
     Notifications {
         #[arg(long, default_value_t = 50)]
@@ -264,6 +270,27 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for plan in engine.apply(id, &by)? {
                 writeln!(out, "Plan {} applied.", plan.id)?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resolve { json } => {
+            let engine = open(&cli.config)?;
+            let applied = engine.store.applied()?;
+            let r = &engine.config.raw.resolver;
+            let policy = crate::resolve::Policy {
+                min_ttl: crate::config::duration(&r.min_ttl).map_err(anyhow::Error::msg)?,
+                max_ttl: crate::config::duration(&r.max_ttl).map_err(anyhow::Error::msg)?,
+                grace: crate::config::duration(&r.grace).map_err(anyhow::Error::msg)?,
+            };
+            let timeout = crate::config::duration(&r.timeout).map_err(anyhow::Error::msg)?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let book = runtime.block_on(async {
+                let resolver = crate::resolve::DnsResolver::new(&r.servers, timeout, r.concurrency)?;
+                let mut book = crate::resolve::AddressBook::default();
+                book.track(applied.state.entries.keys(), std::time::Instant::now());
+                resolver.refresh(&mut book, &policy).await;
+                Ok::<_, anyhow::Error>(book)
+            })?;
+            output::resolved(&mut out, &applied.state, &book, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Notifications { limit, json } => {

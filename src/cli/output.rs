@@ -617,3 +617,38 @@ pub fn notifications(out: &mut impl Write, rows: &[crate::store::NotificationRow
     }
     Ok(())
 }
+
+/// `rocsync resolve`: each host in force and its addresses.
+pub fn resolved(out: &mut impl Write, state: &crate::catalogue::State, book: &crate::resolve::AddressBook, json: bool) -> io::Result<()> {
+    let addresses = book.addresses();
+    let failures: BTreeMap<&Host, &str> = book.failures().into_iter().collect();
+    if json {
+        let hosts: Vec<Value> = state
+            .entries
+            .iter()
+            .map(|(h, e)| {
+                json!({"host": h.as_str(), "wildcard": h.is_wildcard(), "ports": e.ports,
+                       "addresses": addresses.get(h).map(|a| a.iter().map(|ip| ip.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
+                       "error": failures.get(h)})
+            })
+            .collect();
+        return writeln!(out, "{}", serde_json::to_string_pretty(&json!({"hosts": hosts})).map_err(io::Error::other)?);
+    }
+    if state.is_empty() {
+        return writeln!(out, "Nothing in force yet.");
+    }
+    for (host, entry) in &state.entries {
+        let note = if host.is_wildcard() {
+            format!("{DIM}(a wildcard has no address: allow it through the proxy export){DIM:#}")
+        } else if let Some(e) = failures.get(host) {
+            format!("{DEL}resolution failed: {e}{DEL:#}")
+        } else {
+            match addresses.get(host) {
+                Some(a) => a.iter().map(|ip| ip.to_string()).collect::<Vec<_>>().join(", "),
+                None => format!("{MOD}no address{MOD:#}"),
+            }
+        };
+        writeln!(out, "{host:<40} {:<14} {note}", ports(entry))?;
+    }
+    Ok(())
+}

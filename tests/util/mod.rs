@@ -10,6 +10,7 @@ use std::process::Output;
 use assert_cmd::Command;
 
 pub mod annuaire_server;
+pub mod dnsmasq;
 pub mod dovecot;
 
 /// The outputs and state sections every sandbox configuration ends with.

@@ -1,0 +1,305 @@
+//! DNS resolution that follows TTLs, for the sinks that allow addresses (nftables).
+//!
+//! [`AddressBook`] is pure bookkeeping: answers are additive (a new answer adds its addresses),
+//! an address that no longer appears stays for `grace` (cloud and CDN front ends give partial,
+//! rotating answers, and connections in flight must not break), a failed resolution keeps the
+//! last addresses, and each host is refreshed when its TTL, clamped to [`min_ttl`, `max_ttl`],
+//! runs out. It also maps each address back to its hosts, for the log watcher. [`DnsResolver`]
+//! asks the DNS (hickory) with bounded concurrency. Wildcards cannot be resolved and are left
+//! out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
+
+use crate::host::Host;
+use crate::sinks::nft_script::Addresses;
+
+/// How answers are kept (`[resolver]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    pub grace: Duration,
+}
+
+/// One address of a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    /// Since when good answers no longer give it; `None` while they do.
+    absent_since: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HostState {
+    addrs: BTreeMap<IpAddr, Seen>,
+    next_refresh: Instant,
+    last_error: Option<String>,
+}
+
+/// The addresses of every resolvable host in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressBook {
+    hosts: BTreeMap<Host, HostState>,
+}
+
+/// What changed in a book.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BookChange {
+    pub added: Vec<(Host, IpAddr)>,
+    pub removed: Vec<(Host, IpAddr)>,
+}
+
+impl AddressBook {
+    /// Follows the hosts of a state: new exact hosts are due at once, hosts gone are dropped.
+    pub fn track<'a>(&mut self, hosts: impl IntoIterator<Item = &'a Host>, now: Instant) {
+        let wanted: BTreeSet<&Host> = hosts.into_iter().filter(|h| !h.is_wildcard()).collect();
+        self.hosts.retain(|h, _| wanted.contains(h));
+        for h in wanted {
+            self.hosts.entry(h.clone()).or_insert_with(|| HostState { addrs: BTreeMap::new(), next_refresh: now, last_error: None });
+        }
+    }
+
+    /// Hosts whose answer has run out.
+    pub fn due(&self, now: Instant) -> Vec<Host> {
+        self.hosts.iter().filter(|(_, s)| s.next_refresh <= now).map(|(h, _)| h.clone()).collect()
+    }
+
+    /// When the next host runs out.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.hosts.values().map(|s| s.next_refresh).min()
+    }
+
+    /// Takes one resolution of `host`: its addresses with their TTLs, or why it failed.
+    pub fn record(&mut self, host: &Host, result: Result<Vec<(IpAddr, u32)>, String>, now: Instant, policy: &Policy) -> BookChange {
+        let mut change = BookChange::default();
+        let Some(state) = self.hosts.get_mut(host) else { return change };
+        match result {
+            Ok(answer) => {
+                let ttl = answer.iter().map(|(_, ttl)| Duration::from_secs(u64::from(*ttl))).min().unwrap_or(policy.min_ttl);
+                state.next_refresh = now + ttl.clamp(policy.min_ttl, policy.max_ttl);
+                state.last_error = None;
+                let fresh: BTreeSet<IpAddr> = answer.iter().map(|(ip, _)| *ip).collect();
+                for (ip, seen) in state.addrs.iter_mut() {
+                    if fresh.contains(ip) {
+                        seen.absent_since = None;
+                    } else if seen.absent_since.is_none() {
+                        seen.absent_since = Some(now);
+                    }
+                }
+                for ip in fresh {
+                    if !state.addrs.contains_key(&ip) {
+                        state.addrs.insert(ip, Seen { absent_since: None });
+                        change.added.push((host.clone(), ip));
+                    }
+                }
+            }
+            Err(reason) => {
+                // Keep what we had; ask again soon.
+                state.last_error = Some(reason);
+                state.next_refresh = now + policy.min_ttl;
+            }
+        }
+        change
+    }
+
+    /// Drops the addresses that good answers have not given for longer than `grace`.
+    pub fn expire(&mut self, now: Instant, grace: Duration) -> BookChange {
+        let mut change = BookChange::default();
+        for (host, state) in &mut self.hosts {
+            state.addrs.retain(|ip, seen| {
+                let keep = seen.absent_since.is_none_or(|since| now.duration_since(since) <= grace);
+                if !keep {
+                    change.removed.push((host.clone(), *ip));
+                }
+                keep
+            });
+        }
+        change
+    }
+
+    /// Every host's current addresses, for the sinks.
+    pub fn addresses(&self) -> Addresses {
+        self.hosts
+            .iter()
+            .filter(|(_, s)| !s.addrs.is_empty())
+            .map(|(h, s)| (h.clone(), s.addrs.keys().copied().collect()))
+            .collect()
+    }
+
+    /// The hosts an address was resolved for (the log watcher's question).
+    pub fn hosts_of(&self, ip: IpAddr) -> Vec<&Host> {
+        self.hosts.iter().filter(|(_, s)| s.addrs.contains_key(&ip)).map(|(h, _)| h).collect()
+    }
+
+    /// Hosts whose last resolution failed, with why.
+    pub fn failures(&self) -> Vec<(&Host, &str)> {
+        self.hosts.iter().filter_map(|(h, s)| s.last_error.as_deref().map(|e| (h, e))).collect()
+    }
+}
+
+/// Asks the DNS.
+pub struct DnsResolver {
+    inner: TokioResolver,
+    concurrency: usize,
+}
+
+/// Why the resolver cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverError {
+    #[error("`{0}` is not an IP address or IP:port")]
+    BadServer(String),
+    #[error("cannot set up the DNS resolver")]
+    Setup(#[source] hickory_resolver::net::NetError),
+}
+
+impl DnsResolver {
+    /// `servers` as `ip` or `ip:port`; empty means the system's (`/etc/resolv.conf`).
+    pub fn new(servers: &[String], timeout: Duration, concurrency: usize) -> Result<DnsResolver, ResolverError> {
+        let provider = TokioRuntimeProvider::default();
+        let mut builder = if servers.is_empty() {
+            TokioResolver::builder(provider).map_err(ResolverError::Setup)?
+        } else {
+            let mut config = ResolverConfig::from_parts(None, vec![], vec![]);
+            for s in servers {
+                let addr = s
+                    .parse::<SocketAddr>()
+                    .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| ResolverError::BadServer(s.clone()))?;
+                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+                for c in &mut ns.connections {
+                    c.port = addr.port();
+                }
+                config.add_name_server(ns);
+            }
+            TokioResolver::builder_with_config(config, provider)
+        };
+        let opts = builder.options_mut();
+        opts.timeout = timeout;
+        opts.attempts = 2;
+        // rocsync keeps its own book by TTL; a second cache would only delay changes.
+        opts.cache_size = 0;
+        Ok(DnsResolver { inner: builder.build().map_err(ResolverError::Setup)?, concurrency: concurrency.max(1) })
+    }
+
+    /// A and AAAA of `host`, with TTLs. A name with no address is an empty answer, not an
+    /// error; a timeout or a server failure is an error.
+    pub async fn resolve(&self, host: &Host) -> Result<Vec<(IpAddr, u32)>, String> {
+        let name = format!("{}.", host.as_str());
+        let (v4, v6) = tokio::join!(self.inner.lookup(name.as_str(), RecordType::A), self.inner.lookup(name.as_str(), RecordType::AAAA));
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        for result in [v4, v6] {
+            match result {
+                Ok(lookup) => out.extend(lookup.answers().iter().filter_map(|r| match &r.data {
+                    RData::A(a) => Some((IpAddr::V4(a.0), r.ttl)),
+                    RData::AAAA(a) => Some((IpAddr::V6(a.0), r.ttl)),
+                    _ => None,
+                })),
+                Err(e) if e.is_no_records_found() || e.is_nx_domain() => {}
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if out.is_empty() && !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
+        Ok(out)
+    }
+
+    /// Resolves every due host of `book`, at most `concurrency` at a time, then expires what
+    /// has been gone longer than the grace.
+    pub async fn refresh(&self, book: &mut AddressBook, policy: &Policy) -> BookChange {
+        let now = Instant::now();
+        let due = book.due(now);
+        let results: Vec<(Host, Result<Vec<(IpAddr, u32)>, String>)> = futures_util::stream::iter(due)
+            .map(|h| async move {
+                let r = self.resolve(&h).await;
+                (h, r)
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        let now = Instant::now();
+        let mut change = BookChange::default();
+        for (host, result) in results {
+            if let Err(e) = &result {
+                tracing::warn!(host = %host, "Resolution failed, keeping the last addresses: {e}");
+            }
+            change.added.extend(book.record(&host, result, now, policy).added);
+        }
+        change.removed = book.expire(now, policy.grace).removed;
+        change
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: Policy = Policy { min_ttl: Duration::from_secs(30), max_ttl: Duration::from_secs(3600), grace: Duration::from_secs(600) };
+
+    fn h(s: &str) -> Host {
+        Host::parse(s).unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn answers_add_and_vanished_addresses_stay_for_the_grace() {
+        let t0 = Instant::now();
+        let mut book = AddressBook::default();
+        book.track([&h("a.test"), &h("*.w.test")], t0);
+        assert_eq!(book.due(t0), [h("a.test")], "wildcards are not resolved");
+        let c = book.record(&h("a.test"), Ok(vec![(ip("198.18.0.1"), 60), (ip("2001:db8::1"), 120)]), t0, &POLICY);
+        assert_eq!(c.added.len(), 2);
+        assert_eq!(book.next_due(), Some(t0 + Duration::from_secs(60)));
+        // The front end rotates: .2 appears, .1 is gone from this answer.
+        let t1 = t0 + Duration::from_secs(60);
+        book.record(&h("a.test"), Ok(vec![(ip("198.18.0.2"), 60), (ip("2001:db8::1"), 60)]), t1, &POLICY);
+        assert_eq!(book.addresses()[&h("a.test")].len(), 3, "additive");
+        assert!(book.expire(t1 + Duration::from_secs(600), POLICY.grace).removed.is_empty(), "within the grace");
+        let gone = book.expire(t1 + Duration::from_secs(601), POLICY.grace);
+        assert_eq!(gone.removed, [(h("a.test"), ip("198.18.0.1"))]);
+        // Back before the grace ran out: it stays.
+        let t2 = t1 + Duration::from_secs(700);
+        book.record(&h("a.test"), Ok(vec![(ip("198.18.0.2"), 60)]), t2, &POLICY);
+        book.record(&h("a.test"), Ok(vec![(ip("198.18.0.2"), 60), (ip("2001:db8::1"), 60)]), t2 + Duration::from_secs(60), &POLICY);
+        assert!(book.expire(t2 + Duration::from_secs(2000), POLICY.grace).removed.is_empty());
+    }
+
+    #[test]
+    fn failures_keep_the_last_addresses_and_retry_soon() {
+        let t0 = Instant::now();
+        let mut book = AddressBook::default();
+        book.track([&h("a.test")], t0);
+        book.record(&h("a.test"), Ok(vec![(ip("198.18.0.1"), 300)]), t0, &POLICY);
+        let t1 = t0 + Duration::from_secs(300);
+        book.record(&h("a.test"), Err("timeout".into()), t1, &POLICY);
+        assert_eq!(book.failures(), [(&h("a.test"), "timeout")]);
+        assert_eq!(book.next_due(), Some(t1 + POLICY.min_ttl));
+        assert!(book.expire(t1 + Duration::from_secs(86_400), POLICY.grace).removed.is_empty(), "a dead DNS closes nothing");
+        assert_eq!(book.hosts_of(ip("198.18.0.1")), [&h("a.test")]);
+    }
+
+    #[test]
+    fn ttls_are_clamped_and_hosts_followed() {
+        let t0 = Instant::now();
+        let mut book = AddressBook::default();
+        book.track([&h("a.test"), &h("b.test")], t0);
+        book.record(&h("a.test"), Ok(vec![(ip("198.18.0.1"), 1)]), t0, &POLICY);
+        book.record(&h("b.test"), Ok(vec![(ip("198.18.0.1"), 86_400)]), t0, &POLICY);
+        assert_eq!(book.due(t0 + Duration::from_secs(30)), [h("a.test")]);
+        assert_eq!(book.due(t0 + Duration::from_secs(3600)).len(), 2);
+        assert_eq!(book.hosts_of(ip("198.18.0.1")).len(), 2, "one address, two hosts");
+        book.track([&h("b.test")], t0);
+        assert_eq!(book.hosts_of(ip("198.18.0.1")), [&h("b.test")]);
+    }
+}

@@ -1,0 +1,89 @@
+//! The resolver against a real DNS server (dnsmasq on loopback) serving `.test` names with a
+//! one-second TTL: changes are followed after the TTL, an address that disappears stays for the
+//! grace, a dead server keeps the last addresses.
+
+mod util;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use rocsync::host::Host;
+use rocsync::resolve::{AddressBook, DnsResolver, Policy};
+use util::dnsmasq::Dnsmasq;
+
+fn h(s: &str) -> Host {
+    Host::parse(s).unwrap()
+}
+
+fn addrs(book: &AddressBook, host: &str) -> BTreeSet<String> {
+    book.addresses().get(&h(host)).map(|s| s.iter().map(IpAddr::to_string).collect()).unwrap_or_default()
+}
+
+#[test]
+fn follows_ttls_keeps_vanished_addresses_for_the_grace_and_survives_a_dead_server() {
+    if !util::have("dnsmasq", false) {
+        return;
+    }
+    let mut dns = Dnsmasq::start("198.18.0.10 idb.amc.test\n2001:db8::10 idb.amc.test\n198.18.0.20 clc.amc.test\n", 1);
+    let policy = Policy { min_ttl: Duration::from_secs(1), max_ttl: Duration::from_secs(3600), grace: Duration::from_secs(2) };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let resolver = DnsResolver::new(&[dns.server()], Duration::from_millis(500), 4).unwrap();
+        let mut book = AddressBook::default();
+        let hosts = [h("idb.amc.test"), h("clc.amc.test"), h("*.api.amc.test"), h("absent.amc.test")];
+        book.track(&hosts, Instant::now());
+        let change = resolver.refresh(&mut book, &policy).await;
+        assert_eq!(change.added.len(), 3, "{change:?}");
+        assert_eq!(addrs(&book, "idb.amc.test"), BTreeSet::from(["198.18.0.10".into(), "2001:db8::10".into()]));
+        assert_eq!(addrs(&book, "clc.amc.test"), BTreeSet::from(["198.18.0.20".into()]));
+        assert!(book.failures().is_empty(), "a name without an address is not a failure: {:?}", book.failures());
+        assert_eq!(book.hosts_of("198.18.0.20".parse().unwrap()), [&h("clc.amc.test")]);
+
+        // The AMC moves its IDB front end.
+        dns.set_hosts("198.18.0.11 idb.amc.test\n198.18.0.20 clc.amc.test\n");
+        assert!(book.due(Instant::now()).is_empty(), "not before the TTL runs out");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let change = resolver.refresh(&mut book, &policy).await;
+        assert_eq!(change.added, [(h("idb.amc.test"), "198.18.0.11".parse().unwrap())]);
+        assert_eq!(addrs(&book, "idb.amc.test").len(), 3, "the old addresses stay for the grace");
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        let change = resolver.refresh(&mut book, &policy).await;
+        let removed: BTreeSet<String> = change.removed.iter().map(|(_, ip)| ip.to_string()).collect();
+        assert_eq!(removed, BTreeSet::from(["198.18.0.10".into(), "2001:db8::10".into()]));
+        assert_eq!(addrs(&book, "idb.amc.test"), BTreeSet::from(["198.18.0.11".into()]));
+
+        // The DNS server dies: the last addresses stay, the failure is reported.
+        dns.stop();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let change = resolver.refresh(&mut book, &policy).await;
+        assert!(change.removed.is_empty(), "{change:?}");
+        assert_eq!(addrs(&book, "idb.amc.test"), BTreeSet::from(["198.18.0.11".into()]));
+        assert_eq!(book.failures().len(), 3, "{:?}", book.failures());
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        resolver.refresh(&mut book, &policy).await;
+        assert_eq!(addrs(&book, "clc.amc.test"), BTreeSet::from(["198.18.0.20".into()]), "still there past the grace");
+    });
+}
+
+#[test]
+fn rocsync_resolve_shows_what_the_sets_would_hold() {
+    if !util::have("dnsmasq", false) {
+        return;
+    }
+    let dns = Dnsmasq::start("198.18.2.11 idb.roc.mutuelle-exemple.test\n2001:db8:2::11 idb.roc.mutuelle-exemple.test\n", 60);
+    let sb = util::Sandbox::with_config(&format!(
+        "[annuaire]\nurl = \"file:annuaire.json\"\n[review]\nmode = \"auto\"\n[resolver]\nservers = [\"{}\"]\ntimeout = \"1s\"\n",
+        dns.server()
+    ));
+    sb.set_answer("urls-v1.json");
+    sb.ok(&["once"]);
+    let doc = sb.json(&["resolve", "--json"]);
+    let hosts = doc["hosts"].as_array().unwrap();
+    let idb = hosts.iter().find(|h| h["host"] == "idb.roc.mutuelle-exemple.test").unwrap();
+    assert_eq!(idb["addresses"], serde_json::json!(["198.18.2.11", "2001:db8:2::11"]));
+    let wildcard = hosts.iter().find(|h| h["host"] == "*.api.mutuelle-exemple.test").unwrap();
+    assert_eq!(wildcard["addresses"], serde_json::json!([]));
+    let text = sb.ok(&["resolve"]);
+    assert!(text.contains("a wildcard has no address") && text.contains("198.18.2.11, 2001:db8:2::11"), "{text}");
+}
