@@ -20,7 +20,7 @@ use crate::amc::AmcNumber;
 use crate::catalogue::{HostPorts, Policy};
 use crate::host::Host;
 use crate::plan::{Guard, Mode};
-use crate::sinks::files::{Export, FileExport, FileSink};
+use crate::sinks::files::{Export, FileExport, FileSink, PostWrite};
 use crate::sinks::nft_script::NftNames;
 use crate::sinks::plain::WildcardStyle;
 use crate::sources::https::{HttpsSettings, TlsSettings};
@@ -278,26 +278,29 @@ impl Default for RawNftables {
 #[serde(deny_unknown_fields, default)]
 pub struct RawExports {
     pub squid: Option<RawFileExport>,
-    pub plain: Option<RawPlainExport>,
+    pub plain: Option<RawFileExport>,
     pub nft_script: Option<RawFileExport>,
+    pub haproxy: Option<RawFileExport>,
+    pub json: Option<RawFileExport>,
 }
 
+/// One output file. `wildcard_style` is for `[exports.plain]` only.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFileExport {
     #[serde(default = "yes")]
     pub enabled: bool,
     pub path: PathBuf,
+    pub wildcard_style: Option<WildcardStyle>,
+    /// Run after the file changed, as an argument list without a shell.
+    #[serde(default)]
+    pub post_write_command: Vec<String>,
+    #[serde(default = "thirty_seconds")]
+    pub post_write_timeout: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPlainExport {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    pub path: PathBuf,
-    #[serde(default)]
-    pub wildcard_style: WildcardStyle,
+fn thirty_seconds() -> String {
+    "30s".into()
 }
 
 fn yes() -> bool {
@@ -764,14 +767,23 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
     let names = NftNames { table: n.table.clone(), set_v4: n.set_v4.clone(), set_v6: n.set_v6.clone() };
     let mut exports = Vec::new();
     let e = &raw.exports;
-    if let Some(s) = e.squid.as_ref().filter(|s| s.enabled) {
-        exports.push(FileExport { export: Export::Squid, path: resolve(&s.path) });
-    }
-    if let Some(p) = e.plain.as_ref().filter(|p| p.enabled) {
-        exports.push(FileExport { export: Export::Plain(p.wildcard_style), path: resolve(&p.path) });
-    }
-    if let Some(s) = e.nft_script.as_ref().filter(|s| s.enabled) {
-        exports.push(FileExport { export: Export::NftScript(names), path: resolve(&s.path) });
+    for (name, raw_export, export) in [
+        ("squid", &e.squid, Export::Squid),
+        ("plain", &e.plain, Export::Plain(e.plain.as_ref().and_then(|p| p.wildcard_style).unwrap_or_default())),
+        ("nft_script", &e.nft_script, Export::NftScript(names.clone())),
+        ("haproxy", &e.haproxy, Export::Haproxy),
+        ("json", &e.json, Export::Json),
+    ] {
+        let Some(x) = raw_export.as_ref().filter(|x| x.enabled) else { continue };
+        if x.wildcard_style.is_some() && name != "plain" {
+            bad(&format!("exports.{name}.wildcard_style"), "only [exports.plain] takes a wildcard style".into());
+        }
+        let timeout = duration(&x.post_write_timeout).unwrap_or_else(|err| {
+            bad(&format!("exports.{name}.post_write_timeout"), err);
+            Duration::from_secs(30)
+        });
+        let post_write = (!x.post_write_command.is_empty()).then(|| PostWrite { argv: x.post_write_command.clone(), timeout });
+        exports.push(FileExport { export, path: resolve(&x.path), post_write });
     }
     let mut seen = BTreeSet::new();
     for f in &exports {
@@ -1030,6 +1042,20 @@ mod tests {
         let lines: Vec<_> = err.problems.iter().map(|p| p.at.unwrap()).collect();
         assert_eq!(lines, [(6, 8), (7, 1), (8, 1), (10, 16), (11, 15), (13, 1)], "{err}");
         assert!(err.to_string().contains("public suffix"), "{err}");
+    }
+
+    #[test]
+    fn exports_take_a_post_write_command_and_only_plain_a_wildcard_style() {
+        let text = format!(
+            "{MINIMAL}[exports.json]\npath = \"out/x.json\"\npost_write_command = [\"true\"]\npost_write_timeout = \"2s\"\n\
+             [exports.haproxy]\npath = \"out/h.acl\"\nwildcard_style = \"dot\"\n"
+        );
+        let err = load(&text).unwrap_err();
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.clone().unwrap_or_default()).collect();
+        assert_eq!(keys, ["exports.haproxy.wildcard_style"], "{err}");
+        let ok = load(&format!("{MINIMAL}[exports.json]\npath = \"out/x.json\"\npost_write_command = [\"true\"]\n")).unwrap();
+        let json = ok.files.exports.iter().find(|e| e.export == Export::Json).unwrap();
+        assert_eq!(json.post_write.as_ref().map(|p| p.argv.clone()), Some(vec!["true".to_owned()]));
     }
 
     #[test]

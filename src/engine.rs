@@ -369,13 +369,21 @@ impl Engine {
         let at = now();
         let (plan, applied) = self.store.check_applicable(id, &at)?;
         let next = plan.diff.apply_to(&applied.state, &at);
+        let mut warnings = Vec::new();
         for sink in self.sinks() {
-            if let Err(source) = sink.apply(&next, plan.id) {
-                let sink = sink.name().to_owned();
-                let detail = format!("{sink}: {}", crate::error_chain(&source));
-                self.store.audit(actor, "plan.apply_failed", Some(id), &detail, &at)?;
-                return Err(EngineError::Sink { plan: id, sink, source });
+            match sink.apply(&next, plan.id) {
+                Ok(w) => warnings.extend(w),
+                Err(source) => {
+                    let sink = sink.name().to_owned();
+                    let detail = format!("{sink}: {}", crate::error_chain(&source));
+                    self.store.audit(actor, "plan.apply_failed", Some(id), &detail, &at)?;
+                    return Err(EngineError::Sink { plan: id, sink, source });
+                }
             }
+        }
+        for w in warnings {
+            warn!(plan = id, "{w}");
+            self.store.audit("rocsync", "export.post_write_failed", Some(id), &w, &at)?;
         }
         crate::sinks::files::failpoint("apply-before-commit");
         self.store.commit_apply(&plan, &next, actor, &at)?;
@@ -405,7 +413,7 @@ impl Engine {
         let Some(settings) = self.config.imap.clone() else { return Ok(MailRun::default()) };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EngineError::Runtime)?;
         let (mut session, messages) = runtime.block_on(async {
-            let mut session = imap::connect(&settings).await?;
+            let (mut session, _) = imap::connect(&settings).await?;
             let messages = imap::fetch_all(&mut session).await?;
             Ok::<_, imap::ImapError>((session, messages))
         })?;
@@ -554,16 +562,17 @@ impl Engine {
         }
         let _lock = self.lock()?;
         let mut repaired = Vec::new();
+        let mut warnings = Vec::new();
         for sink in self.sinks() {
             let drift = sink.drift(&applied.state, applied.plan_id);
             if drift.is_empty() {
                 continue;
             }
-            sink.apply(&applied.state, applied.plan_id).map_err(|source| EngineError::Sink {
+            warnings.extend(sink.apply(&applied.state, applied.plan_id).map_err(|source| EngineError::Sink {
                 plan: applied.plan_id,
                 sink: sink.name().to_owned(),
                 source,
-            })?;
+            })?);
             for d in drift {
                 warn!(sink = sink.name(), "Repaired drift: {d}.");
                 repaired.push(d);
@@ -571,6 +580,10 @@ impl Engine {
         }
         for d in &repaired {
             self.store.audit("rocsync", "sink.repaired", Some(applied.plan_id), d, &now())?;
+        }
+        for w in &warnings {
+            warn!("{w}");
+            self.store.audit("rocsync", "export.post_write_failed", Some(applied.plan_id), w, &now())?;
         }
         Ok(repaired)
     }

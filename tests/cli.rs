@@ -410,3 +410,26 @@ fn inspect_every_mail_fixture() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("empty.eml: not an e-mail message"), "{}", stderr(&out));
 }
+
+#[test]
+fn post_write_commands_run_after_a_change_and_their_failure_is_audited() {
+    let sb = Sandbox::with_config(
+        "[annuaire]\nurl = \"file:annuaire.json\"\n[review]\nmode = \"auto\"\n\
+         [exports.json]\npath = \"out/hosts.json\"\npost_write_command = [\"sh\", \"-c\", \"echo reloaded >> reload.log\"]\n\
+         [exports.haproxy]\npath = \"out/haproxy.acl\"\npost_write_command = [\"sh\", \"-c\", \"echo no haproxy here >&2; exit 1\"]\n",
+    );
+    sb.set_answer("urls-v1.json");
+    sb.ok(&["once"]);
+    assert_eq!(sb.read("reload.log"), "reloaded\n");
+    let doc: Value = serde_json::from_str(&sb.read("out/hosts.json")).unwrap();
+    assert_eq!(doc["hosts"].as_array().unwrap().len(), 12);
+    assert!(sb.read("out/haproxy.acl").contains("^idb\\.roc\\.mutuelle-exemple\\.test$"));
+    let audit = sb.ok(&["audit"]);
+    assert!(audit.contains("export.post_write_failed") && audit.contains("no haproxy here"), "{audit}");
+    // Nothing changed: nothing is reloaded.
+    sb.ok(&["once"]);
+    assert_eq!(sb.read("reload.log"), "reloaded\n");
+    sb.set_answer("urls-v2.json");
+    sb.ok(&["once"]);
+    assert_eq!(sb.read("reload.log"), "reloaded\nreloaded\n");
+}

@@ -115,3 +115,32 @@ fn systemd_units_verify_and_are_hardened() {
     let verdict = report.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("{report}"));
     assert!(verdict.contains(" OK") || verdict.contains(" SAFE"), "{verdict}");
 }
+
+#[test]
+fn haproxy_accepts_the_acl() {
+    if !util::have("haproxy", false) {
+        return;
+    }
+    let sb = Sandbox::with_config("[annuaire]\nurl = \"file:annuaire.json\"\n[review]\nmode = \"auto\"\n[exports.haproxy]\npath = \"out/haproxy.acl\"\n");
+    sb.set_answer("urls-v1.json");
+    sb.ok(&["once"]);
+    let cfg = sb.path("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1s\n  timeout server 1s\n\
+             frontend roc\n  bind 127.0.0.1:18443\n  tcp-request inspect-delay 2s\n\
+             acl roc_amc req.ssl_sni -m reg -i -f {}\n  tcp-request content reject if !roc_amc\n  default_backend none\n\
+             backend none\n  server s 127.0.0.1:9 disabled\n",
+            sb.path("out/haproxy.acl").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("haproxy").args(["-c", "-f"]).arg(&cfg).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "haproxy -c:\n{log}");
+    assert!(!log.to_lowercase().contains("warning"), "{log}");
+    // The control: a broken regex is refused.
+    std::fs::write(sb.path("out/haproxy.acl"), "^(unclosed\n").unwrap();
+    assert!(!Command::new("haproxy").args(["-c", "-f"]).arg(&cfg).output().unwrap().status.success());
+}

@@ -5,6 +5,8 @@
 //! reaches a file without passing host validation.
 
 pub mod files;
+pub mod haproxy;
+pub mod json;
 pub mod nft_script;
 pub mod plain;
 pub mod squid;
@@ -17,8 +19,9 @@ use crate::catalogue::State;
 pub trait Sink {
     /// A short name for logs and messages (`files`, `nftables`).
     fn name(&self) -> &str;
-    /// Enforces `state`, produced by plan `plan_id`. On error, what was in force stays.
-    fn apply(&self, state: &State, plan_id: i64) -> Result<(), SinkError>;
+    /// Enforces `state`, produced by plan `plan_id`. On error, what was in force stays. The
+    /// warnings say what went wrong after the state was enforced (a post-write command).
+    fn apply(&self, state: &State, plan_id: i64) -> Result<Vec<String>, SinkError>;
     /// What differs between what this sink enforces and `state`: one line per difference,
     /// empty when they agree.
     fn drift(&self, state: &State, plan_id: i64) -> Vec<String>;

@@ -159,8 +159,8 @@ async fn tls_wrap(settings: &ImapSettings, tcp: TcpStream) -> Result<ImapStream,
     Ok(ImapStream::Tls(Box::new(tls)))
 }
 
-/// Connects, logs in and selects the watched folder.
-pub async fn connect(settings: &ImapSettings) -> Result<Session, ImapError> {
+/// Connects, logs in and selects the watched folder; also says how many messages it holds.
+pub async fn connect(settings: &ImapSettings) -> Result<(Session, u32), ImapError> {
     let server = format!("{}:{}", settings.server, settings.port);
     let work = async {
         let tcp = TcpStream::connect((settings.server.as_str(), settings.port))
@@ -185,8 +185,8 @@ pub async fn connect(settings: &ImapSettings) -> Result<Session, ImapError> {
             username: settings.username.clone(),
             source,
         })?;
-        session.select(&settings.folder).await.map_err(command("SELECT"))?;
-        Ok(session)
+        let mailbox = session.select(&settings.folder).await.map_err(command("SELECT"))?;
+        Ok((session, mailbox.exists))
     };
     tokio::time::timeout(settings.timeout, work).await.map_err(|_| ImapError::Timeout { server, after: settings.timeout })?
 }
@@ -242,7 +242,12 @@ pub async fn watch(
     let mut backoff = Duration::from_secs(5);
     loop {
         let watched = async {
-            let mut session = connect(settings).await?;
+            let (mut session, waiting) = connect(settings).await?;
+            // What arrived while rocsync was away, or while it was logging in, IDLE will not
+            // report: the folder is read once now.
+            if waiting > 0 {
+                wake.notify_one();
+            }
             let has_idle = session.capabilities().await.map_err(command("CAPABILITY"))?.has_str("IDLE");
             if !(use_idle && has_idle) {
                 tracing::info!(server = %settings.server, "Polling the mailbox every {poll_interval:?} (no IDLE).");
