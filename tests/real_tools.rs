@@ -95,13 +95,13 @@ fn systemd_units_verify_and_are_hardened() {
     let dir = tempfile::tempdir().unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
     // `verify` checks that ExecStart exists: point the units at the binary just built.
-    for unit in ["rocsync-once.service", "rocsync-once.timer"] {
+    for unit in ["rocsync-once.service", "rocsync-once.timer", "rocsync-mail.path"] {
         let text = std::fs::read_to_string(root.join(unit)).unwrap().replace("/usr/bin/rocsync", env!("CARGO_BIN_EXE_rocsync"));
         std::fs::write(dir.path().join(unit), text).unwrap();
     }
     let out = Command::new("systemd-analyze")
         .current_dir(dir.path())
-        .args(["verify", "rocsync-once.service", "rocsync-once.timer"])
+        .args(["verify", "rocsync-once.service", "rocsync-once.timer", "rocsync-mail.path"])
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
