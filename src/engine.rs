@@ -209,7 +209,8 @@ impl Engine {
         for r in &answer.rejected {
             warn!(source = %source, place = %r.place, amc = r.amc.as_deref().unwrap_or("-"), value = %r.value, "Rejected value: {}.", r.reason);
         }
-        if body.fetch.as_ref().is_some_and(|f| f.status == 200) {
+        // The last good answer is kept: for a 304, and for `inspect log`'s catalogue.
+        if body.fetch.as_ref().is_none_or(|f| f.status == 200) {
             let cached = CachedAnswer { fetched_at: at.clone(), etag: body.etag.clone(), content_type: body.content_type.clone(), body: body.bytes.clone() };
             self.store.cache_answer(&source, &cached)?;
         }

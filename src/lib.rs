@@ -20,6 +20,7 @@
 //!   and an append-only audit log.
 //! - [`sinks`]: what enforces a state: Squid ACL, plain list and nft script files, written
 //!   atomically.
+//! - [`watch`]: blocked requests in Squid and nftables logs, correlated with the catalogue.
 //! - [`engine`]: one reconcile pass, load → read → diff → plan → apply, and the plan commands.
 //! - [`cli`]: the `rocsync` command line on top of it all.
 
@@ -34,6 +35,7 @@ pub mod resolve;
 pub mod sinks;
 pub mod sources;
 pub mod store;
+pub mod watch;
 #[cfg(test)]
 mod testing;
 

@@ -588,6 +588,18 @@ impl Store {
         )?)
     }
 
+    /// The newest good answer of any source.
+    pub fn latest_cached_answer(&self) -> Result<Option<CachedAnswer>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT fetched_at, etag, content_type, body FROM source_cache ORDER BY fetched_at DESC LIMIT 1",
+                [],
+                |r| Ok(CachedAnswer { fetched_at: r.get(0)?, etag: r.get(1)?, content_type: r.get(2)?, body: r.get(3)? }),
+            )
+            .optional()?)
+    }
+
     /// Whether `action` was audited since `since` (RFC 3339, compared as text).
     pub fn audited_since(&self, action: &str, since: &str) -> Result<bool, StoreError> {
         Ok(self

@@ -433,3 +433,42 @@ fn post_write_commands_run_after_a_change_and_their_failure_is_audited() {
     sb.ok(&["once"]);
     assert_eq!(sb.read("reload.log"), "reloaded\nreloaded\n");
 }
+
+#[test]
+fn inspect_log_reports_blocked_amc_requests() {
+    let sb = Sandbox::new("hybrid", "urls-v1.json");
+    let squid = fixture("logs/squid-access.log");
+    let v2 = fixture("annuaire/urls-v2.json");
+    let doc = sb.json(&["inspect", "log", squid.to_str().unwrap(), "--kind", "squid", "--annuaire", v2.to_str().unwrap(), "--json"]);
+    assert_eq!(doc["other_denied"], 1);
+    assert_eq!(doc["skipped_lines"], 1);
+    let events = doc["events"].as_array().unwrap();
+    assert_eq!(events.len(), 4);
+    assert_eq!(
+        events[0],
+        serde_json::json!({"time": "1763630101.202", "client": "198.18.1.20", "host": "idb.nouvelle-mutuelle-sud.test",
+                           "ip": null, "port": 443, "amcs": ["891234567"], "services": ["IDB"],
+                           "idb": true, "in_force": false})
+    );
+    // From the store: the catalogue of the last answer read, and what is in force.
+    sb.ok(&["once"]);
+    let doc = sb.json(&["inspect", "log", squid.to_str().unwrap(), "--kind", "squid", "--json"]);
+    let hosts: Vec<(&str, bool)> = doc["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["host"].as_str().unwrap(), e["in_force"].as_bool().unwrap()))
+        .collect();
+    // v1 does not list the new AMC: only the wildcard host is an AMC host, and it is in force.
+    assert_eq!(hosts, [("x.api.mutuelle-exemple.test", true)]);
+    assert_eq!(doc["other_denied"], 4);
+    let text = sb.ok(&["inspect", "log", squid.to_str().unwrap(), "--kind", "squid"]);
+    assert!(text.contains("yet blocked: the enforcement is broken"), "{text}");
+    // nftables: addresses with no known host are reported with a null host.
+    let nft = fixture("logs/nft-drop.log");
+    let doc = sb.json(&["inspect", "log", nft.to_str().unwrap(), "--kind", "nft", "--json"]);
+    assert_eq!(doc["events"].as_array().unwrap().len(), 3);
+    assert_eq!(doc["events"][0]["host"], Value::Null);
+    assert_eq!(doc["events"][2]["ip"], "2001:db8:3::40");
+    assert_eq!(doc["skipped_lines"], 0);
+}

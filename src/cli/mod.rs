@@ -181,6 +181,19 @@ pub enum Inspect {
         #[arg(long)]
         json: bool,
     },
+    /// What the log watcher would report of a Squid access.log or an nftables drop log:
+    /// blocked requests to AMC services (IDB first), from the catalogue of the store or of FILE.
+    #[command(after_help = "Examples:\n  rocsync inspect log /var/log/squid/access.log --kind squid\n  rocsync inspect log ulog.txt --kind nft --annuaire answer.json --json")]
+    Log {
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        kind: LogKind,
+        /// Take the catalogue from this saved annuaire answer instead of the store.
+        #[arg(long, value_name = "FILE")]
+        annuaire: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// What rocsync reads in an Inter-AMC notification e-mail (.eml).
     #[command(after_help = "Exit status: 0 when the message was read (even with rejected lines), 2 when it is not an e-mail.")]
     Mail {
@@ -188,6 +201,14 @@ pub enum Inspect {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogKind {
+    /// Squid's native access.log.
+    Squid,
+    /// Kernel log lines of nftables' `log prefix` (journal, syslog, ulogd).
+    Nft,
 }
 
 /// Exit status for an input that is not what it should be (not an annuaire answer).
@@ -204,6 +225,34 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig => check_config(&cli.config, &mut out),
         Command::Inspect(Inspect::Annuaire { file, json }) => inspect_annuaire(&file, json, &mut out),
+        Command::Inspect(Inspect::Log { file, kind, annuaire, json }) => {
+            let text = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = String::from_utf8_lossy(&text);
+            // The catalogue: the file given, or the last good answer the store kept; what is
+            // in force: the store's, when there is a configuration to find it.
+            let engine = if annuaire.is_none() || cli.config.exists() { Some(open(&cli.config)?) } else { None };
+            let answer = match (&annuaire, &engine) {
+                (Some(path), _) => read_annuaire_file(path, 64 * 1024 * 1024)?,
+                (None, Some(engine)) => {
+                    let cached = engine.store.latest_cached_answer()?.context("the store holds no annuaire answer yet: run `rocsync once`, or give --annuaire FILE")?;
+                    crate::sources::annuaire::parse(&cached.body, cached.content_type.as_deref())?
+                }
+                (None, None) => unreachable!("a missing configuration is opened above"),
+            };
+            let catalogue = crate::catalogue::Catalogue::from_answer(&answer);
+            let in_force = match &engine {
+                Some(e) => e.store.applied()?.state,
+                None => crate::catalogue::State::default(),
+            };
+            let prefix = engine.as_ref().map(|e| e.config.raw.nftables.log_prefix.clone()).unwrap_or_else(|| "rocsync-drop: ".into());
+            let correlator = crate::watch::Correlator::new(&catalogue, &in_force, Default::default());
+            let report = match kind {
+                LogKind::Squid => correlator.read(&text, crate::watch::squid::parse_line),
+                LogKind::Nft => correlator.read(&text, |l| crate::watch::nftlog::parse_line(l, &prefix)),
+            };
+            output::log_report(&mut out, &report, &catalogue, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Inspect(Inspect::Mail { file, json }) => {
             let raw = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             match crate::sources::mail::parse(&raw, None) {

@@ -652,3 +652,46 @@ pub fn resolved(out: &mut impl Write, state: &crate::catalogue::State, book: &cr
     }
     Ok(())
 }
+
+/// `inspect log`: the events the watcher would report; JSON as issue 5 fixes it.
+pub fn log_report(out: &mut impl Write, report: &crate::watch::Report, catalogue: &Catalogue, json: bool) -> io::Result<()> {
+    if json {
+        return writeln!(out, "{}", serde_json::to_string_pretty(report).map_err(io::Error::other)?);
+    }
+    let name = |n: &str| {
+        crate::amc::AmcNumber::parse(n).ok().and_then(|k| catalogue.amcs.get(&k)).map(|a| format!("{} ({n})", a.name)).unwrap_or_else(|| n.to_owned())
+    };
+    for e in &report.events {
+        let target = match (&e.host, e.ip) {
+            (Some(h), _) => h.clone(),
+            (None, Some(ip)) => format!("{ip} (no known host)"),
+            (None, None) => "?".into(),
+        };
+        let port = e.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let client = e.client.map(|c| c.to_string()).unwrap_or_else(|| "?".into());
+        let services: Vec<String> =
+            e.services.iter().map(|s| if s == "IDB" { format!("{DEL}IDB{DEL:#}") } else { s.clone() }).collect();
+        // Squid writes seconds since the epoch; show a date.
+        let time = e
+            .time
+            .parse::<f64>()
+            .ok()
+            .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t as i64).ok())
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| e.time.clone());
+        writeln!(out, "{time}  {client} → {target}{port}  {}", services.join(" "))?;
+        let amcs: Vec<String> = e.amcs.iter().map(|n| name(n)).collect();
+        let hint = if e.host.is_none() {
+            "an address rocsync cannot tie to an AMC host"
+        } else if e.in_force {
+            "allowed by what is in force, yet blocked: the enforcement is broken"
+        } else {
+            "listed by the annuaire, not in force: see rocsync status for the plan to approve"
+        };
+        if !amcs.is_empty() {
+            writeln!(out, "    {}", amcs.join(", "))?;
+        }
+        writeln!(out, "    {DIM}{hint}{DIM:#}")?;
+    }
+    writeln!(out, "{} blocked AMC request(s), {} other denied, {} line(s) skipped.", report.events.len(), report.other_denied, report.skipped_lines)
+}
