@@ -252,7 +252,14 @@ impl Engine {
         let elapsed = started.elapsed();
         match fetched {
             Fetched::NotModified => {
-                let cached = cached.expect("a 304 answers an ETag, which comes from the cache");
+                // A 304 answers the ETag rocsync sent; a server that sends one unasked gives
+                // nothing to read.
+                let Some(cached) = cached else {
+                    return Err(EngineError::Fetch(FetchError::Http {
+                        url,
+                        detail: "answered 304 Not Modified to a request without an ETag: there is no answer to read".into(),
+                    }));
+                };
                 info!(url = %url, "Unchanged since {} (304).", cached.fetched_at);
                 let fetch = FetchInfo { status: 304, bytes: 0, etag, elapsed };
                 Ok(Body { bytes: cached.body, content_type: cached.content_type, etag: cached.etag, fetch: Some(fetch) })

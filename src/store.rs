@@ -518,7 +518,7 @@ impl Store {
             .query_row(
                 "SELECT fetched_at, etag, content_type, body FROM source_cache WHERE source = ?1",
                 [source],
-                |r| Ok(CachedAnswer { fetched_at: r.get(0)?, etag: r.get(1)?, content_type: r.get(2)?, body: r.get(3)? }),
+                cached_row,
             )
             .optional()?)
     }
@@ -595,7 +595,7 @@ impl Store {
             .query_row(
                 "SELECT fetched_at, etag, content_type, body FROM source_cache ORDER BY fetched_at DESC LIMIT 1",
                 [],
-                |r| Ok(CachedAnswer { fetched_at: r.get(0)?, etag: r.get(1)?, content_type: r.get(2)?, body: r.get(3)? }),
+                cached_row,
             )
             .optional()?)
     }
@@ -688,6 +688,11 @@ impl RawPlan {
             diff,
         })
     }
+}
+
+/// A `source_cache` row selected as `fetched_at, etag, content_type, body`.
+fn cached_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CachedAnswer> {
+    Ok(CachedAnswer { fetched_at: r.get(0)?, etag: r.get(1)?, content_type: r.get(2)?, body: r.get(3)? })
 }
 
 fn plan_in(tx: &Transaction<'_>, id: i64) -> Result<Plan, StoreError> {

@@ -242,3 +242,15 @@ fn a_closed_port_is_a_connection_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains(&format!("cannot connect to https://127.0.0.1:{port}/")), "{}", stderr(&out));
 }
+
+/// Regression: a server that answers 304 to a request without an ETag made rocsync panic.
+#[test]
+fn an_unasked_304_is_a_source_error_not_a_panic() {
+    let pki = Pki::new();
+    let server = AnnuaireServer::start(&pki.server, &pki.igc_sante, Reply::AlwaysNotModified);
+    let client = pki.igc_sante.leaf("CHU EXEMPLE", -1, 100);
+    let sb = sandbox(&server, &pki, &client, &pki.igc_osi.pem, "");
+    let out = sb.run(&["once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("304 Not Modified to a request without an ETag"), "{}", stderr(&out));
+}

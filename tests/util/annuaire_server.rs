@@ -88,6 +88,8 @@ pub enum Reply {
     Truncated { body: Vec<u8> },
     /// A 200 whose body never ends within the test (headers, then nothing).
     Stall,
+    /// 304 Not Modified whatever the request.
+    AlwaysNotModified,
 }
 
 /// A running annuaire on 127.0.0.1. Each connection is served on its own thread.
@@ -214,6 +216,7 @@ fn serve(
             r.extend_from_slice(&body);
             r
         }
+        Reply::AlwaysNotModified => b"HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n".to_vec(),
         Reply::Stall => {
             tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")?;
             tls.flush()?;
