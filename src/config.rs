@@ -481,6 +481,15 @@ impl fmt::Display for AnnuaireSource {
     }
 }
 
+/// `[resolver]`, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverSettings {
+    pub servers: Vec<String>,
+    pub policy: crate::resolve::Policy,
+    pub timeout: Duration,
+    pub concurrency: usize,
+}
+
 /// The configuration rocsync runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -496,6 +505,8 @@ pub struct Config {
     pub maildir: Option<PathBuf>,
     /// The IMAP mailbox notifications are read from, when they come that way.
     pub imap: Option<ImapSettings>,
+    /// How hosts are resolved to addresses (`[resolver]`).
+    pub resolver: ResolverSettings,
     pub policy: Policy,
     pub mode: Mode,
     pub guard: Guard,
@@ -801,6 +812,16 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         https,
         max_body_bytes: a.max_body_bytes,
         cert_expiry_warning: duration(&a.cert_expiry_warning).unwrap_or(Duration::from_secs(30 * 86400)),
+        resolver: {
+            let r = &raw.resolver;
+            let d = |text: &str, default: u64| duration(text).unwrap_or(Duration::from_secs(default));
+            ResolverSettings {
+                servers: r.servers.clone(),
+                policy: crate::resolve::Policy { min_ttl: d(&r.min_ttl, 30), max_ttl: d(&r.max_ttl, 3600), grace: d(&r.grace, 3600) },
+                timeout: d(&r.timeout, 5),
+                concurrency: r.concurrency.max(1),
+            }
+        },
         imap: {
             let (n, i) = (&raw.notifications, &raw.notifications.imap);
             (n.enabled && n.source == MailSource::Imap).then(|| ImapSettings {

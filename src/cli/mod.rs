@@ -324,19 +324,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resolve { json } => {
             let engine = open(&cli.config)?;
             let applied = engine.store.applied()?;
-            let r = &engine.config.raw.resolver;
-            let policy = crate::resolve::Policy {
-                min_ttl: crate::config::duration(&r.min_ttl).map_err(anyhow::Error::msg)?,
-                max_ttl: crate::config::duration(&r.max_ttl).map_err(anyhow::Error::msg)?,
-                grace: crate::config::duration(&r.grace).map_err(anyhow::Error::msg)?,
-            };
-            let timeout = crate::config::duration(&r.timeout).map_err(anyhow::Error::msg)?;
+            let r = &engine.config.resolver;
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let book = runtime.block_on(async {
-                let resolver = crate::resolve::DnsResolver::new(&r.servers, timeout, r.concurrency)?;
+                let resolver = crate::resolve::DnsResolver::new(&r.servers, r.timeout, r.concurrency)?;
                 let mut book = crate::resolve::AddressBook::default();
                 book.track(applied.state.entries.keys(), std::time::Instant::now());
-                resolver.refresh(&mut book, &policy).await;
+                resolver.refresh(&mut book, &r.policy).await;
                 Ok::<_, anyhow::Error>(book)
             })?;
             output::resolved(&mut out, &applied.state, &book, json)?;
