@@ -205,6 +205,8 @@ pub struct RawMaildir {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawResolver {
+    /// Resolve the hosts in force at each pass (for the nft script's sets, and nftables).
+    pub enabled: bool,
     /// `ip` or `ip:port`; empty means the system's resolvers.
     pub servers: Vec<String>,
     pub min_ttl: String,
@@ -217,6 +219,7 @@ pub struct RawResolver {
 impl Default for RawResolver {
     fn default() -> Self {
         RawResolver {
+            enabled: false,
             servers: Vec::new(),
             min_ttl: "30s".into(),
             max_ttl: "1h".into(),
@@ -484,6 +487,7 @@ impl fmt::Display for AnnuaireSource {
 /// `[resolver]`, typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolverSettings {
+    pub enabled: bool,
     pub servers: Vec<String>,
     pub policy: crate::resolve::Policy,
     pub timeout: Duration,
@@ -816,6 +820,7 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
             let r = &raw.resolver;
             let d = |text: &str, default: u64| duration(text).unwrap_or(Duration::from_secs(default));
             ResolverSettings {
+                enabled: r.enabled,
                 servers: r.servers.clone(),
                 policy: crate::resolve::Policy { min_ttl: d(&r.min_ttl, 30), max_ttl: d(&r.max_ttl, 3600), grace: d(&r.grace, 3600) },
                 timeout: d(&r.timeout, 5),

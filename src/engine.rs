@@ -21,6 +21,8 @@ use crate::sources::{imap, mail};
 use crate::sources::maildir::Maildir;
 use crate::config::{AnnuaireSource, Config};
 use crate::plan::{Context, Plan, Proposal, Status, propose};
+use crate::resolve::{BookChange, DnsResolver, ResolverError, now_millis};
+use crate::sinks::nft_script::Addresses;
 use crate::sinks::{Sink, SinkError};
 use crate::sources::annuaire::Answer;
 use crate::sources::https::{AnnuaireClient, CertInfo, FetchError, Fetched, TlsSetupError, load_identity};
@@ -49,6 +51,9 @@ pub enum EngineError {
     /// The notification mailbox cannot be read; nothing was lost, the messages stay there.
     #[error(transparent)]
     Imap(#[from] imap::ImapError),
+    /// The resolver cannot be set up (a bad server address).
+    #[error(transparent)]
+    Resolver(#[from] ResolverError),
     /// The async runtime for a request cannot start.
     #[error("cannot start the I/O runtime")]
     Runtime(#[source] std::io::Error),
@@ -152,6 +157,8 @@ pub struct PlanRun {
     pub repaired: Vec<String>,
     /// Notifications read before the source.
     pub mail: MailRun,
+    /// What resolving the hosts in force changed (`None` while `[resolver]` is off).
+    pub addresses: Option<BookChange>,
 }
 
 pub struct Engine {
@@ -320,7 +327,7 @@ impl Engine {
         for p in &plans {
             info!(plan = p.id, status = %p.status, changes = p.diff.changes.len(), "Planned.");
         }
-        Ok(PlanRun { read, applied, plans, proposals, repaired: Vec::new(), mail: MailRun::default() })
+        Ok(PlanRun { read, applied, plans, proposals, repaired: Vec::new(), mail: MailRun::default(), addresses: None })
     }
 
     /// One reconcile pass: plan, apply what needs no approval, repair drifted outputs.
@@ -345,6 +352,7 @@ impl Engine {
             self.apply(id, "rocsync")?;
         }
         run.plans = run.plans.iter().map(|p| self.store.plan(p.id)).collect::<Result<_, _>>()?;
+        run.addresses = self.refresh_addresses()?;
         run.repaired = self.repair_drift()?;
         Ok(run)
     }
@@ -377,9 +385,10 @@ impl Engine {
         let at = now();
         let (plan, applied) = self.store.check_applicable(id, &at)?;
         let next = plan.diff.apply_to(&applied.state, &at);
+        let addresses = self.addresses()?;
         let mut warnings = Vec::new();
         for sink in self.sinks() {
-            match sink.apply(&next, plan.id) {
+            match sink.apply(&next, plan.id, &addresses) {
                 Ok(w) => warnings.extend(w),
                 Err(source) => {
                     let sink = sink.name().to_owned();
@@ -569,14 +578,15 @@ impl Engine {
             return Ok(Vec::new());
         }
         let _lock = self.lock()?;
+        let addresses = self.addresses()?;
         let mut repaired = Vec::new();
         let mut warnings = Vec::new();
         for sink in self.sinks() {
-            let drift = sink.drift(&applied.state, applied.plan_id);
+            let drift = sink.drift(&applied.state, applied.plan_id, &addresses);
             if drift.is_empty() {
                 continue;
             }
-            warnings.extend(sink.apply(&applied.state, applied.plan_id).map_err(|source| EngineError::Sink {
+            warnings.extend(sink.apply(&applied.state, applied.plan_id, &addresses).map_err(|source| EngineError::Sink {
                 plan: applied.plan_id,
                 sink: sink.name().to_owned(),
                 source,
@@ -602,7 +612,57 @@ impl Engine {
         if applied.plan_id == 0 {
             return Ok(Vec::new());
         }
-        Ok(self.sinks().iter().flat_map(|s| s.drift(&applied.state, applied.plan_id)).collect())
+        let addresses = self.addresses()?;
+        Ok(self.sinks().iter().flat_map(|s| s.drift(&applied.state, applied.plan_id, &addresses)).collect())
+    }
+
+    /// The addresses of the hosts in force, as last resolved (none while `[resolver]` is off).
+    fn addresses(&self) -> Result<Addresses, EngineError> {
+        if !self.config.resolver.enabled {
+            return Ok(Addresses::new());
+        }
+        Ok(self.store.address_book()?.addresses())
+    }
+
+    /// Resolves the hosts in force whose answer ran out, drops addresses gone longer than the
+    /// grace, keeps the book, and rewrites the outputs when an address came or went. `None`
+    /// while `[resolver]` is off.
+    pub fn refresh_addresses(&mut self) -> Result<Option<BookChange>, EngineError> {
+        let settings = self.config.resolver.clone();
+        if !settings.enabled {
+            return Ok(None);
+        }
+        let applied = self.store.applied()?;
+        let mut book = self.store.address_book()?;
+        book.track(applied.state.entries.keys(), now_millis());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EngineError::Runtime)?;
+        let change = runtime.block_on(async {
+            let resolver = DnsResolver::new(&settings.servers, settings.timeout, settings.concurrency)?;
+            Ok::<_, ResolverError>(resolver.refresh(&mut book, &settings.policy).await)
+        })?;
+        self.store.save_address_book(&book)?;
+        if change.added.is_empty() && change.removed.is_empty() {
+            return Ok(Some(change));
+        }
+        let detail = format!("+{} -{} address(es)", change.added.len(), change.removed.len());
+        info!(plan = applied.plan_id, "Addresses changed: {detail}.");
+        self.store.audit("rocsync", "addresses.changed", Some(applied.plan_id), &detail, &now())?;
+        if applied.plan_id != 0 {
+            let _lock = self.lock()?;
+            let addresses = book.addresses();
+            let mut warnings = Vec::new();
+            for sink in self.sinks() {
+                warnings.extend(
+                    sink.apply(&applied.state, applied.plan_id, &addresses)
+                        .map_err(|source| EngineError::Sink { plan: applied.plan_id, sink: sink.name().to_owned(), source })?,
+                );
+            }
+            for w in warnings {
+                warn!("{w}");
+                self.store.audit("rocsync", "export.post_write_failed", Some(applied.plan_id), &w, &now())?;
+            }
+        }
+        Ok(Some(change))
     }
 
     /// One apply at a time across processes; the lock goes with the returned file.

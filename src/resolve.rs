@@ -10,7 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
 
 use futures_util::StreamExt;
 use hickory_resolver::TokioResolver;
@@ -29,22 +31,36 @@ pub struct Policy {
     pub grace: Duration,
 }
 
-/// One address of a host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
-    /// Since when good answers no longer give it; `None` while they do.
-    absent_since: Option<Instant>,
+/// A point in time: milliseconds since the Unix epoch, so that the book can be stored and
+/// outlive the process.
+pub type Millis = u64;
+
+/// The current time as [`Millis`].
+pub fn now_millis() -> Millis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+fn ms(d: Duration) -> Millis {
+    d.as_millis() as Millis
+}
+
+/// One address of a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Seen {
+    /// Since when good answers no longer give it; `None` while they do.
+    absent_since: Option<Millis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct HostState {
     addrs: BTreeMap<IpAddr, Seen>,
-    next_refresh: Instant,
+    next_refresh: Millis,
     last_error: Option<String>,
 }
 
-/// The addresses of every resolvable host in force.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The addresses of every resolvable host in force. Serialisable: the store keeps it between
+/// passes, so that the grace of a vanished address outlives a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddressBook {
     hosts: BTreeMap<Host, HostState>,
 }
@@ -58,7 +74,7 @@ pub struct BookChange {
 
 impl AddressBook {
     /// Follows the hosts of a state: new exact hosts are due at once, hosts gone are dropped.
-    pub fn track<'a>(&mut self, hosts: impl IntoIterator<Item = &'a Host>, now: Instant) {
+    pub fn track<'a>(&mut self, hosts: impl IntoIterator<Item = &'a Host>, now: Millis) {
         let wanted: BTreeSet<&Host> = hosts.into_iter().filter(|h| !h.is_wildcard()).collect();
         self.hosts.retain(|h, _| wanted.contains(h));
         for h in wanted {
@@ -67,23 +83,23 @@ impl AddressBook {
     }
 
     /// Hosts whose answer has run out.
-    pub fn due(&self, now: Instant) -> Vec<Host> {
+    pub fn due(&self, now: Millis) -> Vec<Host> {
         self.hosts.iter().filter(|(_, s)| s.next_refresh <= now).map(|(h, _)| h.clone()).collect()
     }
 
     /// When the next host runs out.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub fn next_due(&self) -> Option<Millis> {
         self.hosts.values().map(|s| s.next_refresh).min()
     }
 
     /// Takes one resolution of `host`: its addresses with their TTLs, or why it failed.
-    pub fn record(&mut self, host: &Host, result: Result<Vec<(IpAddr, u32)>, String>, now: Instant, policy: &Policy) -> BookChange {
+    pub fn record(&mut self, host: &Host, result: Result<Vec<(IpAddr, u32)>, String>, now: Millis, policy: &Policy) -> BookChange {
         let mut change = BookChange::default();
         let Some(state) = self.hosts.get_mut(host) else { return change };
         match result {
             Ok(answer) => {
                 let ttl = answer.iter().map(|(_, ttl)| Duration::from_secs(u64::from(*ttl))).min().unwrap_or(policy.min_ttl);
-                state.next_refresh = now + ttl.clamp(policy.min_ttl, policy.max_ttl);
+                state.next_refresh = now + ms(ttl.clamp(policy.min_ttl, policy.max_ttl));
                 state.last_error = None;
                 let fresh: BTreeSet<IpAddr> = answer.iter().map(|(ip, _)| *ip).collect();
                 for (ip, seen) in state.addrs.iter_mut() {
@@ -103,18 +119,18 @@ impl AddressBook {
             Err(reason) => {
                 // Keep what we had; ask again soon.
                 state.last_error = Some(reason);
-                state.next_refresh = now + policy.min_ttl;
+                state.next_refresh = now + ms(policy.min_ttl);
             }
         }
         change
     }
 
     /// Drops the addresses that good answers have not given for longer than `grace`.
-    pub fn expire(&mut self, now: Instant, grace: Duration) -> BookChange {
+    pub fn expire(&mut self, now: Millis, grace: Duration) -> BookChange {
         let mut change = BookChange::default();
         for (host, state) in &mut self.hosts {
             state.addrs.retain(|ip, seen| {
-                let keep = seen.absent_since.is_none_or(|since| now.duration_since(since) <= grace);
+                let keep = seen.absent_since.is_none_or(|since| now.saturating_sub(since) <= ms(grace));
                 if !keep {
                     change.removed.push((host.clone(), *ip));
                 }
@@ -215,8 +231,7 @@ impl DnsResolver {
     /// Resolves every due host of `book`, at most `concurrency` at a time, then expires what
     /// has been gone longer than the grace.
     pub async fn refresh(&self, book: &mut AddressBook, policy: &Policy) -> BookChange {
-        let now = Instant::now();
-        let due = book.due(now);
+        let due = book.due(now_millis());
         let results: Vec<(Host, Result<Vec<(IpAddr, u32)>, String>)> = futures_util::stream::iter(due)
             .map(|h| async move {
                 let r = self.resolve(&h).await;
@@ -225,7 +240,7 @@ impl DnsResolver {
             .buffer_unordered(self.concurrency)
             .collect()
             .await;
-        let now = Instant::now();
+        let now = now_millis();
         let mut change = BookChange::default();
         for (host, result) in results {
             if let Err(e) = &result {
@@ -254,50 +269,50 @@ mod tests {
 
     #[test]
     fn answers_add_and_vanished_addresses_stay_for_the_grace() {
-        let t0 = Instant::now();
+        let t0: Millis = 1_700_000_000_000;
         let mut book = AddressBook::default();
         book.track([&h("a.test"), &h("*.w.test")], t0);
         assert_eq!(book.due(t0), [h("a.test")], "wildcards are not resolved");
         let c = book.record(&h("a.test"), Ok(vec![(ip("198.18.0.1"), 60), (ip("2001:db8::1"), 120)]), t0, &POLICY);
         assert_eq!(c.added.len(), 2);
-        assert_eq!(book.next_due(), Some(t0 + Duration::from_secs(60)));
+        assert_eq!(book.next_due(), Some(t0 + 60_000));
         // The front end rotates: .2 appears, .1 is gone from this answer.
-        let t1 = t0 + Duration::from_secs(60);
+        let t1 = t0 + 60_000;
         book.record(&h("a.test"), Ok(vec![(ip("198.18.0.2"), 60), (ip("2001:db8::1"), 60)]), t1, &POLICY);
         assert_eq!(book.addresses()[&h("a.test")].len(), 3, "additive");
-        assert!(book.expire(t1 + Duration::from_secs(600), POLICY.grace).removed.is_empty(), "within the grace");
-        let gone = book.expire(t1 + Duration::from_secs(601), POLICY.grace);
+        assert!(book.expire(t1 + 600_000, POLICY.grace).removed.is_empty(), "within the grace");
+        let gone = book.expire(t1 + 601_000, POLICY.grace);
         assert_eq!(gone.removed, [(h("a.test"), ip("198.18.0.1"))]);
         // Back before the grace ran out: it stays.
-        let t2 = t1 + Duration::from_secs(700);
+        let t2 = t1 + 700_000;
         book.record(&h("a.test"), Ok(vec![(ip("198.18.0.2"), 60)]), t2, &POLICY);
-        book.record(&h("a.test"), Ok(vec![(ip("198.18.0.2"), 60), (ip("2001:db8::1"), 60)]), t2 + Duration::from_secs(60), &POLICY);
-        assert!(book.expire(t2 + Duration::from_secs(2000), POLICY.grace).removed.is_empty());
+        book.record(&h("a.test"), Ok(vec![(ip("198.18.0.2"), 60), (ip("2001:db8::1"), 60)]), t2 + 60_000, &POLICY);
+        assert!(book.expire(t2 + 2_000_000, POLICY.grace).removed.is_empty());
     }
 
     #[test]
     fn failures_keep_the_last_addresses_and_retry_soon() {
-        let t0 = Instant::now();
+        let t0: Millis = 1_700_000_000_000;
         let mut book = AddressBook::default();
         book.track([&h("a.test")], t0);
         book.record(&h("a.test"), Ok(vec![(ip("198.18.0.1"), 300)]), t0, &POLICY);
-        let t1 = t0 + Duration::from_secs(300);
+        let t1 = t0 + 300_000;
         book.record(&h("a.test"), Err("timeout".into()), t1, &POLICY);
         assert_eq!(book.failures(), [(&h("a.test"), "timeout")]);
-        assert_eq!(book.next_due(), Some(t1 + POLICY.min_ttl));
-        assert!(book.expire(t1 + Duration::from_secs(86_400), POLICY.grace).removed.is_empty(), "a dead DNS closes nothing");
+        assert_eq!(book.next_due(), Some(t1 + 30_000));
+        assert!(book.expire(t1 + 86_400_000, POLICY.grace).removed.is_empty(), "a dead DNS closes nothing");
         assert_eq!(book.hosts_of(ip("198.18.0.1")), [&h("a.test")]);
     }
 
     #[test]
     fn ttls_are_clamped_and_hosts_followed() {
-        let t0 = Instant::now();
+        let t0: Millis = 1_700_000_000_000;
         let mut book = AddressBook::default();
         book.track([&h("a.test"), &h("b.test")], t0);
         book.record(&h("a.test"), Ok(vec![(ip("198.18.0.1"), 1)]), t0, &POLICY);
         book.record(&h("b.test"), Ok(vec![(ip("198.18.0.1"), 86_400)]), t0, &POLICY);
-        assert_eq!(book.due(t0 + Duration::from_secs(30)), [h("a.test")]);
-        assert_eq!(book.due(t0 + Duration::from_secs(3600)).len(), 2);
+        assert_eq!(book.due(t0 + 30_000), [h("a.test")]);
+        assert_eq!(book.due(t0 + 3600_000).len(), 2);
         assert_eq!(book.hosts_of(ip("198.18.0.1")).len(), 2, "one address, two hosts");
         book.track([&h("b.test")], t0);
         assert_eq!(book.hosts_of(ip("198.18.0.1")), [&h("b.test")]);

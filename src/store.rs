@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::catalogue::State;
 use crate::plan::{HostDiff, Plan, Proposal, Status};
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = r#"
 CREATE TABLE plans (
@@ -64,6 +64,15 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#;
+
+/// Version 4: the resolver's address book, so that the grace of a vanished address outlives
+/// a restart.
+const SCHEMA_4: &str = r#"
+CREATE TABLE address_book (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    book TEXT NOT NULL
+);
 "#;
 
 /// Version 3: every notification e-mail read, once each, with its verdict; and the openings
@@ -271,6 +280,9 @@ impl Store {
         }
         if version < 3 {
             tx.execute_batch(SCHEMA_3)?;
+        }
+        if version < 4 {
+            tx.execute_batch(SCHEMA_4)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
@@ -586,6 +598,23 @@ impl Store {
             "UPDATE notified_hosts SET status = ?1 WHERE host = ?2 AND status = 'pending'",
             params![status, host],
         )?)
+    }
+
+    /// The resolver's address book (empty before the first resolution).
+    pub fn address_book(&self) -> Result<crate::resolve::AddressBook, StoreError> {
+        let text: Option<String> = self.conn.query_row("SELECT book FROM address_book WHERE id = 1", [], |r| r.get(0)).optional()?;
+        match text {
+            None => Ok(crate::resolve::AddressBook::default()),
+            Some(t) => serde_json::from_str(&t).map_err(|source| StoreError::Corrupt { what: "address book".into(), source }),
+        }
+    }
+
+    pub fn save_address_book(&mut self, book: &crate::resolve::AddressBook) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO address_book (id, book) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET book = ?1",
+            [serde_json::to_string(book).expect("a book serialises")],
+        )?;
+        Ok(())
     }
 
     /// The newest good answer of any source.

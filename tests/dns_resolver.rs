@@ -6,10 +6,10 @@ mod util;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rocsync::host::Host;
-use rocsync::resolve::{AddressBook, DnsResolver, Policy};
+use rocsync::resolve::{AddressBook, DnsResolver, Policy, now_millis};
 use util::dnsmasq::Dnsmasq;
 
 fn h(s: &str) -> Host {
@@ -32,7 +32,7 @@ fn follows_ttls_keeps_vanished_addresses_for_the_grace_and_survives_a_dead_serve
         let resolver = DnsResolver::new(&[dns.server()], Duration::from_millis(500), 4).unwrap();
         let mut book = AddressBook::default();
         let hosts = [h("idb.amc.test"), h("clc.amc.test"), h("*.api.amc.test"), h("absent.amc.test")];
-        book.track(&hosts, Instant::now());
+        book.track(&hosts, now_millis());
         let change = resolver.refresh(&mut book, &policy).await;
         assert_eq!(change.added.len(), 3, "{change:?}");
         assert_eq!(addrs(&book, "idb.amc.test"), BTreeSet::from(["198.18.0.10".into(), "2001:db8::10".into()]));
@@ -42,7 +42,7 @@ fn follows_ttls_keeps_vanished_addresses_for_the_grace_and_survives_a_dead_serve
 
         // The AMC moves its IDB front end.
         dns.set_hosts("198.18.0.11 idb.amc.test\n198.18.0.20 clc.amc.test\n");
-        assert!(book.due(Instant::now()).is_empty(), "not before the TTL runs out");
+        assert!(book.due(now_millis()).is_empty(), "not before the TTL runs out");
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let change = resolver.refresh(&mut book, &policy).await;
         assert_eq!(change.added, [(h("idb.amc.test"), "198.18.0.11".parse().unwrap())]);
@@ -86,4 +86,73 @@ fn rocsync_resolve_shows_what_the_sets_would_hold() {
     assert_eq!(wildcard["addresses"], serde_json::json!([]));
     let text = sb.ok(&["resolve"]);
     assert!(text.contains("a wildcard has no address") && text.contains("198.18.2.11, 2001:db8:2::11"), "{text}");
+}
+
+/// A network namespace for the life of the value, deleted even when the test fails.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!("rocsync-dns-{}", std::process::id());
+        assert!(std::process::Command::new("ip").args(["netns", "add", &name]).status().unwrap().success());
+        Netns(name)
+    }
+
+    fn nft(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("ip").args(["netns", "exec", &self.0, "nft"]).args(args).output().unwrap();
+        assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn each_pass_puts_the_resolved_addresses_in_the_nft_sets() {
+    if !util::have("dnsmasq", false) || !util::have("nft", true) {
+        return;
+    }
+    let dns = Dnsmasq::start("198.18.2.11 idb.roc.mutuelle-exemple.test\n2001:db8:2::11 idb.roc.mutuelle-exemple.test\n198.18.2.12 clc.roc.mutuelle-exemple.test\n", 1);
+    let sb = util::Sandbox::with_config(&format!(
+        "[annuaire]\nurl = \"file:annuaire.json\"\n[review]\nmode = \"auto\"\n\
+         [resolver]\nenabled = true\nservers = [\"{}\"]\ntimeout = \"1s\"\nmin_ttl = \"1s\"\ngrace = \"2s\"\n",
+        dns.server()
+    ));
+    sb.set_answer("urls-v1.json");
+    let out = sb.ok(&["once"]);
+    assert!(out.contains("Addresses: 3 added"), "{out}");
+    let script = sb.read("out/rocsync.nft");
+    // clc is on 8443 in the annuaire: the element carries the port.
+    assert!(script.contains("198.18.2.11 . 443") && script.contains("198.18.2.12 . 8443"), "{script}");
+    assert!(script.contains("2001:db8:2::11 . 443"), "{script}");
+    let ns = Netns::new();
+    ns.nft(&["-f", sb.path("out/rocsync.nft").to_str().unwrap()]);
+    let set = ns.nft(&["list", "set", "inet", "rocsync", "rocsync_v4"]);
+    assert!(set.contains("198.18.2.11 . 443") && set.contains("198.18.2.12 . 8443"), "{set}");
+
+    // The IDB front end moves; after the TTL the next pass adds the new address and keeps the
+    // old one for the grace, then drops it. Each pass is a new process: the book is stored.
+    dns.set_hosts("198.18.2.21 idb.roc.mutuelle-exemple.test\n198.18.2.12 clc.roc.mutuelle-exemple.test\n");
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = sb.ok(&["once"]);
+    assert!(out.contains("Addresses: 1 added, 0 dropped"), "{out}");
+    let script = sb.read("out/rocsync.nft");
+    assert!(script.contains("198.18.2.21 . 443") && script.contains("198.18.2.11 . 443"), "{script}");
+    std::thread::sleep(Duration::from_millis(2200));
+    let out = sb.ok(&["once"]);
+    assert!(out.contains("0 added, 2 dropped"), "{out}");
+    ns.nft(&["-f", sb.path("out/rocsync.nft").to_str().unwrap()]);
+    let set = ns.nft(&["list", "set", "inet", "rocsync", "rocsync_v4"]);
+    assert!(set.contains("198.18.2.21 . 443") && !set.contains("198.18.2.11 . 443"), "{set}");
+    assert!(sb.ok(&["audit"]).contains("addresses.changed"));
+    // Nothing moved: the script is not rewritten, and status sees no drift.
+    let before = sb.read("out/rocsync.nft");
+    std::thread::sleep(Duration::from_millis(1100));
+    sb.ok(&["once"]);
+    assert_eq!(sb.read("out/rocsync.nft"), before);
+    assert_eq!(sb.json(&["status", "--json"])["drift"], serde_json::json!([]));
 }

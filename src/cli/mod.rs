@@ -329,7 +329,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let book = runtime.block_on(async {
                 let resolver = crate::resolve::DnsResolver::new(&r.servers, r.timeout, r.concurrency)?;
                 let mut book = crate::resolve::AddressBook::default();
-                book.track(applied.state.entries.keys(), std::time::Instant::now());
+                book.track(applied.state.entries.keys(), crate::resolve::now_millis());
                 resolver.refresh(&mut book, &r.policy).await;
                 Ok::<_, anyhow::Error>(book)
             })?;

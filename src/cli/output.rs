@@ -330,6 +330,11 @@ pub fn once(out: &mut impl Write, run: &PlanRun, dry_run: bool) -> io::Result<()
         writeln!(out)?;
         write_plan(out, plan, &[])?;
     }
+    if let Some(change) = &run.addresses {
+        if !change.added.is_empty() || !change.removed.is_empty() {
+            writeln!(out, "Addresses: {} added, {} dropped after the grace (rocsync resolve lists them).", change.added.len(), change.removed.len())?;
+        }
+    }
     for r in &run.repaired {
         writeln!(out, "{MOD}Repaired{MOD:#} {r}")?;
     }

@@ -83,14 +83,14 @@ pub struct FileSink {
 
 impl FileSink {
     /// Each file's path and content for `state`.
-    pub fn render(&self, state: &State, plan_id: i64) -> Vec<(PathBuf, String)> {
+    pub fn render(&self, state: &State, plan_id: i64, addresses: &Addresses) -> Vec<(PathBuf, String)> {
         self.exports
             .iter()
             .map(|f| {
                 let content = match &f.export {
                     Export::Squid => squid::render(state, plan_id),
                     Export::Plain(style) => plain::render(state, *style),
-                    Export::NftScript(names) => nft_script::render(state, plan_id, names, &Addresses::new()),
+                    Export::NftScript(names) => nft_script::render(state, plan_id, names, addresses),
                     Export::Haproxy => haproxy::render(state, plan_id),
                     Export::Json => json::render(state, plan_id),
                 };
@@ -105,8 +105,8 @@ impl Sink for FileSink {
         "files"
     }
 
-    fn apply(&self, state: &State, plan_id: i64) -> Result<Vec<String>, SinkError> {
-        let files = self.render(state, plan_id);
+    fn apply(&self, state: &State, plan_id: i64, addresses: &Addresses) -> Result<Vec<String>, SinkError> {
+        let files = self.render(state, plan_id, addresses);
         let changed: Vec<bool> = files.iter().map(|(path, want)| fs::read_to_string(path).map_or(true, |have| have != *want)).collect();
         write_atomically(&files)?;
         let mut warnings = Vec::new();
@@ -120,8 +120,8 @@ impl Sink for FileSink {
         Ok(warnings)
     }
 
-    fn drift(&self, state: &State, plan_id: i64) -> Vec<String> {
-        self.render(state, plan_id)
+    fn drift(&self, state: &State, plan_id: i64, addresses: &Addresses) -> Vec<String> {
+        self.render(state, plan_id, addresses)
             .into_iter()
             .filter_map(|(path, want)| match fs::read_to_string(&path) {
                 Ok(have) if have == want => None,

@@ -14,17 +14,19 @@ pub mod squid;
 use std::path::PathBuf;
 
 use crate::catalogue::State;
+use crate::sinks::nft_script::Addresses;
 
 /// Something that enforces a state.
 pub trait Sink {
     /// A short name for logs and messages (`files`, `nftables`).
     fn name(&self) -> &str;
-    /// Enforces `state`, produced by plan `plan_id`. On error, what was in force stays. The
-    /// warnings say what went wrong after the state was enforced (a post-write command).
-    fn apply(&self, state: &State, plan_id: i64) -> Result<Vec<String>, SinkError>;
+    /// Enforces `state`, produced by plan `plan_id`, with the hosts' resolved `addresses`. On
+    /// error, what was in force stays. The warnings say what went wrong after the state was
+    /// enforced (a post-write command).
+    fn apply(&self, state: &State, plan_id: i64, addresses: &Addresses) -> Result<Vec<String>, SinkError>;
     /// What differs between what this sink enforces and `state`: one line per difference,
     /// empty when they agree.
-    fn drift(&self, state: &State, plan_id: i64) -> Vec<String>;
+    fn drift(&self, state: &State, plan_id: i64, addresses: &Addresses) -> Vec<String>;
 }
 
 /// Why a sink could not enforce a state.
