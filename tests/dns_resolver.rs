@@ -156,3 +156,25 @@ fn each_pass_puts_the_resolved_addresses_in_the_nft_sets() {
     assert_eq!(sb.read("out/rocsync.nft"), before);
     assert_eq!(sb.json(&["status", "--json"])["drift"], serde_json::json!([]));
 }
+
+#[test]
+fn the_stored_addresses_tie_nft_drops_to_amc_hosts() {
+    if !util::have("dnsmasq", false) {
+        return;
+    }
+    let dns = Dnsmasq::start("198.18.3.40 roc-idb.prevoyance-artisans.test\n", 60);
+    let sb = util::Sandbox::with_config(&format!(
+        "[annuaire]\nurl = \"file:annuaire.json\"\n[review]\nmode = \"auto\"\n[resolver]\nenabled = true\nservers = [\"{}\"]\ntimeout = \"1s\"\n",
+        dns.server()
+    ));
+    sb.set_answer("urls-v1.json");
+    sb.ok(&["once"]);
+    let log = util::fixture("logs/nft-drop.log");
+    let doc = sb.json(&["inspect", "log", log.to_str().unwrap(), "--kind", "nft", "--json"]);
+    let first = &doc["events"][0];
+    assert_eq!(first["host"], "roc-idb.prevoyance-artisans.test", "{doc}");
+    assert_eq!(first["amcs"], serde_json::json!(["345678912"]));
+    assert_eq!(first["idb"], true);
+    assert_eq!(first["in_force"], true, "in force and dropped: enforcement is broken");
+    assert_eq!(doc["events"][1]["host"], serde_json::Value::Null);
+}
