@@ -314,7 +314,14 @@ impl Engine {
         let ctx = Context { mode: self.config.mode, guard: self.config.guard, rejected_values: read.answer.rejected.len() };
         let proposals = propose(&applied.state, &read.desired, &ctx);
         let open = self.store.open_plans()?;
-        let plans = if dry_run || proposals.is_empty() {
+        let plans = if dry_run {
+            Vec::new()
+        } else if proposals.is_empty() {
+            // The source is back to what is in force: a plan still waiting came from an older
+            // read, and approving it now would undo that.
+            for id in self.store.supersede_open("the source now matches what is in force", &now())? {
+                info!(plan = id, "Superseded: the source now matches what is in force.");
+            }
             Vec::new()
         } else if same_plans(&open, &proposals, applied.plan_id) {
             // The same plans are already waiting: keep their ids, do not make new ones at every

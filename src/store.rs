@@ -313,14 +313,7 @@ impl Store {
         now: &str,
     ) -> Result<Vec<Plan>, StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let open: Vec<i64> = {
-            let mut stmt = tx.prepare("SELECT id FROM plans WHERE status IN ('pending', 'ready', 'approved')")?;
-            stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
-        };
-        for id in open {
-            set_status(&tx, id, Status::Superseded)?;
-            audit_in(&tx, now, "rocsync", "plan.superseded", Some(id), "a newer plan was computed")?;
-        }
+        supersede_open_in(&tx, "a newer plan was computed", now)?;
         let mut plans = Vec::new();
         let mut base = base;
         for p in proposals {
@@ -361,6 +354,14 @@ impl Store {
         }
         tx.commit()?;
         Ok(plans)
+    }
+
+    /// Marks every open plan superseded, with why; returns their ids.
+    pub fn supersede_open(&mut self, reason: &str, now: &str) -> Result<Vec<i64>, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let ids = supersede_open_in(&tx, reason, now)?;
+        tx.commit()?;
+        Ok(ids)
     }
 
     pub fn plan(&self, id: i64) -> Result<Plan, StoreError> {
@@ -722,6 +723,18 @@ impl RawPlan {
 /// A `source_cache` row selected as `fetched_at, etag, content_type, body`.
 fn cached_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CachedAnswer> {
     Ok(CachedAnswer { fetched_at: r.get(0)?, etag: r.get(1)?, content_type: r.get(2)?, body: r.get(3)? })
+}
+
+fn supersede_open_in(tx: &Transaction<'_>, reason: &str, now: &str) -> Result<Vec<i64>, StoreError> {
+    let open: Vec<i64> = {
+        let mut stmt = tx.prepare("SELECT id FROM plans WHERE status IN ('pending', 'ready', 'approved')")?;
+        stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+    };
+    for &id in &open {
+        set_status(tx, id, Status::Superseded)?;
+        audit_in(tx, now, "rocsync", "plan.superseded", Some(id), reason)?;
+    }
+    Ok(open)
 }
 
 fn plan_in(tx: &Transaction<'_>, id: i64) -> Result<Plan, StoreError> {

@@ -472,3 +472,20 @@ fn inspect_log_reports_blocked_amc_requests() {
     assert_eq!(doc["events"][2]["ip"], "2001:db8:3::40");
     assert_eq!(doc["skipped_lines"], 0);
 }
+
+/// Regression: a plan left waiting when the source went back to what is in force could still be
+/// approved, and would have re-applied the older read.
+#[test]
+fn a_waiting_plan_is_superseded_when_the_source_returns_to_what_is_in_force() {
+    let sb = Sandbox::new("review", "urls-v1.json");
+    sb.ok(&["once"]);
+    sb.ok(&["approve", "1", "--by", "rssi"]);
+    sb.set_answer("urls-v2.json");
+    assert!(sb.ok(&["once"]).contains("Plan 2  pending"));
+    sb.set_answer("urls-v1.json");
+    assert!(sb.ok(&["once"]).contains("Nothing to change"));
+    assert_eq!(plan_json(&sb, 2)["status"], "superseded");
+    let out = sb.run(&["approve", "2", "--by", "rssi"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(sb.ok(&["audit"]).contains("the source now matches what is in force"));
+}
