@@ -88,29 +88,6 @@ fn rocsync_resolve_shows_what_the_sets_would_hold() {
     assert!(text.contains("a wildcard has no address") && text.contains("198.18.2.11, 2001:db8:2::11"), "{text}");
 }
 
-/// A network namespace for the life of the value, deleted even when the test fails.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("rocsync-dns-{}", std::process::id());
-        assert!(std::process::Command::new("ip").args(["netns", "add", &name]).status().unwrap().success());
-        Netns(name)
-    }
-
-    fn nft(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("ip").args(["netns", "exec", &self.0, "nft"]).args(args).output().unwrap();
-        assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 #[test]
 fn each_pass_puts_the_resolved_addresses_in_the_nft_sets() {
     if !util::have("dnsmasq", false) || !util::have("nft", true) {
@@ -129,9 +106,9 @@ fn each_pass_puts_the_resolved_addresses_in_the_nft_sets() {
     // clc is on 8443 in the annuaire: the element carries the port.
     assert!(script.contains("198.18.2.11 . 443") && script.contains("198.18.2.12 . 8443"), "{script}");
     assert!(script.contains("2001:db8:2::11 . 443"), "{script}");
-    let ns = Netns::new();
-    ns.nft(&["-f", sb.path("out/rocsync.nft").to_str().unwrap()]);
-    let set = ns.nft(&["list", "set", "inet", "rocsync", "rocsync_v4"]);
+    let ns = util::Netns::new("dns");
+    ns.nft_ok(&["-f", sb.path("out/rocsync.nft").to_str().unwrap()]);
+    let set = ns.nft_ok(&["list", "set", "inet", "rocsync", "rocsync_v4"]);
     assert!(set.contains("198.18.2.11 . 443") && set.contains("198.18.2.12 . 8443"), "{set}");
 
     // The IDB front end moves; after the TTL the next pass adds the new address and keeps the
@@ -145,8 +122,8 @@ fn each_pass_puts_the_resolved_addresses_in_the_nft_sets() {
     std::thread::sleep(Duration::from_millis(2200));
     let out = sb.ok(&["once"]);
     assert!(out.contains("0 added, 2 dropped"), "{out}");
-    ns.nft(&["-f", sb.path("out/rocsync.nft").to_str().unwrap()]);
-    let set = ns.nft(&["list", "set", "inet", "rocsync", "rocsync_v4"]);
+    ns.nft_ok(&["-f", sb.path("out/rocsync.nft").to_str().unwrap()]);
+    let set = ns.nft_ok(&["list", "set", "inet", "rocsync", "rocsync_v4"]);
     assert!(set.contains("198.18.2.21 . 443") && !set.contains("198.18.2.11 . 443"), "{set}");
     assert!(sb.ok(&["audit"]).contains("addresses.changed"));
     // Nothing moved: the script is not rewritten, and status sees no drift.

@@ -7,29 +7,7 @@ mod util;
 
 use std::process::Command;
 
-use util::Sandbox;
-
-/// A network namespace that exists for the life of the value, deleted even if the test fails.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("rocsync-{tag}-{}", std::process::id());
-        let status = Command::new("ip").args(["netns", "add", &name]).status().expect("ip netns add");
-        assert!(status.success(), "ip netns add {name}");
-        Netns(name)
-    }
-
-    fn nft(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip").args(["netns", "exec", &self.0, "nft"]).args(args).output().expect("nft")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
+use util::{Netns, Sandbox};
 
 #[test]
 fn squid_parses_the_acl_without_warnings() {

@@ -123,3 +123,34 @@ pub fn have(tool: &str, needs_root: bool) -> bool {
 fn is_root() -> bool {
     std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
+
+/// A network namespace that exists for the life of the value, deleted even if the test fails.
+/// Every test namespace is its own empty ruleset: tests cannot disturb each other or the host.
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("rocsync-{tag}-{}", std::process::id());
+        let status = std::process::Command::new("ip").args(["netns", "add", &name]).status().expect("ip netns add");
+        assert!(status.success(), "ip netns add {name}");
+        Netns(name)
+    }
+
+    /// `nft ARGS` inside the namespace.
+    pub fn nft(&self, args: &[&str]) -> Output {
+        std::process::Command::new("ip").args(["netns", "exec", &self.0, "nft"]).args(args).output().expect("nft")
+    }
+
+    /// `nft ARGS`, which must succeed; its stdout.
+    pub fn nft_ok(&self, args: &[&str]) -> String {
+        let out = self.nft(args);
+        assert!(out.status.success(), "nft {args:?}: {}", stderr(&out));
+        stdout(&out)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
