@@ -285,6 +285,7 @@ pub struct RawExports {
     pub nft_script: Option<RawFileExport>,
     pub haproxy: Option<RawFileExport>,
     pub json: Option<RawFileExport>,
+    pub stormshield: Option<RawFileExport>,
 }
 
 /// One output file. `wildcard_style` is for `[exports.plain]` only.
@@ -788,6 +789,7 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         ("nft_script", &e.nft_script, Export::NftScript(names.clone())),
         ("haproxy", &e.haproxy, Export::Haproxy),
         ("json", &e.json, Export::Json),
+        ("stormshield", &e.stormshield, Export::Stormshield),
     ] {
         let Some(x) = raw_export.as_ref().filter(|x| x.enabled) else { continue };
         if x.wildcard_style.is_some() && name != "plain" {
@@ -805,6 +807,9 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         if !seen.insert(f.path.clone()) {
             bad("exports", format!("two exports write {}", f.path.display()));
         }
+    }
+    if exports.iter().any(|e| e.export == Export::Stormshield) && !raw.resolver.enabled {
+        bad("exports.stormshield", "host objects need addresses: enable [resolver]".into());
     }
     if exports.is_empty() && !n.enabled {
         bad("exports", "nothing enforces the allow-list: configure an export or enable [nftables]".into());

@@ -96,7 +96,8 @@ fn each_pass_puts_the_resolved_addresses_in_the_nft_sets() {
     let dns = Dnsmasq::start("198.18.2.11 idb.roc.mutuelle-exemple.test\n2001:db8:2::11 idb.roc.mutuelle-exemple.test\n198.18.2.12 clc.roc.mutuelle-exemple.test\n", 1);
     let sb = util::Sandbox::with_config(&format!(
         "[annuaire]\nurl = \"file:annuaire.json\"\n[review]\nmode = \"auto\"\n\
-         [resolver]\nenabled = true\nservers = [\"{}\"]\ntimeout = \"1s\"\nmin_ttl = \"1s\"\ngrace = \"2s\"\n",
+         [resolver]\nenabled = true\nservers = [\"{}\"]\ntimeout = \"1s\"\nmin_ttl = \"1s\"\ngrace = \"2s\"\n\
+         [exports.stormshield]\npath = \"out/sns.csv\"\n",
         dns.server()
     ));
     sb.set_answer("urls-v1.json");
@@ -106,6 +107,11 @@ fn each_pass_puts_the_resolved_addresses_in_the_nft_sets() {
     // clc is on 8443 in the annuaire: the element carries the port.
     assert!(script.contains("198.18.2.11 . 443") && script.contains("198.18.2.12 . 8443"), "{script}");
     assert!(script.contains("2001:db8:2::11 . 443"), "{script}");
+    assert_eq!(
+        sb.read("out/sns.csv"),
+        "host,clc.roc.mutuelle-exemple.test,198.18.2.12,,dynamic,,\"rocsync ROC tcp/8443: MUTUELLE EXEMPLE 123456789\"\n\
+         host,idb.roc.mutuelle-exemple.test,198.18.2.11,2001:db8:2::11,dynamic,,\"rocsync ROC tcp/443: MUTUELLE EXEMPLE 123456789\"\n"
+    );
     let ns = util::Netns::new("dns");
     ns.nft_ok(&["-f", sb.path("out/rocsync.nft").to_str().unwrap()]);
     let set = ns.nft_ok(&["list", "set", "inet", "rocsync", "rocsync_v4"]);

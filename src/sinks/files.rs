@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::catalogue::State;
 use crate::sinks::nft_script::{self, Addresses, NftNames};
 use crate::sinks::plain::{self, WildcardStyle};
-use crate::sinks::{Sink, SinkError, haproxy, json, squid};
+use crate::sinks::{Sink, SinkError, haproxy, json, squid, stormshield};
 
 /// What one output file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,7 @@ pub enum Export {
     NftScript(NftNames),
     Haproxy,
     Json,
+    Stormshield,
 }
 
 /// One output file.
@@ -93,6 +94,7 @@ impl FileSink {
                     Export::NftScript(names) => nft_script::render(state, plan_id, names, addresses),
                     Export::Haproxy => haproxy::render(state, plan_id),
                     Export::Json => json::render(state, plan_id),
+                    Export::Stormshield => stormshield::render(state, addresses),
                 };
                 (f.path.clone(), content)
             })

@@ -10,6 +10,7 @@ pub mod json;
 pub mod nft_script;
 pub mod plain;
 pub mod squid;
+pub mod stormshield;
 
 use std::path::PathBuf;
 
