@@ -20,7 +20,7 @@ use crate::host::Host;
 use crate::sources::{imap, mail};
 use crate::sources::maildir::Maildir;
 use crate::config::{AnnuaireSource, Config};
-use crate::plan::{Context, Plan, Proposal, Status, propose};
+use crate::plan::{Context, HostDiff, Plan, Proposal, Status, propose};
 use crate::resolve::{BookChange, DnsResolver, ResolverError, now_millis};
 use crate::sinks::nft_script::Addresses;
 use crate::sinks::{Sink, SinkError};
@@ -51,6 +51,9 @@ pub enum EngineError {
     /// The notification mailbox cannot be read; nothing was lost, the messages stay there.
     #[error(transparent)]
     Imap(#[from] imap::ImapError),
+    /// A rollback cannot be made.
+    #[error("cannot roll back: {0}")]
+    Rollback(String),
     /// The resolver cannot be set up (a bad server address).
     #[error(transparent)]
     Resolver(#[from] ResolverError),
@@ -550,6 +553,41 @@ impl Engine {
             entry.amcs.insert(number, AmcUse { name, services: BTreeSet::new() });
         }
         Ok(())
+    }
+
+    /// A plan that restores the state plan `to` put in force (by default the one before what is
+    /// in force now). It waits for approval like any change a person asks for, and the mass
+    /// removal guard still speaks.
+    pub fn rollback(&mut self, to: Option<i64>, by: &str) -> Result<Plan, EngineError> {
+        let applied = self.store.applied()?;
+        let history = self.store.applied_history()?;
+        let target = match to {
+            Some(id) => id,
+            None => {
+                let mut ids: Vec<i64> = history.iter().map(|(id, _)| *id).collect();
+                ids.dedup();
+                match ids.iter().rposition(|id| *id == applied.plan_id) {
+                    Some(i) if i > 0 => ids[i - 1],
+                    _ => return Err(EngineError::Rollback("there is no earlier applied state to return to".into())),
+                }
+            }
+        };
+        if !history.iter().any(|(id, _)| *id == target) {
+            return Err(EngineError::Rollback(format!("plan {target} was never applied")));
+        }
+        let state = self.store.applied_state_of(target)?.ok_or_else(|| {
+            EngineError::Rollback(format!("the state of plan {target} is no longer kept whole (store.keep_applied_states)"))
+        })?;
+        let Some(diff) = HostDiff::between(&applied.state, &state) else {
+            return Err(EngineError::Rollback(format!("what is in force is already the state of plan {target}")));
+        };
+        let mut reasons = vec![format!("rollback to the state of plan {target}, asked by {by}")];
+        reasons.extend(self.config.guard.check(applied.state.len(), &diff));
+        let proposal = Proposal { diff, needs_approval: true, reasons };
+        let source = format!("rollback:{target}");
+        let plan = self.store.insert_plans(&[proposal], applied.plan_id, &source, None, &now())?.remove(0);
+        self.store.audit(by, "plan.rollback_requested", Some(plan.id), &format!("to the state of plan {target}"), &now())?;
+        Ok(plan)
     }
 
     /// Records a decision; an approval also applies the plan unless `apply` is false.

@@ -294,6 +294,20 @@ impl Store {
         applied_in(&self.conn)
     }
 
+    /// The state plan `plan_id` put in force, if the store still keeps it whole.
+    pub fn applied_state_of(&self, plan_id: i64) -> Result<Option<State>, StoreError> {
+        let text: Option<Option<String>> = self
+            .conn
+            .query_row("SELECT state FROM applied WHERE plan_id = ?1 ORDER BY seq DESC LIMIT 1", [plan_id], |r| r.get(0))
+            .optional()?;
+        match text.flatten() {
+            None => Ok(None),
+            Some(t) => serde_json::from_str(&t)
+                .map(Some)
+                .map_err(|source| StoreError::Corrupt { what: format!("state applied by plan {plan_id}"), source }),
+        }
+    }
+
     /// Every applied state, oldest first: (plan id, when).
     pub fn applied_history(&self) -> Result<Vec<(i64, String)>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT plan_id, applied_at FROM applied ORDER BY seq")?;

@@ -489,3 +489,26 @@ fn a_waiting_plan_is_superseded_when_the_source_returns_to_what_is_in_force() {
     assert_eq!(out.status.code(), Some(1));
     assert!(sb.ok(&["audit"]).contains("the source now matches what is in force"));
 }
+
+#[test]
+fn rollback_restores_an_earlier_state_through_an_approved_plan() {
+    let sb = Sandbox::new("auto", "urls-v1.json");
+    sb.ok(&["once"]);
+    let v1 = sb.outputs();
+    sb.set_answer("urls-v2.json");
+    sb.ok(&["once"]);
+    assert_ne!(sb.outputs(), v1);
+    let out = sb.ok(&["rollback", "--by", "J. Martin (RSSI)"]);
+    assert!(out.contains("Plan 3  pending") && out.contains("rollback to the state of plan 1, asked by J. Martin (RSSI)"), "{out}");
+    assert!(out.contains("+ idb.roc.mutuelle-exemple.test") && out.contains("- idb2.roc.mutuelle-exemple.test"), "{out}");
+    sb.ok(&["approve", "3", "--by", "J. Martin (RSSI)", "--comment", "IDB2 broken at the AMC"]);
+    // The same hosts as after plan 1 (the files name the plan that wrote them).
+    let hosts = |outputs: &[(String, String)]| outputs[1].1.clone();
+    assert_eq!(hosts(&sb.outputs()), hosts(&v1));
+    assert!(sb.ok(&["audit"]).contains("plan.rollback_requested"));
+    // Nothing earlier to go back to than what is asked, and no plan that was never applied.
+    let out = sb.run(&["rollback", "--to", "99", "--by", "x"]);
+    assert!(stderr(&out).contains("plan 99 was never applied"), "{}", stderr(&out));
+    let out = sb.run(&["rollback", "--to", "3", "--by", "x"]);
+    assert!(stderr(&out).contains("already the state of plan 3"), "{}", stderr(&out));
+}

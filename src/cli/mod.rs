@@ -99,6 +99,17 @@ pub enum Command {
         #[arg(long)]
         by: Option<String>,
     },
+    /// Propose a plan that restores an earlier applied state (by default the one before what is
+    /// in force); it waits for approval.
+    #[command(after_help = "Examples:\n  rocsync rollback --by 'J. Martin (RSSI)'\n  rocsync rollback --to 12 --by 'J. Martin (RSSI)'")]
+    Rollback {
+        /// The plan whose applied state to restore.
+        #[arg(long, value_name = "PLAN")]
+        to: Option<i64>,
+        /// Who asks, for the audit log.
+        #[arg(long)]
+        by: String,
+    },
     /// What is in force, pending plans, the last source read, outputs that drifted.
     Status {
         #[arg(long)]
@@ -353,6 +364,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { limit, json } => {
             let engine = open(&cli.config)?;
             output::audit(&mut out, &engine.store.audit_log(limit)?, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollback { to, by } => {
+            let mut engine = open(&cli.config)?;
+            let plan = engine.rollback(to, by.trim())?;
+            output::plan_text(&mut out, &plan, &[])?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => {
