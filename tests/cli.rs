@@ -512,3 +512,21 @@ fn rollback_restores_an_earlier_state_through_an_approved_plan() {
     let out = sb.run(&["rollback", "--to", "3", "--by", "x"]);
     assert!(stderr(&out).contains("already the state of plan 3"), "{}", stderr(&out));
 }
+
+#[test]
+fn man_page_and_completions_cover_every_command() {
+    let sb = Sandbox::new("auto", "urls-v1.json");
+    let man = sb.ok(&["man"]);
+    assert!(man.starts_with(".ie") && man.contains(".TH rocsync 1"), "{}", &man[..200.min(man.len())]);
+    let commands = ["once", "poll", "plan", "approve", "reject", "apply", "rollback", "status", "resolve", "notifications", "audit", "inspect", "check\\-config"];
+    for c in commands {
+        assert!(man.contains(c), "the man page lacks {c}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let text = sb.ok(&["completions", shell]);
+        for c in ["approve", "check-config", "rollback", "inspect"] {
+            assert!(text.contains(c), "{shell} completions lack {c}");
+        }
+    }
+    assert!(!sb.ok(&["--help"]).contains("completions"), "hidden from --help");
+}

@@ -141,6 +141,15 @@ pub enum Command {
     Inspect(Inspect),
     /// Check the configuration; print every problem and exit 1 if there is any.
     CheckConfig,
+    /// Print the man page (roff), generated from these definitions.
+    #[command(hide = true)]
+    Man,
+    /// Print shell completions, generated from these definitions.
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,6 +244,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut out = anstream::stdout();
     match cli.command {
         Command::CheckConfig => check_config(&cli.config, &mut out),
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
+            out.write_all(&page)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "rocsync", &mut out);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Inspect(Inspect::Annuaire { file, json }) => inspect_annuaire(&file, json, &mut out),
         Command::Inspect(Inspect::Log { file, kind, annuaire, json }) => {
             let text = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
