@@ -132,6 +132,9 @@ fn each_pass_puts_the_resolved_addresses_in_the_nft_sets() {
     let set = ns.nft_ok(&["list", "set", "inet", "rocsync", "rocsync_v4"]);
     assert!(set.contains("198.18.2.21 . 443") && !set.contains("198.18.2.11 . 443"), "{set}");
     assert!(sb.ok(&["audit"]).contains("addresses.changed"));
+    let status = sb.json(&["status", "--json"]);
+    assert_eq!(status["resolver"]["hosts_resolved"], 2, "{status}");
+    assert!(sb.ok(&["status"]).contains("Addresses: 2 host(s) resolved, 2 address(es)"));
     // Nothing moved: the script is not rewritten, and status sees no drift.
     let before = sb.read("out/rocsync.nft");
     std::thread::sleep(Duration::from_millis(1100));

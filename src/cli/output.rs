@@ -387,6 +387,7 @@ pub fn status(out: &mut impl Write, engine: &Engine, json: bool) -> anyhow::Resu
     let applied = engine.store.applied()?;
     let certificate = engine.client_certificate();
     let now_t = time::OffsetDateTime::now_utc();
+    let book = if engine.config.resolver.enabled { Some(engine.store.address_book()?) } else { None };
     let open = engine.store.open_plans()?;
     let (last, last_ok) = engine.store.last_source_reads()?;
     let drift = engine.drift()?;
@@ -401,6 +402,11 @@ pub fn status(out: &mut impl Write, engine: &Engine, json: bool) -> anyhow::Resu
             "last_successful_read": last_ok,
             "outputs": engine.config.files.exports.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
             "drift": drift,
+            "resolver": book.as_ref().map(|b| {
+                let a = b.addresses();
+                json!({"hosts_resolved": a.len(), "addresses": a.values().map(|s| s.len()).sum::<usize>(),
+                       "failures": b.failures().iter().map(|(h, e)| json!({"host": h.as_str(), "error": e})).collect::<Vec<_>>()})
+            }),
             "client_certificate": match &certificate {
                 None => Value::Null,
                 Some(Ok(c)) => json!({"subject": c.subject, "issuer": c.issuer, "not_after": c.not_after.date().to_string(),
@@ -449,6 +455,17 @@ pub fn status(out: &mut impl Write, engine: &Engine, json: bool) -> anyhow::Resu
             let why = if p.needs_approval { format!(": {}", p.reasons.join("; ")) } else { String::new() };
             writeln!(out, "  plan {} {} (+{a} -{r} ~{c}){why}  → rocsync plan show {}", p.id, p.status, p.id)?;
         }
+    }
+    if let Some(b) = &book {
+        let a = b.addresses();
+        let failures = b.failures();
+        writeln!(
+            out,
+            "{BOLD}Addresses:{BOLD:#} {} host(s) resolved, {} address(es){}",
+            a.len(),
+            a.values().map(|s| s.len()).sum::<usize>(),
+            if failures.is_empty() { String::new() } else { format!(", {DEL}{} failing{DEL:#} (last addresses kept; rocsync resolve)", failures.len()) }
+        )?;
     }
     match &certificate {
         None => {}
