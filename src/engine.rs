@@ -396,21 +396,12 @@ impl Engine {
         let (plan, applied) = self.store.check_applicable(id, &at)?;
         let next = plan.diff.apply_to(&applied.state, &at);
         let addresses = self.addresses()?;
-        let mut warnings = Vec::new();
-        for sink in self.sinks() {
-            match sink.apply(&next, plan.id, &addresses) {
-                Ok(w) => warnings.extend(w),
-                Err(source) => {
-                    let sink = sink.name().to_owned();
-                    let detail = format!("{sink}: {}", crate::error_chain(&source));
-                    self.store.audit(actor, "plan.apply_failed", Some(id), &detail, &at)?;
-                    return Err(EngineError::Sink { plan: id, sink, source });
-                }
+        if let Err(e) = self.enforce(&next, plan.id, &addresses, &at, |_| true) {
+            if let EngineError::Sink { sink, source, .. } = &e {
+                let detail = format!("{sink}: {}", crate::error_chain(source));
+                self.store.audit(actor, "plan.apply_failed", Some(id), &detail, &at)?;
             }
-        }
-        for w in warnings {
-            warn!(plan = id, "{w}");
-            self.store.audit("rocsync", "export.post_write_failed", Some(id), &w, &at)?;
+            return Err(e);
         }
         crate::sinks::files::failpoint("apply-before-commit");
         self.store.commit_apply(&plan, &next, actor, &at)?;
@@ -624,31 +615,48 @@ impl Engine {
         }
         let _lock = self.lock()?;
         let addresses = self.addresses()?;
+        let mut drifted = Vec::new();
         let mut repaired = Vec::new();
-        let mut warnings = Vec::new();
         for sink in self.sinks() {
             let drift = sink.drift(&applied.state, applied.plan_id, &addresses);
-            if drift.is_empty() {
-                continue;
-            }
-            warnings.extend(sink.apply(&applied.state, applied.plan_id, &addresses).map_err(|source| EngineError::Sink {
-                plan: applied.plan_id,
-                sink: sink.name().to_owned(),
-                source,
-            })?);
-            for d in drift {
-                warn!(sink = sink.name(), "Repaired drift: {d}.");
-                repaired.push(d);
+            if !drift.is_empty() {
+                drifted.push(sink.name().to_owned());
+                repaired.extend(drift);
             }
         }
+        if repaired.is_empty() {
+            return Ok(repaired);
+        }
+        self.enforce(&applied.state, applied.plan_id, &addresses, &now(), |s| drifted.iter().any(|d| d == s.name()))?;
         for d in &repaired {
+            warn!("Repaired drift: {d}.");
             self.store.audit("rocsync", "sink.repaired", Some(applied.plan_id), d, &now())?;
         }
-        for w in &warnings {
-            warn!("{w}");
-            self.store.audit("rocsync", "export.post_write_failed", Some(applied.plan_id), w, &now())?;
-        }
         Ok(repaired)
+    }
+
+    /// Enforces `state` (put in force by plan `plan_id`) through the sinks `select` picks, then
+    /// logs and audits what failed after it (post-write commands). A sink error stops at once.
+    fn enforce(
+        &mut self,
+        state: &State,
+        plan_id: i64,
+        addresses: &Addresses,
+        at: &str,
+        select: impl Fn(&dyn Sink) -> bool,
+    ) -> Result<(), EngineError> {
+        let mut warnings = Vec::new();
+        for sink in self.sinks().into_iter().filter(|s| select(*s)) {
+            let w = sink
+                .apply(state, plan_id, addresses)
+                .map_err(|source| EngineError::Sink { plan: plan_id, sink: sink.name().to_owned(), source })?;
+            warnings.extend(w);
+        }
+        for w in warnings {
+            warn!(plan = plan_id, "{w}");
+            self.store.audit("rocsync", "export.post_write_failed", Some(plan_id), &w, at)?;
+        }
+        Ok(())
     }
 
     /// Outputs that differ from what is in force, without touching them.
@@ -694,18 +702,7 @@ impl Engine {
         self.store.audit("rocsync", "addresses.changed", Some(applied.plan_id), &detail, &now())?;
         if applied.plan_id != 0 {
             let _lock = self.lock()?;
-            let addresses = book.addresses();
-            let mut warnings = Vec::new();
-            for sink in self.sinks() {
-                warnings.extend(
-                    sink.apply(&applied.state, applied.plan_id, &addresses)
-                        .map_err(|source| EngineError::Sink { plan: applied.plan_id, sink: sink.name().to_owned(), source })?,
-                );
-            }
-            for w in warnings {
-                warn!("{w}");
-                self.store.audit("rocsync", "export.post_write_failed", Some(applied.plan_id), &w, &now())?;
-            }
+            self.enforce(&applied.state, applied.plan_id, &book.addresses(), &now(), |_| true)?;
         }
         Ok(Some(change))
     }
