@@ -177,6 +177,15 @@ pub fn load_roots(tls: &TlsSettings) -> Result<RootCertStore, TlsSetupError> {
     Ok(roots)
 }
 
+/// rustls for rocsync's clients: ring, TLS 1.3 or 1.2 only, trusting `roots`; the caller adds
+/// its client certificate, or none.
+pub(crate) fn client_config(roots: RootCertStore) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+}
+
 /// A client of the annuaire web service.
 pub struct AnnuaireClient {
     http: reqwest::Client,
@@ -233,12 +242,7 @@ pub enum FetchError {
 impl AnnuaireClient {
     pub fn new(settings: HttpsSettings) -> Result<AnnuaireClient, TlsSetupError> {
         let identity = load_identity(&settings.tls)?;
-        let roots = load_roots(&settings.tls)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .expect("ring supports TLS 1.2 and 1.3")
-            .with_root_certificates(roots)
+        let config = client_config(load_roots(&settings.tls)?)
             .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
             .map_err(|source| TlsSetupError::ClientAuth { path: identity.path.clone(), source })?;
         let http = reqwest::Client::builder()

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use async_imap::extensions::idle::IdleResponse;
 use futures_util::TryStreamExt;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -53,8 +52,9 @@ pub enum ImapError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot read the CA bundle {}: {reason}", path.display())]
-    CaBundle { path: PathBuf, reason: String },
+    /// The CA bundle for the mail server cannot be used, or no CA is found.
+    #[error("cannot trust the IMAP server's certificate")]
+    Trust(#[source] crate::sources::https::TlsSetupError),
     #[error("the IMAP server {server} refused the login of `{username}`")]
     Login {
         server: String,
@@ -131,25 +131,14 @@ fn command(what: &str) -> impl FnOnce(async_imap::error::Error) -> ImapError + '
 }
 
 async fn tls_wrap(settings: &ImapSettings, tcp: TcpStream) -> Result<ImapStream, ImapError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &settings.ca_bundle {
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| ImapError::CaBundle { path: path.clone(), reason: e.to_string() })?;
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
-            if roots.add_parsable_certificates(certs).0 == 0 {
-                return Err(ImapError::CaBundle { path: path.clone(), reason: "no certificate in it".into() });
-            }
-        }
-        None => {
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .expect("ring supports TLS 1.2 and 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    // The mail server's CA bundle when given, the system's otherwise.
+    let trust = crate::sources::https::TlsSettings {
+        ca_bundle: settings.ca_bundle.clone(),
+        use_system_roots: settings.ca_bundle.is_none(),
+        ..Default::default()
+    };
+    let roots = crate::sources::https::load_roots(&trust).map_err(ImapError::Trust)?;
+    let config = crate::sources::https::client_config(roots).with_no_client_auth();
     let name = ServerName::try_from(settings.server.clone())
         .map_err(|e| ImapError::Tls { server: settings.server.clone(), source: std::io::Error::other(e) })?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
