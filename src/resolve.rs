@@ -154,6 +154,18 @@ impl AddressBook {
         self.hosts.iter().filter(|(_, s)| s.addrs.contains_key(&ip)).map(|(h, _)| h).collect()
     }
 
+    /// Every address with the hosts it was resolved for: [`AddressBook::hosts_of`] for all
+    /// addresses at once.
+    pub fn reverse(&self) -> BTreeMap<IpAddr, Vec<Host>> {
+        let mut map: BTreeMap<IpAddr, Vec<Host>> = BTreeMap::new();
+        for (host, state) in &self.hosts {
+            for ip in state.addrs.keys() {
+                map.entry(*ip).or_default().push(host.clone());
+            }
+        }
+        map
+    }
+
     /// Hosts whose last resolution failed, with why.
     pub fn failures(&self) -> Vec<(&Host, &str)> {
         self.hosts.iter().filter_map(|(h, s)| s.last_error.as_deref().map(|e| (h, e))).collect()
@@ -314,6 +326,7 @@ mod tests {
         assert_eq!(book.due(t0 + 30_000), [h("a.test")]);
         assert_eq!(book.due(t0 + 3600_000).len(), 2);
         assert_eq!(book.hosts_of(ip("198.18.0.1")).len(), 2, "one address, two hosts");
+        assert_eq!(book.reverse()[&ip("198.18.0.1")], [h("a.test"), h("b.test")]);
         book.track([&h("b.test")], t0);
         assert_eq!(book.hosts_of(ip("198.18.0.1")), [&h("b.test")]);
     }

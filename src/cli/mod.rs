@@ -277,14 +277,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let prefix = engine.as_ref().map(|e| e.config.raw.nftables.log_prefix.clone()).unwrap_or_else(|| "rocsync-drop: ".into());
             // Addresses back to hosts: the resolver's book, kept in the store.
-            let mut reverse: std::collections::BTreeMap<std::net::IpAddr, Vec<crate::host::Host>> = Default::default();
-            if let Some(e) = &engine {
-                for (host, ips) in e.store.address_book()?.addresses() {
-                    for ip in ips {
-                        reverse.entry(ip).or_default().push(host.clone());
-                    }
-                }
-            }
+            let reverse = match &engine {
+                Some(e) => e.store.address_book()?.reverse(),
+                None => Default::default(),
+            };
             let correlator = crate::watch::Correlator::new(&catalogue, &in_force, reverse);
             let report = match kind {
                 LogKind::Squid => correlator.read(&text, crate::watch::squid::parse_line),
