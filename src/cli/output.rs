@@ -23,8 +23,7 @@ const DIM: Style = Style::new().dimmed();
 
 /// `tcp/443,8443`
 fn ports(entry: &Entry) -> String {
-    let list: Vec<String> = entry.ports.iter().map(u16::to_string).collect();
-    format!("tcp/{}", list.join(","))
+    format!("tcp/{}", port_list(&entry.ports))
 }
 
 fn port_list(ports: &BTreeSet<u16>) -> String {
@@ -139,13 +138,14 @@ fn changed_lines(
         }
     }
     let before_other: BTreeSet<Group> = other_groups(before).into_iter().collect();
-    for g in other_groups(after) {
-        let note = if before_other.contains(&g) { port_note.join("; ") } else { format!("now also allowed by this origin {}", ports(after)) };
+    let after_other: BTreeSet<Group> = other_groups(after).into_iter().collect();
+    for g in &after_other {
+        let note = if before_other.contains(g) { port_note.join("; ") } else { format!("now also allowed by this origin {}", ports(after)) };
         if !note.is_empty() {
-            groups.entry(g).or_default().push((style, format!("~ {host:<40} {note}")));
+            groups.entry(g.clone()).or_default().push((style, format!("~ {host:<40} {note}")));
         }
     }
-    for g in before_other.into_iter().filter(|g| !other_groups(after).contains(g)) {
+    for g in before_other.difference(&after_other).cloned() {
         groups.entry(g).or_default().push((MOD, format!("~ {host:<40} no longer allowed by this origin")));
     }
 }
