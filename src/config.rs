@@ -22,6 +22,7 @@ use crate::host::Host;
 use crate::plan::{Guard, Mode};
 use crate::sinks::files::{Export, FileExport, FileSink, PostWrite};
 use crate::sinks::nft_script::NftNames;
+use crate::sinks::nftables::{Layout, Managed, NftablesSink};
 use crate::sinks::plain::WildcardStyle;
 use crate::sources::https::{HttpsSettings, TlsSettings};
 use crate::sources::imap::ImapSettings;
@@ -516,6 +517,8 @@ pub struct Config {
     pub mode: Mode,
     pub guard: Guard,
     pub files: FileSink,
+    /// rocsync's nftables table, when `[nftables]` is enabled.
+    pub nftables: Option<NftablesSink>,
     pub state_dir: PathBuf,
     /// Every section as written and checked, for the parts of rocsync that read them.
     pub raw: RawConfig,
@@ -811,6 +814,19 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
     if exports.iter().any(|e| e.export == Export::Stormshield) && !raw.resolver.enabled {
         bad("exports.stormshield", "host objects need addresses: enable [resolver]".into());
     }
+    if n.enabled && !raw.resolver.enabled {
+        bad("nftables.enabled", "the sets hold addresses: enable [resolver] too".into());
+    }
+    let nftables = n.enabled.then(|| NftablesSink {
+        layout: Layout {
+            names: names.clone(),
+            managed: (n.mode == NftMode::Managed).then(|| Managed {
+                hook: n.hook.clone(),
+                log_drops: n.log_drops,
+                log_prefix: n.log_prefix.clone(),
+            }),
+        },
+    });
     if exports.is_empty() && !n.enabled {
         bad("exports", "nothing enforces the allow-list: configure an export or enable [nftables]".into());
     }
@@ -854,6 +870,7 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         mode: r.mode,
         guard: Guard { max_removal_percent: r.max_removal_percent, max_removal_hosts: r.max_removal_hosts },
         files: FileSink { exports },
+        nftables,
         state_dir: resolve(&raw.store.state_dir),
         raw,
     }

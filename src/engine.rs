@@ -22,8 +22,7 @@ use crate::sources::maildir::Maildir;
 use crate::config::{AnnuaireSource, Config};
 use crate::plan::{Context, HostDiff, Plan, Proposal, Status, propose};
 use crate::resolve::{BookChange, DnsResolver, ResolverError, now_millis};
-use crate::sinks::nft_script::Addresses;
-use crate::sinks::{Sink, SinkError};
+use crate::sinks::{Resolved, Sink, SinkError};
 use crate::sources::annuaire::Answer;
 use crate::sources::https::{AnnuaireClient, CertInfo, FetchError, Fetched, TlsSetupError, load_identity};
 use crate::sources::{SourceError, read_limited};
@@ -178,7 +177,11 @@ impl Engine {
     }
 
     fn sinks(&self) -> Vec<&dyn Sink> {
-        vec![&self.config.files]
+        let mut sinks: Vec<&dyn Sink> = vec![&self.config.files];
+        if let Some(nft) = &self.config.nftables {
+            sinks.push(nft);
+        }
+        sinks
     }
 
     /// Reads the configured source (or `file`), and records the read, good or bad.
@@ -395,8 +398,8 @@ impl Engine {
         let at = now();
         let (plan, applied) = self.store.check_applicable(id, &at)?;
         let next = plan.diff.apply_to(&applied.state, &at);
-        let addresses = self.addresses()?;
-        if let Err(e) = self.enforce(&next, plan.id, &addresses, &at, |_| true) {
+        let resolved = self.resolved()?;
+        if let Err(e) = self.enforce(&next, plan.id, &resolved, &at, |_| true) {
             if let EngineError::Sink { sink, source, .. } = &e {
                 let detail = format!("{sink}: {}", crate::error_chain(source));
                 self.store.audit(actor, "plan.apply_failed", Some(id), &detail, &at)?;
@@ -614,11 +617,11 @@ impl Engine {
             return Ok(Vec::new());
         }
         let _lock = self.lock()?;
-        let addresses = self.addresses()?;
+        let resolved = self.resolved()?;
         let mut drifted = Vec::new();
         let mut repaired = Vec::new();
         for sink in self.sinks() {
-            let drift = sink.drift(&applied.state, applied.plan_id, &addresses);
+            let drift = sink.drift(&applied.state, applied.plan_id, &resolved);
             if !drift.is_empty() {
                 drifted.push(sink.name().to_owned());
                 repaired.extend(drift);
@@ -627,7 +630,7 @@ impl Engine {
         if repaired.is_empty() {
             return Ok(repaired);
         }
-        self.enforce(&applied.state, applied.plan_id, &addresses, &now(), |s| drifted.iter().any(|d| d == s.name()))?;
+        self.enforce(&applied.state, applied.plan_id, &resolved, &now(), |s| drifted.iter().any(|d| d == s.name()))?;
         for d in &repaired {
             warn!("Repaired drift: {d}.");
             self.store.audit("rocsync", "sink.repaired", Some(applied.plan_id), d, &now())?;
@@ -641,14 +644,14 @@ impl Engine {
         &mut self,
         state: &State,
         plan_id: i64,
-        addresses: &Addresses,
+        resolved: &Resolved,
         at: &str,
         select: impl Fn(&dyn Sink) -> bool,
     ) -> Result<(), EngineError> {
         let mut warnings = Vec::new();
         for sink in self.sinks().into_iter().filter(|s| select(*s)) {
             let w = sink
-                .apply(state, plan_id, addresses)
+                .apply(state, plan_id, resolved)
                 .map_err(|source| EngineError::Sink { plan: plan_id, sink: sink.name().to_owned(), source })?;
             warnings.extend(w);
         }
@@ -665,16 +668,16 @@ impl Engine {
         if applied.plan_id == 0 {
             return Ok(Vec::new());
         }
-        let addresses = self.addresses()?;
-        Ok(self.sinks().iter().flat_map(|s| s.drift(&applied.state, applied.plan_id, &addresses)).collect())
+        let resolved = self.resolved()?;
+        Ok(self.sinks().iter().flat_map(|s| s.drift(&applied.state, applied.plan_id, &resolved)).collect())
     }
 
-    /// The addresses of the hosts in force, as last resolved (none while `[resolver]` is off).
-    fn addresses(&self) -> Result<Addresses, EngineError> {
+    /// The addresses of the hosts in force, as last resolved, with those in their grace (none while `[resolver]` is off).
+    fn resolved(&self) -> Result<Resolved, EngineError> {
         if !self.config.resolver.enabled {
-            return Ok(Addresses::new());
+            return Ok(Resolved::default());
         }
-        Ok(self.store.address_book()?.addresses())
+        Ok(self.store.address_book()?.resolved(self.config.resolver.policy.grace))
     }
 
     /// Resolves the hosts in force whose answer ran out, drops addresses gone longer than the
@@ -687,6 +690,7 @@ impl Engine {
         }
         let applied = self.store.applied()?;
         let mut book = self.store.address_book()?;
+        let leaving_before = book.leaving(settings.policy.grace);
         book.track(applied.state.entries.keys(), now_millis());
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EngineError::Runtime)?;
         let change = runtime.block_on(async {
@@ -694,15 +698,22 @@ impl Engine {
             Ok::<_, ResolverError>(resolver.refresh(&mut book, &settings.policy).await)
         })?;
         self.store.save_address_book(&book)?;
-        if change.added.is_empty() && change.removed.is_empty() {
+        let resolved = book.resolved(settings.policy.grace);
+        // An address entering or leaving its grace changes nftables' timeouts, not the files.
+        if change.added.is_empty() && change.removed.is_empty() && resolved.leaving == leaving_before {
             return Ok(Some(change));
         }
-        let detail = format!("+{} -{} address(es)", change.added.len(), change.removed.len());
+        let detail = format!(
+            "+{} -{} address(es), {} in their grace",
+            change.added.len(),
+            change.removed.len(),
+            resolved.leaving.len()
+        );
         info!(plan = applied.plan_id, "Addresses changed: {detail}.");
         self.store.audit("rocsync", "addresses.changed", Some(applied.plan_id), &detail, &now())?;
         if applied.plan_id != 0 {
             let _lock = self.lock()?;
-            self.enforce(&applied.state, applied.plan_id, &book.addresses(), &now(), |_| true)?;
+            self.enforce(&applied.state, applied.plan_id, &resolved, &now(), |_| true)?;
         }
         Ok(Some(change))
     }

@@ -21,6 +21,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
 use crate::host::Host;
+use crate::sinks::Resolved;
 use crate::sinks::nft_script::Addresses;
 
 /// How answers are kept (`[resolver]`).
@@ -147,6 +148,33 @@ impl AddressBook {
             .filter(|(_, s)| !s.addrs.is_empty())
             .map(|(h, s)| (h.clone(), s.addrs.keys().copied().collect()))
             .collect()
+    }
+
+    /// The addresses that good answers no longer give for any host, with when their grace
+    /// ends (the latest, when several hosts gave them).
+    pub fn leaving(&self, grace: Duration) -> BTreeMap<IpAddr, Millis> {
+        let mut present = BTreeSet::new();
+        let mut ends: BTreeMap<IpAddr, Millis> = BTreeMap::new();
+        for state in self.hosts.values() {
+            for (ip, seen) in &state.addrs {
+                match seen.absent_since {
+                    None => {
+                        present.insert(*ip);
+                    }
+                    Some(since) => {
+                        let end = ends.entry(*ip).or_insert(0);
+                        *end = (*end).max(since + ms(grace));
+                    }
+                }
+            }
+        }
+        ends.retain(|ip, _| !present.contains(ip));
+        ends
+    }
+
+    /// What the sinks need: [`AddressBook::addresses`] and [`AddressBook::leaving`].
+    pub fn resolved(&self, grace: Duration) -> Resolved {
+        Resolved { addresses: self.addresses(), leaving: self.leaving(grace) }
     }
 
     /// The hosts an address was resolved for (the log watcher's question).
@@ -292,6 +320,12 @@ mod tests {
         let t1 = t0 + 60_000;
         book.record(&h("a.test"), Ok(vec![(ip("198.18.0.2"), 60), (ip("2001:db8::1"), 60)]), t1, &POLICY);
         assert_eq!(book.addresses()[&h("a.test")].len(), 3, "additive");
+        assert_eq!(book.leaving(POLICY.grace), BTreeMap::from([(ip("198.18.0.1"), t1 + 600_000)]), "its grace ends");
+        // Another host that still gives the address keeps it permanent.
+        book.track([&h("a.test"), &h("b.test")], t1);
+        book.record(&h("b.test"), Ok(vec![(ip("198.18.0.1"), 60)]), t1, &POLICY);
+        assert!(book.resolved(POLICY.grace).leaving.is_empty());
+        book.track([&h("a.test")], t1);
         assert!(book.expire(t1 + 600_000, POLICY.grace).removed.is_empty(), "within the grace");
         let gone = book.expire(t1 + 601_000, POLICY.grace);
         assert_eq!(gone.removed, [(h("a.test"), ip("198.18.0.1"))]);

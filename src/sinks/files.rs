@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::catalogue::State;
 use crate::sinks::nft_script::{self, Addresses, NftNames};
 use crate::sinks::plain::{self, WildcardStyle};
-use crate::sinks::{Sink, SinkError, haproxy, json, squid, stormshield};
+use crate::sinks::{Resolved, Sink, SinkError, haproxy, json, squid, stormshield};
 
 /// What one output file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,8 +107,8 @@ impl Sink for FileSink {
         "files"
     }
 
-    fn apply(&self, state: &State, plan_id: i64, addresses: &Addresses) -> Result<Vec<String>, SinkError> {
-        let files = self.render(state, plan_id, addresses);
+    fn apply(&self, state: &State, plan_id: i64, resolved: &Resolved) -> Result<Vec<String>, SinkError> {
+        let files = self.render(state, plan_id, &resolved.addresses);
         let changed: Vec<bool> = files.iter().map(|(path, want)| fs::read_to_string(path).map_or(true, |have| have != *want)).collect();
         write_atomically(&files)?;
         let mut warnings = Vec::new();
@@ -122,8 +122,8 @@ impl Sink for FileSink {
         Ok(warnings)
     }
 
-    fn drift(&self, state: &State, plan_id: i64, addresses: &Addresses) -> Vec<String> {
-        self.render(state, plan_id, addresses)
+    fn drift(&self, state: &State, plan_id: i64, resolved: &Resolved) -> Vec<String> {
+        self.render(state, plan_id, &resolved.addresses)
             .into_iter()
             .filter_map(|(path, want)| match fs::read_to_string(&path) {
                 Ok(have) if have == want => None,

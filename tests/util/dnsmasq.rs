@@ -13,13 +13,26 @@ pub struct Dnsmasq {
 impl Dnsmasq {
     /// Serves `hosts` (lines `ip name`) with answers valid `ttl` seconds.
     pub fn start(hosts: &str, ttl: u32) -> Dnsmasq {
+        Dnsmasq::start_in(None, hosts, ttl)
+    }
+
+    /// [`Dnsmasq::start`] inside network namespace `netns` (its loopback must be up).
+    pub fn start_in(netns: Option<&str>, hosts: &str, ttl: u32) -> Dnsmasq {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("hosts"), hosts).unwrap();
         let port = {
             let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             s.local_addr().unwrap().port()
         };
-        let child = Command::new("dnsmasq")
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "dnsmasq"]);
+                c
+            }
+            None => Command::new("dnsmasq"),
+        };
+        let child = command
             .args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--user=root", "--pid-file"])
             .arg(format!("--addn-hosts={}", dir.path().join("hosts").display()))
             .arg(format!("--local-ttl={ttl}"))

@@ -12,6 +12,7 @@ use assert_cmd::Command;
 pub mod annuaire_server;
 pub mod dnsmasq;
 pub mod dovecot;
+pub mod lab;
 
 /// The outputs and state sections every sandbox configuration ends with.
 pub const OUTPUTS: &str = "[exports.squid]\npath = \"out/squid.acl\"\n\
@@ -63,6 +64,23 @@ impl Sandbox {
         let mut cmd = Command::cargo_bin("rocsync").expect("rocsync binary");
         cmd.current_dir(self.dir.path()).arg("--config").arg(self.path("rocsync.toml")).env_remove("ROCSYNC_FAILPOINT");
         cmd
+    }
+
+    /// [`Sandbox::ok`] inside network namespace `netns`.
+    pub fn ok_in(&self, netns: &Netns, args: &[&str]) -> String {
+        let bin = assert_cmd::cargo::cargo_bin("rocsync");
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &netns.0])
+            .arg(bin)
+            .arg("--config")
+            .arg(self.path("rocsync.toml"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("ROCSYNC_FAILPOINT")
+            .output()
+            .expect("run rocsync");
+        assert!(out.status.success(), "rocsync {args:?} in {}: {}{}", netns.0, stdout(&out), stderr(&out));
+        stdout(&out)
     }
 
     /// Runs rocsync with `args` and returns its output, whatever its exit status.

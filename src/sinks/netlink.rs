@@ -1,0 +1,702 @@
+//! Talking to nf_tables over netlink: reading rocsync's table ([`snapshot`]) and committing one
+//! batch ([`commit`]). The unsafe code of rocsync lives here and nowhere else: the `nftnl`
+//! crate wraps tables, chains, rules and batches; set flags, concatenated keys, element
+//! timeouts, dumps and the expressions rocsync needs go through `nftnl-sys` (see
+//! NFTABLES.md in the design notes for the facts this rests on).
+//!
+//! Every pointer allocated here is freed by a guard in the same function.
+
+use std::collections::BTreeMap;
+use std::ffi::{CStr, CString, c_void};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::raw::c_char;
+use std::ptr::{self, NonNull};
+
+use mnl::mnl_sys::libc as mlibc;
+use nftnl::expr::Expression;
+use nftnl::nftnl_sys::{self as sys, libc};
+use nftnl::{Batch, Chain, MsgType, ProtoFamily, Table};
+
+use crate::resolve::Millis;
+use crate::sinks::nftables::{
+    ChainStep, Element, Elements, Family, Kernel, KernelChain, KernelSet, Layout, Managed, Rule, SET_FLAGS, Steps,
+};
+
+const INET: u16 = libc::NFPROTO_INET as u16;
+/// Large enough for any one message of a dump (the kernel sends up to 32 KiB).
+const RECV_BUFFER: usize = 256 * 1024;
+
+/// Reads what the kernel holds of the layout's table.
+pub fn snapshot(layout: &Layout) -> io::Result<Kernel> {
+    let socket = mnl::Socket::new(mnl::Bus::Netfilter)?;
+    let table = cstring(&layout.names.table)?;
+    let mut kernel = Kernel { table: exists(get_table(&socket, &table))?.is_some(), ..Kernel::default() };
+    if !kernel.table {
+        return Ok(kernel);
+    }
+    for family in [Family::V4, Family::V6] {
+        let name = cstring(layout.set_name(family))?;
+        let set = match exists(get_set(&socket, &table, &name))? {
+            Some(mut set) => {
+                set.elements = get_elements(&socket, &table, &name, family)?;
+                Some(set)
+            }
+            None => None,
+        };
+        match family {
+            Family::V4 => kernel.v4 = set,
+            Family::V6 => kernel.v6 = set,
+        }
+    }
+    if let Some(managed) = &layout.managed {
+        let chain = cstring(managed.chain())?;
+        if let Some(hook) = exists(get_chain(&socket, &table, &chain))? {
+            kernel.chain = Some(KernelChain { hook, rules: get_rule_comments(&socket, &table, &chain)? });
+        }
+    }
+    Ok(kernel)
+}
+
+/// Sends `steps` as one nf_tables transaction: all of it takes effect, or none.
+pub fn commit(layout: &Layout, steps: &Steps, now: Millis) -> io::Result<()> {
+    let table_name = cstring(&layout.names.table)?;
+    let table = Table::new(&table_name, ProtoFamily::Inet);
+    let mut batch = Batch::new();
+    if steps.create_table {
+        batch.add(&table, MsgType::Add);
+    }
+    let mut set_ids = BTreeMap::new();
+    for (n, (family, delete_first)) in steps.sets.iter().enumerate() {
+        let name = cstring(layout.set_name(*family))?;
+        let id = n as u32 + 1;
+        if *delete_first {
+            batch.add(&SetMsg::new(&table_name, &name, *family, id)?, MsgType::Del);
+        }
+        batch.add(&SetMsg::new(&table_name, &name, *family, id)?, MsgType::Add);
+        set_ids.insert(*family, id);
+    }
+    if let Some(managed) = &layout.managed {
+        add_chain(&mut batch, &table, layout, managed, steps.chain, &set_ids)?;
+    }
+    for family in [Family::V4, Family::V6] {
+        let name = cstring(layout.set_name(family))?;
+        let id = set_ids.get(&family).copied().unwrap_or(0);
+        let delete: Vec<(Element, Option<Millis>)> =
+            steps.delete.iter().filter(|e| Family::of(&e.addr) == family).map(|e| (*e, None)).collect();
+        let add: Vec<(Element, Option<Millis>)> =
+            steps.add.iter().filter(|(e, _)| Family::of(&e.addr) == family).copied().collect();
+        for (list, kind) in [(delete, MsgType::Del), (add, MsgType::Add)] {
+            if list.is_empty() {
+                continue;
+            }
+            let set = SetMsg::new(&table_name, &name, family, id)?;
+            for (element, end) in &list {
+                set.push(element, end.map(|end| end.saturating_sub(now).max(1)))?;
+            }
+            set.add_elements_to(&mut batch, kind)?;
+        }
+    }
+    send_batch(batch)
+}
+
+fn add_chain(
+    batch: &mut Batch,
+    table: &Table,
+    layout: &Layout,
+    managed: &Managed,
+    step: ChainStep,
+    set_ids: &BTreeMap<Family, u32>,
+) -> io::Result<()> {
+    if step == ChainStep::Keep {
+        return Ok(());
+    }
+    let name = cstring(managed.chain())?;
+    let mut chain = Chain::new(&name, table);
+    let hook = match managed.hook {
+        crate::config::NftHook::Forward => nftnl::Hook::Forward,
+        crate::config::NftHook::Output => nftnl::Hook::Out,
+    };
+    chain.set_hook(hook, 0);
+    chain.set_type(nftnl::ChainType::Filter);
+    chain.set_policy(nftnl::Policy::Accept);
+    if matches!(step, ChainStep::Refill | ChainStep::Recreate) {
+        // A rule message naming only the chain flushes it.
+        batch.add(&nftnl::Rule::new(&chain), MsgType::Del);
+    }
+    if step == ChainStep::Recreate {
+        batch.add(&chain, MsgType::Del);
+    }
+    batch.add(&chain, MsgType::Add);
+    for rule in managed.rules() {
+        let mut r = nftnl::Rule::new(&chain);
+        for expr in expressions(rule, layout, managed, set_ids) {
+            r.add_expr(&expr);
+        }
+        r.set_comment(cstring(rule.comment())?).map_err(io::Error::other)?;
+        batch.add(&r, MsgType::Add);
+    }
+    Ok(())
+}
+
+/// The expressions of a rule, as `nft --debug=netlink` shows them for the same rule.
+fn expressions(rule: Rule, layout: &Layout, managed: &Managed, set_ids: &BTreeMap<Family, u32>) -> Vec<Expr> {
+    let accept = Expr::verdict(libc::NF_ACCEPT);
+    match rule {
+        Rule::Established => vec![
+            Expr::new(c"ct").u32(sys::NFTNL_EXPR_CT_KEY, libc::NFT_CT_STATE as u32).u32(sys::NFTNL_EXPR_CT_DREG, reg(libc::NFT_REG_1)),
+            Expr::new(c"bitwise")
+                .u32(sys::NFTNL_EXPR_BITWISE_SREG, reg(libc::NFT_REG_1))
+                .u32(sys::NFTNL_EXPR_BITWISE_DREG, reg(libc::NFT_REG_1))
+                .u32(sys::NFTNL_EXPR_BITWISE_LEN, 4)
+                // IP_CT_ESTABLISHED and IP_CT_RELATED as state bits.
+                .data(sys::NFTNL_EXPR_BITWISE_MASK, &(2u32 | 4).to_ne_bytes())
+                .data(sys::NFTNL_EXPR_BITWISE_XOR, &0u32.to_ne_bytes()),
+            Expr::cmp(libc::NFT_CMP_NEQ, &0u32.to_ne_bytes()),
+            accept,
+        ],
+        Rule::Allow(family) => {
+            let (nfproto, offset, len, port_reg) = match family {
+                Family::V4 => (libc::NFPROTO_IPV4, 16, 4, reg(libc::NFT_REG32_01)),
+                Family::V6 => (libc::NFPROTO_IPV6, 24, 16, reg(libc::NFT_REG_2)),
+            };
+            let set = CString::new(layout.set_name(family)).unwrap_or_default();
+            let mut lookup = Expr::new(c"lookup").u32(sys::NFTNL_EXPR_LOOKUP_SREG, reg(libc::NFT_REG_1)).str(sys::NFTNL_EXPR_LOOKUP_SET, set);
+            if let Some(id) = set_ids.get(&family) {
+                lookup = lookup.u32(sys::NFTNL_EXPR_LOOKUP_SET_ID, *id);
+            }
+            vec![
+                Expr::meta(libc::NFT_META_NFPROTO),
+                Expr::cmp(libc::NFT_CMP_EQ, &[nfproto as u8]),
+                Expr::meta(libc::NFT_META_L4PROTO),
+                Expr::cmp(libc::NFT_CMP_EQ, &[libc::IPPROTO_TCP as u8]),
+                Expr::payload(libc::NFT_PAYLOAD_NETWORK_HEADER, offset, len, reg(libc::NFT_REG_1)),
+                Expr::payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, port_reg),
+                lookup,
+                accept,
+            ]
+        }
+        Rule::LogDrop => vec![
+            Expr::meta(libc::NFT_META_L4PROTO),
+            Expr::cmp(libc::NFT_CMP_EQ, &[libc::IPPROTO_TCP as u8]),
+            Expr::payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, reg(libc::NFT_REG_1)),
+            Expr::cmp(libc::NFT_CMP_EQ, &443u16.to_be_bytes()),
+            Expr::new(c"log").str(sys::NFTNL_EXPR_LOG_PREFIX, CString::new(managed.log_prefix.clone()).unwrap_or_default()),
+            Expr::verdict(libc::NF_DROP),
+        ],
+    }
+}
+
+fn reg(r: libc::c_int) -> u32 {
+    r as u32
+}
+
+/// An expression given by its name and attributes: the handful of `nftnl` wrappers rocsync
+/// would need do not all exist (log, ct state, payload into another register).
+struct Expr {
+    name: &'static CStr,
+    attrs: Vec<(u16, Value)>,
+}
+
+enum Value {
+    U32(u32),
+    Str(CString),
+    Data(Vec<u8>),
+}
+
+impl Expr {
+    fn new(name: &'static CStr) -> Expr {
+        Expr { name, attrs: Vec::new() }
+    }
+    fn u32(mut self, attr: u32, v: u32) -> Expr {
+        self.attrs.push((attr as u16, Value::U32(v)));
+        self
+    }
+    fn str(mut self, attr: u32, v: CString) -> Expr {
+        self.attrs.push((attr as u16, Value::Str(v)));
+        self
+    }
+    fn data(mut self, attr: u32, v: &[u8]) -> Expr {
+        self.attrs.push((attr as u16, Value::Data(v.to_vec())));
+        self
+    }
+    fn meta(key: libc::c_int) -> Expr {
+        Expr::new(c"meta").u32(sys::NFTNL_EXPR_META_KEY, key as u32).u32(sys::NFTNL_EXPR_META_DREG, reg(libc::NFT_REG_1))
+    }
+    fn cmp(op: libc::c_int, data: &[u8]) -> Expr {
+        Expr::new(c"cmp").u32(sys::NFTNL_EXPR_CMP_SREG, reg(libc::NFT_REG_1)).u32(sys::NFTNL_EXPR_CMP_OP, op as u32).data(sys::NFTNL_EXPR_CMP_DATA, data)
+    }
+    fn payload(base: libc::c_int, offset: u32, len: u32, dreg: u32) -> Expr {
+        Expr::new(c"payload")
+            .u32(sys::NFTNL_EXPR_PAYLOAD_BASE, base as u32)
+            .u32(sys::NFTNL_EXPR_PAYLOAD_OFFSET, offset)
+            .u32(sys::NFTNL_EXPR_PAYLOAD_LEN, len)
+            .u32(sys::NFTNL_EXPR_PAYLOAD_DREG, dreg)
+    }
+    fn verdict(v: libc::c_int) -> Expr {
+        Expr::new(c"immediate").u32(sys::NFTNL_EXPR_IMM_DREG, reg(libc::NFT_REG_VERDICT)).u32(sys::NFTNL_EXPR_IMM_VERDICT, v as u32)
+    }
+}
+
+impl Expression for Expr {
+    fn to_expr(&self, _rule: &nftnl::Rule) -> NonNull<sys::nftnl_expr> {
+        // SAFETY: the expression is freshly allocated (allocation failure aborts, as in
+        // nftnl); every value is copied by libnftnl before this returns.
+        unsafe {
+            let expr = sys::nftnl_expr_alloc(self.name.as_ptr());
+            let Some(expr) = NonNull::new(expr) else { std::process::abort() };
+            for (attr, value) in &self.attrs {
+                match value {
+                    Value::U32(v) => sys::nftnl_expr_set_u32(expr.as_ptr(), *attr, *v),
+                    Value::Str(s) => {
+                        sys::nftnl_expr_set_str(expr.as_ptr(), *attr, s.as_ptr());
+                    }
+                    Value::Data(d) => {
+                        sys::nftnl_expr_set(expr.as_ptr(), *attr, d.as_ptr().cast::<c_void>(), d.len() as u32);
+                    }
+                }
+            }
+            expr
+        }
+    }
+}
+
+/// A set as a message: its definition (add, delete) and its element lists.
+struct SetMsg {
+    set: NonNull<sys::nftnl_set>,
+}
+
+impl SetMsg {
+    fn new(table: &CStr, name: &CStr, family: Family, id: u32) -> io::Result<SetMsg> {
+        // SAFETY: a fresh set, freed by Drop; libnftnl copies the strings.
+        unsafe {
+            let set = NonNull::new(sys::nftnl_set_alloc()).ok_or_else(io::Error::last_os_error)?;
+            let s = set.as_ptr();
+            let (key_type, key_len) = family.key();
+            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FAMILY as u16, u32::from(INET));
+            sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, table.as_ptr());
+            sys::nftnl_set_set_str(s, sys::NFTNL_SET_NAME as u16, name.as_ptr());
+            if id != 0 {
+                sys::nftnl_set_set_u32(s, sys::NFTNL_SET_ID as u16, id);
+            }
+            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FLAGS as u16, SET_FLAGS);
+            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_TYPE as u16, key_type);
+            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_LEN as u16, key_len);
+            Ok(SetMsg { set })
+        }
+    }
+
+    /// Adds an element, with a timeout in milliseconds or none.
+    fn push(&self, element: &Element, timeout: Option<Millis>) -> io::Result<()> {
+        let key = key_bytes(element);
+        // SAFETY: the element is handed over to the set, which frees it.
+        unsafe {
+            let e = NonNull::new(sys::nftnl_set_elem_alloc()).ok_or_else(io::Error::last_os_error)?;
+            sys::nftnl_set_elem_set(e.as_ptr(), sys::NFTNL_SET_ELEM_KEY as u16, key.as_ptr().cast::<c_void>(), key.len() as u32);
+            if let Some(ms) = timeout {
+                sys::nftnl_set_elem_set_u64(e.as_ptr(), sys::NFTNL_SET_ELEM_TIMEOUT as u16, ms);
+            }
+            sys::nftnl_set_elem_add(self.set.as_ptr(), e.as_ptr());
+        }
+        Ok(())
+    }
+
+    /// Adds the element messages (as many as the list needs) to `batch`.
+    fn add_elements_to(&self, batch: &mut Batch, kind: MsgType) -> io::Result<()> {
+        // SAFETY: the iterator is created over this set and destroyed here.
+        unsafe {
+            let iter = NonNull::new(sys::nftnl_set_elems_iter_create(self.set.as_ptr())).ok_or_else(io::Error::last_os_error)?;
+            loop {
+                if sys::nftnl_set_elems_iter_cur(iter.as_ptr()).is_null() {
+                    break;
+                }
+                let msg = ElemsMsg { iter: iter.as_ptr(), done: std::cell::Cell::new(0) };
+                batch.add(&msg, kind);
+                if msg.done.get() <= 0 {
+                    break;
+                }
+            }
+            sys::nftnl_set_elems_iter_destroy(iter.as_ptr());
+        }
+        Ok(())
+    }
+}
+
+unsafe impl nftnl::NlMsg for SetMsg {
+    unsafe fn write(&self, buf: *mut c_void, seq: u32, kind: MsgType) {
+        let (kind, flags) = match kind {
+            MsgType::Add => (libc::NFT_MSG_NEWSET, libc::NLM_F_CREATE | libc::NLM_F_ACK),
+            MsgType::Del => (libc::NFT_MSG_DELSET, libc::NLM_F_ACK),
+        };
+        // SAFETY: `buf` is the batch's buffer, large enough for any one message.
+        unsafe {
+            let nlh = sys::nftnl_nlmsg_build_hdr(buf.cast::<c_char>(), kind as u16, INET, flags as u16, seq);
+            sys::nftnl_set_nlmsg_build_payload(nlh, self.set.as_ptr());
+        }
+    }
+}
+
+impl Drop for SetMsg {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new`, freed once.
+        unsafe { sys::nftnl_set_free(self.set.as_ptr()) }
+    }
+}
+
+/// One message of elements, filled from where the iterator stands.
+struct ElemsMsg {
+    iter: *mut sys::nftnl_set_elems_iter,
+    done: std::cell::Cell<i32>,
+}
+
+unsafe impl nftnl::NlMsg for ElemsMsg {
+    unsafe fn write(&self, buf: *mut c_void, seq: u32, kind: MsgType) {
+        let (kind, flags) = match kind {
+            MsgType::Add => (libc::NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE | libc::NLM_F_EXCL | libc::NLM_F_ACK),
+            MsgType::Del => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
+        };
+        // SAFETY: as for SetMsg; the iterator outlives the message.
+        unsafe {
+            let nlh = sys::nftnl_nlmsg_build_hdr(buf.cast::<c_char>(), kind as u16, INET, flags as u16, seq);
+            self.done.set(sys::nftnl_set_elems_nlmsg_build_payload_iter(nlh, self.iter));
+        }
+    }
+}
+
+/// A concatenated key: the address, then the port in network order padded to 4 bytes.
+fn key_bytes(e: &Element) -> Vec<u8> {
+    let mut key = match e.addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    key.extend_from_slice(&e.port.to_be_bytes());
+    key.extend_from_slice(&[0, 0]);
+    key
+}
+
+fn element_of(key: &[u8], family: Family) -> Option<Element> {
+    let (addr, rest): (IpAddr, &[u8]) = match family {
+        Family::V4 if key.len() >= 6 => (Ipv4Addr::from(<[u8; 4]>::try_from(&key[..4]).ok()?).into(), &key[4..]),
+        Family::V6 if key.len() >= 18 => (Ipv6Addr::from(<[u8; 16]>::try_from(&key[..16]).ok()?).into(), &key[16..]),
+        _ => return None,
+    };
+    Some(Element { addr, port: u16::from_be_bytes([rest[0], rest[1]]) })
+}
+
+/// Sends a batch in one datagram (nf_tables takes a transaction from one message only) and
+/// waits for every acknowledgement.
+fn send_batch(batch: Batch) -> io::Result<()> {
+    let batch = batch.finalize();
+    let bytes: Vec<u8> = batch.iter().flat_map(|page| page.iter().copied()).collect();
+    let socket = mnl::Socket::new(mnl::Bus::Netfilter)?;
+    let seqs = batch.sequence_numbers();
+    grow_buffers(&socket, bytes.len(), seqs.len())?;
+    let sent = socket.send(&bytes)?;
+    if sent < bytes.len() {
+        return Err(io::Error::other("netlink sent part of the batch"));
+    }
+    let portid = socket.portid();
+    let mut buffer = vec![0u8; RECV_BUFFER];
+    // One datagram can carry several acknowledgements: each is checked on its own (sequence
+    // numbers are counted, not matched: the batch's are consecutive).
+    let mut pending = seqs.len();
+    while pending > 0 {
+        let n = socket.recv(&mut buffer)?;
+        let mut rest = &buffer[..n];
+        while rest.len() >= 16 {
+            let len = message_len(rest);
+            if len < 16 || len > rest.len() {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "truncated netlink answer"));
+            }
+            mnl::cb_run(&rest[..len], 0, portid)?;
+            pending = pending.saturating_sub(1);
+            rest = &rest[align4(len).min(rest.len())..];
+        }
+    }
+    Ok(())
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// Makes room for a large batch and its acknowledgements (CAP_NET_ADMIN may exceed the
+/// system's limits, as nft does).
+fn grow_buffers(socket: &mnl::Socket, bytes: usize, acks: usize) -> io::Result<()> {
+    let fd = socket_fd(socket);
+    let want_send = bytes + 64 * 1024;
+    let want_recv = (acks * 1024).max(256 * 1024);
+    for (opt, size) in [(mlibc::SO_SNDBUFFORCE, want_send), (mlibc::SO_RCVBUFFORCE, want_recv)] {
+        let size = size as libc::c_int;
+        // SAFETY: setsockopt on a socket this function's caller owns, with an int option.
+        let r = unsafe {
+            mlibc::setsockopt(fd, mlibc::SOL_SOCKET, opt, ptr::from_ref(&size).cast::<c_void>(), size_of::<libc::c_int>() as u32)
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn socket_fd(socket: &mnl::Socket) -> mlibc::c_int {
+    // SAFETY: the socket is open for as long as `socket` lives.
+    unsafe { mnl::mnl_sys::mnl_socket_get_fd(socket.as_raw_socket()) }
+}
+
+/// Sends one request and hands every answer to `callback`, until the kernel says done.
+fn talk<T>(socket: &mnl::Socket, request: &[u8], seq: u32, callback: mnl::Callback<T>, data: &mut T) -> io::Result<()> {
+    socket.send(request)?;
+    let portid = socket.portid();
+    let mut buffer = vec![0u8; RECV_BUFFER];
+    loop {
+        let n = socket.recv(&mut buffer)?;
+        if let mnl::CbResult::Stop = mnl::cb_run2(&buffer[..n], seq, portid, callback, data)? {
+            return Ok(());
+        }
+    }
+}
+
+/// `Ok(None)` for "no such object".
+fn exists<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn header(buffer: &mut [u8], kind: libc::c_int, flags: libc::c_int, seq: u32) -> *mut libc::nlmsghdr {
+    // SAFETY: `buffer` is larger than any request built here.
+    unsafe { sys::nftnl_nlmsg_build_hdr(buffer.as_mut_ptr().cast::<c_char>(), kind as u16, INET, (flags | libc::NLM_F_ACK) as u16, seq) }
+}
+
+fn message_len(buffer: &[u8]) -> usize {
+    u32::from_ne_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]) as usize
+}
+
+fn get_table(socket: &mnl::Socket, name: &CStr) -> io::Result<()> {
+    let mut request = vec![0u8; 4096];
+    // SAFETY: a table freed below; only its name is set.
+    unsafe {
+        let t = sys::nftnl_table_alloc();
+        sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, name.as_ptr());
+        let nlh = header(&mut request, libc::NFT_MSG_GETTABLE, 0, 1);
+        sys::nftnl_table_nlmsg_build_payload(nlh, t);
+        sys::nftnl_table_free(t);
+    }
+    let len = message_len(&request);
+    talk(socket, &request[..len], 1, |_, _: &mut ()| mnl_sys_ok(), &mut ())
+}
+
+fn mnl_sys_ok() -> libc::c_int {
+    1 // MNL_CB_OK
+}
+
+fn get_set(socket: &mnl::Socket, table: &CStr, name: &CStr) -> io::Result<KernelSet> {
+    let mut request = vec![0u8; 4096];
+    // SAFETY: a set freed below; only table and name are set.
+    unsafe {
+        let s = sys::nftnl_set_alloc();
+        sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, table.as_ptr());
+        sys::nftnl_set_set_str(s, sys::NFTNL_SET_NAME as u16, name.as_ptr());
+        let nlh = header(&mut request, libc::NFT_MSG_GETSET, 0, 2);
+        sys::nftnl_set_nlmsg_build_payload(nlh, s);
+        sys::nftnl_set_free(s);
+    }
+    let len = message_len(&request);
+    let mut found = KernelSet::default();
+    talk(
+        socket,
+        &request[..len],
+        2,
+        |nlh, found: &mut KernelSet| {
+            // SAFETY: `nlh` is a message the kernel sent; the set is freed here.
+            unsafe {
+                let s = sys::nftnl_set_alloc();
+                if sys::nftnl_set_nlmsg_parse(ptr::from_ref(nlh).cast(), s) >= 0 {
+                    found.key_type = sys::nftnl_set_get_u32(s, sys::NFTNL_SET_KEY_TYPE as u16);
+                    found.key_len = sys::nftnl_set_get_u32(s, sys::NFTNL_SET_KEY_LEN as u16);
+                    found.flags = sys::nftnl_set_get_u32(s, sys::NFTNL_SET_FLAGS as u16);
+                }
+                sys::nftnl_set_free(s);
+            }
+            1
+        },
+        &mut found,
+    )?;
+    Ok(found)
+}
+
+struct ElementDump {
+    family: Family,
+    now: Millis,
+    elements: Elements,
+}
+
+fn get_elements(socket: &mnl::Socket, table: &CStr, name: &CStr, family: Family) -> io::Result<Elements> {
+    let mut request = vec![0u8; 4096];
+    // SAFETY: as in `get_set`.
+    unsafe {
+        let s = sys::nftnl_set_alloc();
+        sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, table.as_ptr());
+        sys::nftnl_set_set_str(s, sys::NFTNL_SET_NAME as u16, name.as_ptr());
+        let nlh = header(&mut request, libc::NFT_MSG_GETSETELEM, libc::NLM_F_DUMP, 3);
+        sys::nftnl_set_elems_nlmsg_build_payload(nlh, s);
+        sys::nftnl_set_free(s);
+    }
+    let len = message_len(&request);
+    let mut dump = ElementDump { family, now: crate::resolve::now_millis(), elements: Elements::new() };
+    talk(socket, &request[..len], 3, parse_elements, &mut dump)?;
+    Ok(dump.elements)
+}
+
+fn parse_elements(nlh: &mlibc::nlmsghdr, dump: &mut ElementDump) -> libc::c_int {
+    // SAFETY: `nlh` is a message the kernel sent; the set, its elements and the iterator are
+    // freed here; a key is read within the length libnftnl reports.
+    unsafe {
+        let s = sys::nftnl_set_alloc();
+        if sys::nftnl_set_elems_nlmsg_parse(ptr::from_ref(nlh).cast(), s) >= 0 {
+            let iter = sys::nftnl_set_elems_iter_create(s);
+            if !iter.is_null() {
+                let mut e = sys::nftnl_set_elems_iter_next(iter);
+                while !e.is_null() {
+                    let mut len = 0u32;
+                    let data = sys::nftnl_set_elem_get(e, sys::NFTNL_SET_ELEM_KEY as u16, &mut len);
+                    if !data.is_null() {
+                        let key = std::slice::from_raw_parts(data.cast::<u8>(), len as usize);
+                        if let Some(element) = element_of(key, dump.family) {
+                            let end = sys::nftnl_set_elem_is_set(e, sys::NFTNL_SET_ELEM_TIMEOUT as u16).then(|| {
+                                dump.now + sys::nftnl_set_elem_get_u64(e, sys::NFTNL_SET_ELEM_EXPIRATION as u16)
+                            });
+                            dump.elements.insert(element, end);
+                        }
+                    }
+                    e = sys::nftnl_set_elems_iter_next(iter);
+                }
+                sys::nftnl_set_elems_iter_destroy(iter);
+            }
+        }
+        sys::nftnl_set_free(s);
+    }
+    1
+}
+
+fn get_chain(socket: &mnl::Socket, table: &CStr, name: &CStr) -> io::Result<Option<u32>> {
+    let mut request = vec![0u8; 4096];
+    // SAFETY: as in `get_set`.
+    unsafe {
+        let c = sys::nftnl_chain_alloc();
+        sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_TABLE as u16, table.as_ptr());
+        sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_NAME as u16, name.as_ptr());
+        let nlh = header(&mut request, libc::NFT_MSG_GETCHAIN, 0, 4);
+        sys::nftnl_chain_nlmsg_build_payload(nlh, c);
+        sys::nftnl_chain_free(c);
+    }
+    let len = message_len(&request);
+    let mut hook = None;
+    talk(
+        socket,
+        &request[..len],
+        4,
+        |nlh, hook: &mut Option<u32>| {
+            // SAFETY: as in `get_set`.
+            unsafe {
+                let c = sys::nftnl_chain_alloc();
+                if sys::nftnl_chain_nlmsg_parse(ptr::from_ref(nlh).cast(), c) >= 0
+                    && sys::nftnl_chain_is_set(c, sys::NFTNL_CHAIN_HOOKNUM as u16)
+                {
+                    *hook = Some(sys::nftnl_chain_get_u32(c, sys::NFTNL_CHAIN_HOOKNUM as u16));
+                }
+                sys::nftnl_chain_free(c);
+            }
+            1
+        },
+        &mut hook,
+    )?;
+    Ok(hook)
+}
+
+struct RuleDump {
+    chain: CString,
+    comments: Vec<String>,
+}
+
+fn get_rule_comments(socket: &mnl::Socket, table: &CStr, chain: &CStr) -> io::Result<Vec<String>> {
+    let mut request = vec![0u8; 4096];
+    // SAFETY: as in `get_set`.
+    unsafe {
+        let r = sys::nftnl_rule_alloc();
+        sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, table.as_ptr());
+        sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_CHAIN as u16, chain.as_ptr());
+        let nlh = header(&mut request, libc::NFT_MSG_GETRULE, libc::NLM_F_DUMP, 5);
+        sys::nftnl_rule_nlmsg_build_payload(nlh, r);
+        sys::nftnl_rule_free(r);
+    }
+    let len = message_len(&request);
+    let mut dump = RuleDump { chain: chain.to_owned(), comments: Vec::new() };
+    talk(socket, &request[..len], 5, parse_rule, &mut dump)?;
+    Ok(dump.comments)
+}
+
+fn parse_rule(nlh: &mlibc::nlmsghdr, dump: &mut RuleDump) -> libc::c_int {
+    // SAFETY: as in `parse_elements`.
+    unsafe {
+        let r = sys::nftnl_rule_alloc();
+        if sys::nftnl_rule_nlmsg_parse(ptr::from_ref(nlh).cast(), r) >= 0 {
+            let chain = sys::nftnl_rule_get_str(r, sys::NFTNL_RULE_CHAIN as u16);
+            if !chain.is_null() && CStr::from_ptr(chain) == dump.chain.as_c_str() {
+                let mut len = 0u32;
+                let data = sys::nftnl_rule_get_data(r, sys::NFTNL_RULE_USERDATA as u16, &mut len);
+                let udata = if data.is_null() { &[][..] } else { std::slice::from_raw_parts(data.cast::<u8>(), len as usize) };
+                dump.comments.push(comment_of(udata));
+            }
+        }
+        sys::nftnl_rule_free(r);
+    }
+    1
+}
+
+/// The comment in a rule's user data: type-length-value records, the comment being type 0,
+/// a NUL-terminated string.
+fn comment_of(mut udata: &[u8]) -> String {
+    while udata.len() >= 2 {
+        let (kind, len) = (udata[0], udata[1] as usize);
+        let Some(value) = udata.get(2..2 + len) else { break };
+        if kind == sys::NFTNL_UDATA_RULE_COMMENT as u8 {
+            let text = value.split(|b| *b == 0).next().unwrap_or_default();
+            return String::from_utf8_lossy(text).into_owned();
+        }
+        udata = &udata[2 + len..];
+    }
+    String::new()
+}
+
+fn cstring(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("NUL in nftables name {s:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        for (s, family) in [("198.18.0.7", Family::V4), ("2001:db8::7", Family::V6)] {
+            let e = Element { addr: s.parse().unwrap(), port: 8443 };
+            let key = key_bytes(&e);
+            assert_eq!(key.len() as u32, family.key().1);
+            assert_eq!(element_of(&key, family), Some(e));
+        }
+        assert_eq!(key_bytes(&Element { addr: "198.18.0.7".parse().unwrap(), port: 443 }), [198, 18, 0, 7, 1, 187, 0, 0]);
+        assert_eq!(element_of(&[1, 2, 3], Family::V4), None);
+    }
+
+    #[test]
+    fn rule_comments_are_read_from_user_data() {
+        assert_eq!(comment_of(&[0, 5, b'a', b'b', b'c', b'd', 0]), "abcd");
+        assert_eq!(comment_of(&[7, 1, 9, 0, 2, b'x', 0]), "x");
+        assert_eq!(comment_of(&[0, 200, b'a']), "");
+        assert_eq!(comment_of(&[]), "");
+    }
+}

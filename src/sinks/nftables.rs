@@ -1,0 +1,596 @@
+//! rocsync's own nftables table, kept through netlink: what it should hold (a pure function of
+//! the state and the resolved addresses), how that differs from what the kernel holds (pure),
+//! and the sink that reads the kernel, reconciles and commits one atomic batch
+//! ([`super::netlink`] does the talking).
+//!
+//! rocsync owns table `inet rocsync` (name configurable) and, in it, two sets of
+//! `address . port` and, in `managed` mode, one base chain. It never deletes the table: in
+//! `sets-only` mode the administrator's own chains that use the sets live in it too.
+//!
+//! Addresses that answers still give are permanent elements; an address that answers no longer
+//! give (in its grace, see [`crate::resolve`]) is an element with a timeout that ends with its
+//! grace, so the kernel drops it on time even when rocsync is stopped. Nothing else expires:
+//! rocsync stopping never closes the firewall.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::IpAddr;
+
+use crate::catalogue::State;
+use crate::config::NftHook;
+use crate::resolve::{Millis, now_millis};
+use crate::sinks::nft_script::NftNames;
+use crate::sinks::{Resolved, Sink, SinkError, netlink};
+
+/// One element of a set: a TCP destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Element {
+    pub addr: IpAddr,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Element {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} . {}", self.addr, self.port)
+    }
+}
+
+/// Elements with when they end: `None` for a permanent element, else the epoch milliseconds
+/// at which it times out.
+pub type Elements = BTreeMap<Element, Option<Millis>>;
+
+/// The nft type of a set of `ipv4_addr . inet_service`: `(7 << 6) | 13`.
+pub const KEY_TYPE_V4: u32 = (7 << 6) | 13;
+/// The nft type of a set of `ipv6_addr . inet_service`: `(8 << 6) | 13`.
+pub const KEY_TYPE_V6: u32 = (8 << 6) | 13;
+/// Each field of a concatenated key is padded to 4 bytes.
+pub const KEY_LEN_V4: u32 = 4 + 4;
+pub const KEY_LEN_V6: u32 = 16 + 4;
+/// `NFT_SET_TIMEOUT`: the sets take elements with a timeout.
+pub const SET_FLAGS: u32 = 0x10;
+/// Two timeouts this close are the same (the kernel counts from when it got the element).
+const TIMEOUT_SLACK: Millis = 60_000;
+
+/// The two address families, one set each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(addr: &IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    pub fn key(self) -> (u32, u32) {
+        match self {
+            Family::V4 => (KEY_TYPE_V4, KEY_LEN_V4),
+            Family::V6 => (KEY_TYPE_V6, KEY_LEN_V6),
+        }
+    }
+}
+
+/// The chain rocsync installs in `managed` mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Managed {
+    pub hook: NftHook,
+    /// Log (with `log_prefix`) and drop other TCP 443; without it the chain only accepts.
+    pub log_drops: bool,
+    pub log_prefix: String,
+}
+
+impl Managed {
+    /// The chain's name: its hook's.
+    pub fn chain(&self) -> &'static str {
+        match self.hook {
+            NftHook::Forward => "forward",
+            NftHook::Output => "output",
+        }
+    }
+
+    /// The hook's number (`NF_INET_FORWARD`, `NF_INET_LOCAL_OUT`).
+    pub fn hook_number(&self) -> u32 {
+        match self.hook {
+            NftHook::Forward => 2,
+            NftHook::Output => 3,
+        }
+    }
+
+    /// The rules, in order, by the comment each carries: the comment is how a rule altered or
+    /// added by hand is told from rocsync's own.
+    pub fn rules(&self) -> Vec<Rule> {
+        let mut rules = vec![Rule::Established, Rule::Allow(Family::V4), Rule::Allow(Family::V6)];
+        if self.log_drops {
+            rules.push(Rule::LogDrop);
+        }
+        rules
+    }
+}
+
+/// One rule of the managed chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// `ct state established,related accept`: removing a host closes new connections only.
+    Established,
+    /// `ip daddr . tcp dport @set accept` (`ip6` for V6).
+    Allow(Family),
+    /// `tcp dport 443 log prefix "…" drop`.
+    LogDrop,
+}
+
+impl Rule {
+    pub fn comment(self) -> &'static str {
+        match self {
+            Rule::Established => "rocsync: established",
+            Rule::Allow(Family::V4) => "rocsync: allow v4",
+            Rule::Allow(Family::V6) => "rocsync: allow v6",
+            Rule::LogDrop => "rocsync: log and drop other https",
+        }
+    }
+
+    /// The rule as `nft` writes it.
+    pub fn nft(self, names: &NftNames, log_prefix: &str) -> String {
+        match self {
+            Rule::Established => "ct state established,related accept".into(),
+            Rule::Allow(Family::V4) => format!("ip daddr . tcp dport @{} accept", names.set_v4),
+            Rule::Allow(Family::V6) => format!("ip6 daddr . tcp dport @{} accept", names.set_v6),
+            Rule::LogDrop => format!("tcp dport 443 log prefix \"{log_prefix}\" drop"),
+        }
+    }
+}
+
+/// What rocsync keeps in nftables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub names: NftNames,
+    pub managed: Option<Managed>,
+}
+
+impl Layout {
+    pub fn set_name(&self, family: Family) -> &str {
+        match family {
+            Family::V4 => &self.names.set_v4,
+            Family::V6 => &self.names.set_v6,
+        }
+    }
+}
+
+/// The elements a state needs: every resolved address of every host, with each of its ports.
+/// An address in its grace gets the end of its grace as timeout; one already past it, none.
+pub fn wanted(state: &State, resolved: &Resolved, now: Millis) -> Elements {
+    let mut out = Elements::new();
+    for (host, entry) in &state.entries {
+        for addr in resolved.addresses.get(host).into_iter().flatten() {
+            let end = resolved.leaving.get(addr).copied();
+            if end.is_some_and(|end| end <= now) {
+                continue;
+            }
+            for &port in &entry.ports {
+                let slot = out.entry(Element { addr: *addr, port }).or_insert(end);
+                // Another host may still give the address: then it stays permanent.
+                if end.is_none() {
+                    *slot = None;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What the kernel holds of rocsync's table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Kernel {
+    pub table: bool,
+    pub v4: Option<KernelSet>,
+    pub v6: Option<KernelSet>,
+    /// The managed chain, when the layout has one and it exists.
+    pub chain: Option<KernelChain>,
+}
+
+impl Kernel {
+    pub fn set(&self, family: Family) -> Option<&KernelSet> {
+        match family {
+            Family::V4 => self.v4.as_ref(),
+            Family::V6 => self.v6.as_ref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelSet {
+    pub key_type: u32,
+    pub key_len: u32,
+    pub flags: u32,
+    pub elements: Elements,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelChain {
+    /// `None` for a chain that is not a base chain.
+    pub hook: Option<u32>,
+    /// The comment of each rule, in order (empty for a rule without one).
+    pub rules: Vec<String>,
+}
+
+/// What to do about the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainStep {
+    Keep,
+    Create,
+    /// Flush and refill (rules altered).
+    Refill,
+    /// Delete and create (wrong hook).
+    Recreate,
+}
+
+/// One batch: what it takes to bring the kernel to the wanted elements and layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Steps {
+    pub create_table: bool,
+    /// Sets to create; `true` when a wrong one must be deleted first.
+    pub sets: Vec<(Family, bool)>,
+    pub chain: ChainStep,
+    pub delete: Vec<Element>,
+    pub add: Vec<(Element, Option<Millis>)>,
+    /// What differed, one line each, for logs, `status` and the audit log.
+    pub drift: Vec<String>,
+}
+
+impl Steps {
+    pub fn is_empty(&self) -> bool {
+        !self.create_table && self.sets.is_empty() && self.chain == ChainStep::Keep && self.delete.is_empty() && self.add.is_empty()
+    }
+}
+
+/// The batch that brings `kernel` to `wanted` under `layout`: structure first, then only the
+/// elements that differ (an element whose timeout differs is deleted and added again).
+pub fn reconcile(kernel: &Kernel, layout: &Layout, wanted: &Elements) -> Steps {
+    let table = &layout.names.table;
+    let mut steps = Steps {
+        create_table: !kernel.table,
+        sets: Vec::new(),
+        chain: ChainStep::Keep,
+        delete: Vec::new(),
+        add: Vec::new(),
+        drift: Vec::new(),
+    };
+    if !kernel.table {
+        steps.drift.push(format!("nftables: table inet {table} is missing"));
+    }
+    for family in [Family::V4, Family::V6] {
+        let name = layout.set_name(family);
+        let want: Elements = wanted.iter().filter(|(e, _)| Family::of(&e.addr) == family).map(|(e, t)| (*e, *t)).collect();
+        let (key_type, key_len) = family.key();
+        let have = match kernel.set(family) {
+            Some(s) if s.key_type == key_type && s.key_len == key_len && s.flags & SET_FLAGS != 0 => &s.elements,
+            other => {
+                if kernel.table {
+                    let why = if other.is_some() { "has the wrong type or flags" } else { "is missing" };
+                    steps.drift.push(format!("nftables: set {name} {why}"));
+                }
+                steps.sets.push((family, other.is_some()));
+                steps.add.extend(want);
+                continue;
+            }
+        };
+        let mut missing = Vec::new();
+        let mut extra = Vec::new();
+        let mut retimed = Vec::new();
+        for (e, t) in &want {
+            match have.get(e) {
+                None => missing.push((*e, *t)),
+                Some(k) if !same_end(*k, *t) => retimed.push((*e, *t)),
+                Some(_) => {}
+            }
+        }
+        for e in have.keys() {
+            if !want.contains_key(e) {
+                extra.push(*e);
+            }
+        }
+        if !missing.is_empty() {
+            steps.drift.push(format!("nftables: set {name} lacks {}", sample(missing.iter().map(|(e, _)| e))));
+        }
+        if !extra.is_empty() {
+            steps.drift.push(format!("nftables: set {name} holds {} not allowed", sample(extra.iter())));
+        }
+        if !retimed.is_empty() {
+            steps.drift.push(format!("nftables: set {name} has the wrong timeout on {}", sample(retimed.iter().map(|(e, _)| e))));
+        }
+        steps.delete.extend(extra);
+        steps.delete.extend(retimed.iter().map(|(e, _)| *e));
+        steps.add.extend(missing);
+        steps.add.extend(retimed);
+    }
+    if let Some(managed) = &layout.managed {
+        let chain = managed.chain();
+        let expected: Vec<&str> = managed.rules().iter().map(|r| r.comment()).collect();
+        steps.chain = match &kernel.chain {
+            None => {
+                if kernel.table {
+                    steps.drift.push(format!("nftables: chain {chain} is missing"));
+                }
+                ChainStep::Create
+            }
+            Some(c) if c.hook != Some(managed.hook_number()) => {
+                steps.drift.push(format!("nftables: chain {chain} is not hooked on {chain}"));
+                ChainStep::Recreate
+            }
+            Some(c) if c.rules.iter().map(String::as_str).ne(expected.iter().copied()) => {
+                steps.drift.push(format!("nftables: chain {chain} was altered ({} rules, expected {})", c.rules.len(), expected.len()));
+                ChainStep::Refill
+            }
+            Some(_) => ChainStep::Keep,
+        };
+    }
+    steps
+}
+
+fn same_end(kernel: Option<Millis>, wanted: Option<Millis>) -> bool {
+    match (kernel, wanted) {
+        (None, None) => true,
+        (Some(k), Some(w)) => k.abs_diff(w) <= TIMEOUT_SLACK,
+        _ => false,
+    }
+}
+
+/// "3 element(s) (a . 443, b . 443, …)".
+fn sample<'a>(elements: impl ExactSizeIterator<Item = &'a Element>) -> String {
+    let n = elements.len();
+    let shown: Vec<String> = elements.take(3).map(|e| e.to_string()).collect();
+    let more = if n > 3 { ", …" } else { "" };
+    format!("{n} element(s) ({}{more})", shown.join(", "))
+}
+
+/// The `nft` commands that take the elements of `before` to those of `after` (permanent
+/// elements; timeouts are the resolver's business, not the reviewer's).
+pub fn element_commands(before: &Elements, after: &Elements, names: &NftNames) -> String {
+    let mut out = String::new();
+    let set = |e: &Element| match Family::of(&e.addr) {
+        Family::V4 => &names.set_v4,
+        Family::V6 => &names.set_v6,
+    };
+    for e in before.keys().filter(|e| !after.contains_key(*e)) {
+        writeln!(out, "delete element inet {} {} {{ {e} }}", names.table, set(e)).ok();
+    }
+    for e in after.keys().filter(|e| !before.contains_key(*e)) {
+        writeln!(out, "add element inet {} {} {{ {e} }}", names.table, set(e)).ok();
+    }
+    out
+}
+
+/// The sink: rocsync's table through netlink (needs CAP_NET_ADMIN, not the `nft` binary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftablesSink {
+    pub layout: Layout,
+}
+
+impl NftablesSink {
+    /// Reads the kernel and commits what differs, in one batch. An element that timed out
+    /// between the read and the commit fails the batch; it is read and tried once more.
+    pub fn reconcile_now(&self, state: &State, resolved: &Resolved) -> Result<Steps, SinkError> {
+        let mut last = None;
+        for _ in 0..2 {
+            let kernel = netlink::snapshot(&self.layout).map_err(|e| netlink_error("read", &self.layout, e))?;
+            let steps = reconcile(&kernel, &self.layout, &wanted(state, resolved, now_millis()));
+            if steps.is_empty() {
+                return Ok(steps);
+            }
+            match netlink::commit(&self.layout, &steps, now_millis()) {
+                Ok(()) => return Ok(steps),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(netlink_error("update", &self.layout, last.unwrap_or_else(|| std::io::Error::other("no attempt"))))
+    }
+}
+
+fn netlink_error(what: &str, layout: &Layout, source: std::io::Error) -> SinkError {
+    SinkError::Netlink { what: format!("{what} table inet {}", layout.names.table), source }
+}
+
+impl Sink for NftablesSink {
+    fn name(&self) -> &str {
+        "nftables"
+    }
+
+    fn apply(&self, state: &State, _plan_id: i64, resolved: &Resolved) -> Result<Vec<String>, SinkError> {
+        let steps = self.reconcile_now(state, resolved)?;
+        tracing::info!(
+            added = steps.add.len(),
+            deleted = steps.delete.len(),
+            "nftables: table inet {} in step",
+            self.layout.names.table
+        );
+        Ok(Vec::new())
+    }
+
+    fn drift(&self, state: &State, _plan_id: i64, resolved: &Resolved) -> Vec<String> {
+        match netlink::snapshot(&self.layout) {
+            Ok(kernel) => reconcile(&kernel, &self.layout, &wanted(state, resolved, now_millis())).drift,
+            Err(e) => vec![format!("nftables: cannot read table inet {}: {e}", self.layout.names.table)],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::{Entry, Origin};
+    use crate::host::Host;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn layout(managed: bool) -> Layout {
+        Layout {
+            names: NftNames::default(),
+            managed: managed.then(|| Managed { hook: NftHook::Forward, log_drops: true, log_prefix: "rocsync-drop: ".into() }),
+        }
+    }
+
+    fn state(hosts: &[(&str, &[u16])]) -> State {
+        let mut s = State::default();
+        for (h, ports) in hosts {
+            s.entries.insert(
+                Host::parse(h).unwrap(),
+                Entry { ports: ports.iter().copied().collect(), amcs: BTreeMap::new(), origins: BTreeSet::from([Origin::Config]), since: None },
+            );
+        }
+        s
+    }
+
+    fn resolved(pairs: &[(&str, &[&str])]) -> Resolved {
+        Resolved {
+            addresses: pairs
+                .iter()
+                .map(|(h, a)| (Host::parse(h).unwrap(), a.iter().map(|a| a.parse().unwrap()).collect()))
+                .collect(),
+            leaving: BTreeMap::new(),
+        }
+    }
+
+    fn el(a: &str, port: u16) -> Element {
+        Element { addr: a.parse().unwrap(), port }
+    }
+
+    fn in_step(wanted: &Elements, l: &Layout) -> Kernel {
+        let split = |f: Family| {
+            let (key_type, key_len) = f.key();
+            Some(KernelSet {
+                key_type,
+                key_len,
+                flags: SET_FLAGS,
+                elements: wanted.iter().filter(|(e, _)| Family::of(&e.addr) == f).map(|(e, t)| (*e, *t)).collect(),
+            })
+        };
+        Kernel {
+            table: true,
+            v4: split(Family::V4),
+            v6: split(Family::V6),
+            chain: l.managed.as_ref().map(|m| KernelChain {
+                hook: Some(m.hook_number()),
+                rules: m.rules().iter().map(|r| r.comment().to_owned()).collect(),
+            }),
+        }
+    }
+
+    #[test]
+    fn every_address_with_every_port_and_wildcards_left_out() {
+        let s = state(&[("idb.a.test", &[443, 8443]), ("*.b.test", &[443]), ("c.test", &[443])]);
+        let r = resolved(&[("idb.a.test", &["198.18.0.1", "2001:db8::1"]), ("c.test", &["198.18.0.1"])]);
+        let w = wanted(&s, &r, 0);
+        let keys: Vec<String> = w.keys().map(|e| e.to_string()).collect();
+        assert_eq!(keys, ["198.18.0.1 . 443", "198.18.0.1 . 8443", "2001:db8::1 . 443", "2001:db8::1 . 8443"]);
+        assert!(w.values().all(Option::is_none));
+    }
+
+    #[test]
+    fn an_address_in_its_grace_times_out_unless_another_host_still_gives_it() {
+        let s = state(&[("a.test", &[443]), ("b.test", &[443])]);
+        let mut r = resolved(&[("a.test", &["198.18.0.1", "198.18.0.2"]), ("b.test", &["198.18.0.3"])]);
+        r.leaving = BTreeMap::from([("198.18.0.2".parse().unwrap(), 5_000), ("198.18.0.3".parse().unwrap(), 900)]);
+        let w = wanted(&s, &r, 1_000);
+        assert_eq!(w.get(&el("198.18.0.1", 443)), Some(&None));
+        assert_eq!(w.get(&el("198.18.0.2", 443)), Some(&Some(5_000)));
+        // Past its grace: not sent at all.
+        assert_eq!(w.get(&el("198.18.0.3", 443)), None);
+    }
+
+    #[test]
+    fn an_empty_kernel_gets_the_whole_layout_in_one_batch() {
+        let l = layout(true);
+        let w = Elements::from([(el("198.18.0.1", 443), None), (el("2001:db8::1", 443), None)]);
+        let steps = reconcile(&Kernel::default(), &l, &w);
+        assert!(steps.create_table);
+        assert_eq!(steps.sets, [(Family::V4, false), (Family::V6, false)]);
+        assert_eq!(steps.chain, ChainStep::Create);
+        assert_eq!(steps.add.len(), 2);
+        assert!(steps.delete.is_empty());
+        assert_eq!(steps.drift, ["nftables: table inet rocsync is missing"]);
+    }
+
+    #[test]
+    fn a_kernel_in_step_needs_nothing() {
+        for managed in [false, true] {
+            let l = layout(managed);
+            let w = Elements::from([(el("198.18.0.1", 443), None), (el("2001:db8::1", 443), Some(90_000))]);
+            let steps = reconcile(&in_step(&w, &l), &l, &w);
+            assert!(steps.is_empty(), "{steps:?}");
+            assert!(steps.drift.is_empty());
+        }
+    }
+
+    #[test]
+    fn only_the_elements_that_differ_are_sent() {
+        let l = layout(false);
+        let before = Elements::from([(el("198.18.0.1", 443), None), (el("198.18.0.2", 443), None)]);
+        let after = Elements::from([(el("198.18.0.2", 443), Some(100_000)), (el("198.18.0.3", 443), None)]);
+        let steps = reconcile(&in_step(&before, &l), &l, &after);
+        assert_eq!(steps.delete, [el("198.18.0.1", 443), el("198.18.0.2", 443)]);
+        assert_eq!(steps.add, [(el("198.18.0.3", 443), None), (el("198.18.0.2", 443), Some(100_000))]);
+        assert!(!steps.create_table && steps.sets.is_empty());
+        assert_eq!(steps.drift.len(), 3, "{:?}", steps.drift);
+    }
+
+    #[test]
+    fn an_altered_chain_or_set_is_rebuilt_and_reported() {
+        let l = layout(true);
+        let w = Elements::from([(el("198.18.0.1", 443), None)]);
+        let mut k = in_step(&w, &l);
+        k.chain.as_mut().unwrap().rules.insert(0, String::new());
+        k.v4.as_mut().unwrap().key_type = 7;
+        let steps = reconcile(&k, &l, &w);
+        assert_eq!(steps.chain, ChainStep::Refill);
+        assert_eq!(steps.sets, [(Family::V4, true)]);
+        assert_eq!(steps.add, [(el("198.18.0.1", 443), None)]);
+        assert!(steps.drift.iter().any(|d| d.contains("chain forward was altered (5 rules, expected 4)")), "{:?}", steps.drift);
+        k.chain.as_mut().unwrap().hook = Some(3);
+        assert_eq!(reconcile(&k, &l, &w).chain, ChainStep::Recreate);
+    }
+
+    #[test]
+    fn commands_for_review() {
+        let names = NftNames::default();
+        let before = Elements::from([(el("198.18.0.1", 443), None)]);
+        let after = Elements::from([(el("2001:db8::2", 443), None)]);
+        assert_eq!(
+            element_commands(&before, &after, &names),
+            "delete element inet rocsync rocsync_v4 { 198.18.0.1 . 443 }\n\
+             add element inet rocsync rocsync_v6 { 2001:db8::2 . 443 }\n"
+        );
+    }
+
+    fn elements() -> impl Strategy<Value = Elements> {
+        prop::collection::btree_map(
+            (any::<bool>(), 0u8..8, prop::sample::select(vec![443u16, 8443])).prop_map(|(v6, n, port)| {
+                let addr: IpAddr = if v6 { format!("2001:db8::{n}").parse().unwrap() } else { format!("198.18.0.{n}").parse().unwrap() };
+                Element { addr, port }
+            }),
+            prop::option::of(prop::sample::select(vec![100_000u64, 500_000])),
+            0..12,
+        )
+    }
+
+    proptest! {
+        /// Applying the steps to what the kernel holds gives exactly what is wanted.
+        #[test]
+        fn steps_bring_the_kernel_to_what_is_wanted(have in elements(), want in elements()) {
+            let l = layout(false);
+            let k = in_step(&have, &l);
+            let steps = reconcile(&k, &l, &want);
+            let mut now = have.clone();
+            for e in &steps.delete {
+                prop_assert!(now.remove(e).is_some(), "deleted an element that is not there: {e}");
+            }
+            for (e, t) in &steps.add {
+                prop_assert!(now.insert(*e, *t).is_none(), "added an element already there: {e}");
+            }
+            prop_assert_eq!(&now, &want);
+            prop_assert_eq!(steps.is_empty(), have == want);
+        }
+    }
+}
