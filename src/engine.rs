@@ -22,6 +22,8 @@ use crate::sources::maildir::Maildir;
 use crate::config::{AnnuaireSource, Config};
 use crate::plan::{Context, HostDiff, Plan, Proposal, Status, propose};
 use crate::resolve::{BookChange, DnsResolver, ResolverError, now_millis};
+use crate::sinks::nft_script::NftNames;
+use crate::sinks::nftables::{element_commands, wanted};
 use crate::sinks::{Resolved, Sink, SinkError};
 use crate::sources::annuaire::Answer;
 use crate::sources::https::{AnnuaireClient, CertInfo, FetchError, Fetched, TlsSetupError, load_identity};
@@ -660,6 +662,43 @@ impl Engine {
             self.store.audit("rocsync", "export.post_write_failed", Some(plan_id), &w, at)?;
         }
         Ok(())
+    }
+
+    /// The `nft` commands equivalent to what plan `plan` changes in rocsync's sets, with the
+    /// addresses the resolver knows now: for review (`rocsync plan show ID --format nft`).
+    pub fn plan_nft(&self, plan: &Plan) -> Result<String, EngineError> {
+        let base = match plan.base {
+            0 => State::default(),
+            id => self.store.applied_state_of(id)?.ok_or_else(|| {
+                EngineError::Rollback(format!("the state plan {id} applied is no longer kept"))
+            })?,
+        };
+        let after = plan.diff.apply_to(&base, &now());
+        let resolved = Resolved { addresses: self.resolved()?.addresses, leaving: Default::default() };
+        let n = &self.config.raw.nftables;
+        let names = NftNames { table: n.table.clone(), set_v4: n.set_v4.clone(), set_v6: n.set_v6.clone() };
+        let mut out = format!(
+            "# Plan {}: the nft commands equivalent to what rocsync sends through netlink, in one\n\
+             # transaction, with the addresses the resolver knows now.\n",
+            plan.id
+        );
+        for change in &plan.diff.changes {
+            let host = &change.host;
+            if change.after.is_none() {
+                continue;
+            }
+            if host.is_wildcard() {
+                out.push_str(&format!("# {host}: a wildcard has no address; allow it through a proxy export.\n"));
+            } else if !resolved.addresses.contains_key(host) {
+                out.push_str(&format!("# {host}: not resolved yet; its addresses are added once it resolves.\n"));
+            }
+        }
+        let commands = element_commands(&wanted(&base, &resolved, 0), &wanted(&after, &resolved, 0), &names);
+        if commands.is_empty() {
+            out.push_str("# No element changes.\n");
+        }
+        out.push_str(&commands);
+        Ok(out)
     }
 
     /// Outputs that differ from what is in force, without touching them.

@@ -163,6 +163,11 @@ fn v1_to_v2_opens_closes_and_keeps_the_shared_host() {
     let diff = sb.ok(&["plan", "show", "2", "--format", "diff"]);
     assert!(diff.contains("\n-idb.roc.mutuelle-exemple.test:443\n") && diff.contains("\n+idb2.roc.mutuelle-exemple.test:443\n"), "{diff}");
     assert!(!diff.contains("otp-ouest"), "provenance changes do not change enforcement: {diff}");
+    // Without the resolver there are no addresses: the nft view says so rather than printing
+    // commands that would empty the sets.
+    let nft = sb.ok(&["plan", "show", "2", "--format", "nft"]);
+    assert!(nft.contains("# idb2.roc.mutuelle-exemple.test: not resolved yet"), "{nft}");
+    assert!(nft.contains("# No element changes.") && !nft.contains("delete element"), "{nft}");
     sb.ok(&["apply", "2", "--by", "tester"]);
     let hosts = sb.read("out/hosts.txt");
     assert!(hosts.contains("idb.otp-ouest.test\n") && hosts.contains("idb2.roc.mutuelle-exemple.test\n"));

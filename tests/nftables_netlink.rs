@@ -29,7 +29,7 @@ fn config(dns: &Dnsmasq, mode: &str) -> String {
     format!(
         "[annuaire]\nurl = \"file:annuaire.json\"\n\
          [review]\nmode = \"auto\"\nmax_removal_percent = 100\n\
-         [resolver]\nenabled = true\nservers = [\"{}\"]\ntimeout = \"1s\"\n\
+         [resolver]\nenabled = true\nservers = [\"{}\"]\ntimeout = \"1s\"\nmin_ttl = \"1s\"\ngrace = \"10m\"\n\
          [nftables]\nenabled = true\nmode = \"{mode}\"\nhook = \"forward\"\n",
         dns.server()
     )
@@ -101,6 +101,9 @@ fn managed_forward_chain_opens_and_closes_amc_hosts_and_repairs_itself() {
     sb.ok_in(&lab.router, &["once"]);
     assert!(lab.reaches("198.18.2.12", "idb.b.test"));
     assert!(held.ping(), "an open connection survives the change");
+    let review = sb.ok_in(&lab.router, &["plan", "show", "2", "--format", "nft"]);
+    assert_eq!(review.matches("element").count(), 1, "{review}");
+    assert!(review.contains("add element inet rocsync rocsync_v4 { 198.18.2.12 . 443 }"), "{review}");
     assert_eq!(kernel_elements(&lab.router), claimed_elements(&sb));
     assert_eq!(kernel_elements(&lab.router).len(), 3);
 
@@ -165,4 +168,17 @@ fn sets_only_mode_leaves_the_administrators_chain_alone() {
     );
     let admin = router.nft_ok(&["list", "chain", "inet", "rocsync", "admin"]);
     assert!(admin.contains("@rocsync_v4 accept"), "{admin}");
+
+    // The IDB front end moves: the old address stays for the grace as an element that times
+    // out by itself (even if rocsync is stopped), the new one is permanent.
+    dns.set_hosts("198.18.2.21 idb.a.test\n198.18.2.12 idb.b.test\n");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    sb.ok_in(&router, &["once"]);
+    let set = router.nft_ok(&["list", "set", "inet", "rocsync", "rocsync_v4"]);
+    assert!(set.contains("198.18.2.21 . 443,") || set.contains("198.18.2.21 . 443 }"), "permanent: {set}");
+    assert!(set.contains("198.18.2.11 . 443 timeout 9m5") && set.contains(" expires 9m5"), "{set}");
+    assert!(!set.contains("198.18.2.12 . 443 timeout"), "{set}");
+    // A pass with nothing new leaves the timed element alone (no drift, no re-add).
+    let status = sb.ok_in(&router, &["status", "--json"]);
+    assert!(!status.contains("nftables:"), "{status}");
 }

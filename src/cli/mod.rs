@@ -76,7 +76,7 @@ pub enum Command {
     /// Compute and store a plan from the source (or FILE); `plan list`, `plan show ID`.
     #[command(
         args_conflicts_with_subcommands = true,
-        after_help = "Examples:\n  rocsync plan --source saved-answer.xml\n  rocsync plan list --all\n  rocsync plan show 4 --format diff"
+        after_help = "Examples:\n  rocsync plan --source saved-answer.xml\n  rocsync plan list --all\n  rocsync plan show 4 --format diff\n  rocsync plan show 4 --format nft"
     )]
     Plan {
         /// Read this saved annuaire answer instead of the configured source.
@@ -177,6 +177,8 @@ pub enum ShowFormat {
     Json,
     /// `host:port` lines with `+`/`-`, the enforcement view.
     Diff,
+    /// The `nft` commands that change rocsync's sets as the plan does.
+    Nft,
 }
 
 #[derive(Debug, Args)]
@@ -344,6 +346,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ShowFormat::Text => output::plan_text(&mut out, &plan, &decisions)?,
                 ShowFormat::Json => output::plan_json(&mut out, &plan, &decisions)?,
                 ShowFormat::Diff => output::plan_diff(&mut out, &plan)?,
+                ShowFormat::Nft => write!(out, "{}", engine.plan_nft(&plan)?)?,
             }
             Ok(ExitCode::SUCCESS)
         }
