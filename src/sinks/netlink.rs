@@ -26,6 +26,11 @@ use crate::sinks::nftables::{
 const INET: u16 = libc::NFPROTO_INET as u16;
 /// Large enough for any one message of a dump (the kernel sends up to 32 KiB).
 const RECV_BUFFER: usize = 256 * 1024;
+/// Elements per message: an IPv6 element with a timeout takes about 64 bytes, and a message
+/// holds at most 64 KiB.
+const ELEMENTS_PER_MESSAGE: usize = 512;
+/// At most this many reads of a set's elements (see `get_elements`).
+const DUMP_READS: usize = 5;
 
 /// Reads what the kernel holds of the layout's table.
 pub fn snapshot(layout: &Layout) -> io::Result<Kernel> {
@@ -90,11 +95,15 @@ pub fn commit(layout: &Layout, steps: &Steps, now: Millis) -> io::Result<()> {
             if list.is_empty() {
                 continue;
             }
-            let set = SetMsg::new(&table_name, &name, family, id)?;
-            for (element, end) in &list {
-                set.push(element, end.map(|end| end.saturating_sub(now).max(1)))?;
+            // Chunks small enough for one message each (a message is at most 64 KiB).
+            for chunk in list.chunks(ELEMENTS_PER_MESSAGE) {
+                let mut set = SetMsg::new(&table_name, &name, family, id)?;
+                for (element, end) in chunk {
+                    set.push(element, end.map(|end| end.saturating_sub(now).max(1)))?;
+                }
+                set.elements = true;
+                batch.add(&set, kind);
             }
-            set.add_elements_to(&mut batch, kind)?;
         }
     }
     send_batch(batch)
@@ -264,6 +273,8 @@ impl Expression for Expr {
 /// A set as a message: its definition (add, delete) and its element lists.
 struct SetMsg {
     set: NonNull<sys::nftnl_set>,
+    /// Whether the message carries the set's elements rather than its definition.
+    elements: bool,
 }
 
 impl SetMsg {
@@ -282,7 +293,7 @@ impl SetMsg {
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FLAGS as u16, SET_FLAGS);
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_TYPE as u16, key_type);
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_LEN as u16, key_len);
-            Ok(SetMsg { set })
+            Ok(SetMsg { set, elements: false })
         }
     }
 
@@ -300,38 +311,26 @@ impl SetMsg {
         }
         Ok(())
     }
-
-    /// Adds the element messages (as many as the list needs) to `batch`.
-    fn add_elements_to(&self, batch: &mut Batch, kind: MsgType) -> io::Result<()> {
-        // SAFETY: the iterator is created over this set and destroyed here.
-        unsafe {
-            let iter = NonNull::new(sys::nftnl_set_elems_iter_create(self.set.as_ptr())).ok_or_else(io::Error::last_os_error)?;
-            loop {
-                if sys::nftnl_set_elems_iter_cur(iter.as_ptr()).is_null() {
-                    break;
-                }
-                let msg = ElemsMsg { iter: iter.as_ptr(), done: std::cell::Cell::new(0) };
-                batch.add(&msg, kind);
-                if msg.done.get() <= 0 {
-                    break;
-                }
-            }
-            sys::nftnl_set_elems_iter_destroy(iter.as_ptr());
-        }
-        Ok(())
-    }
 }
 
 unsafe impl nftnl::NlMsg for SetMsg {
     unsafe fn write(&self, buf: *mut c_void, seq: u32, kind: MsgType) {
-        let (kind, flags) = match kind {
-            MsgType::Add => (libc::NFT_MSG_NEWSET, libc::NLM_F_CREATE | libc::NLM_F_ACK),
-            MsgType::Del => (libc::NFT_MSG_DELSET, libc::NLM_F_ACK),
+        let (kind, flags) = match (self.elements, kind) {
+            (false, MsgType::Add) => (libc::NFT_MSG_NEWSET, libc::NLM_F_CREATE | libc::NLM_F_ACK),
+            (false, MsgType::Del) => (libc::NFT_MSG_DELSET, libc::NLM_F_ACK),
+            // Without NLM_F_EXCL: adding an element that is there already is not an error.
+            (true, MsgType::Add) => (libc::NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE | libc::NLM_F_ACK),
+            (true, MsgType::Del) => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
         };
-        // SAFETY: `buf` is the batch's buffer, large enough for any one message.
+        // SAFETY: `buf` is the batch's buffer, large enough for any one message (the element
+        // lists are cut to fit).
         unsafe {
             let nlh = sys::nftnl_nlmsg_build_hdr(buf.cast::<c_char>(), kind as u16, INET, flags as u16, seq);
-            sys::nftnl_set_nlmsg_build_payload(nlh, self.set.as_ptr());
+            if self.elements {
+                sys::nftnl_set_elems_nlmsg_build_payload(nlh, self.set.as_ptr());
+            } else {
+                sys::nftnl_set_nlmsg_build_payload(nlh, self.set.as_ptr());
+            }
         }
     }
 }
@@ -340,26 +339,6 @@ impl Drop for SetMsg {
     fn drop(&mut self) {
         // SAFETY: allocated in `new`, freed once.
         unsafe { sys::nftnl_set_free(self.set.as_ptr()) }
-    }
-}
-
-/// One message of elements, filled from where the iterator stands.
-struct ElemsMsg {
-    iter: *mut sys::nftnl_set_elems_iter,
-    done: std::cell::Cell<i32>,
-}
-
-unsafe impl nftnl::NlMsg for ElemsMsg {
-    unsafe fn write(&self, buf: *mut c_void, seq: u32, kind: MsgType) {
-        let (kind, flags) = match kind {
-            MsgType::Add => (libc::NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE | libc::NLM_F_EXCL | libc::NLM_F_ACK),
-            MsgType::Del => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
-        };
-        // SAFETY: as for SetMsg; the iterator outlives the message.
-        unsafe {
-            let nlh = sys::nftnl_nlmsg_build_hdr(buf.cast::<c_char>(), kind as u16, INET, flags as u16, seq);
-            self.done.set(sys::nftnl_set_elems_nlmsg_build_payload_iter(nlh, self.iter));
-        }
     }
 }
 
@@ -546,9 +525,25 @@ fn get_elements(socket: &mnl::Socket, table: &CStr, name: &CStr, family: Family)
         sys::nftnl_set_free(s);
     }
     let len = message_len(&request);
-    let mut dump = ElementDump { family, now: crate::resolve::now_millis(), elements: Elements::new() };
-    talk(socket, &request[..len], 3, parse_elements, &mut dump)?;
-    Ok(dump.elements)
+    // A dump walks the kernel's hash table, and a walk during a resize (which follows a bulk
+    // add) can miss elements: read until two reads agree, and keep everything seen.
+    let mut seen = Elements::new();
+    let mut last = None;
+    for attempt in 0..DUMP_READS {
+        if attempt > 1 {
+            // Two reads disagreed: give the resize time to finish.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let mut dump = ElementDump { family, now: crate::resolve::now_millis(), elements: Elements::new() };
+        talk(socket, &request[..len], 3, parse_elements, &mut dump)?;
+        let count = dump.elements.len();
+        seen.extend(dump.elements);
+        if last == Some(count) {
+            break;
+        }
+        last = Some(count);
+    }
+    Ok(seen)
 }
 
 fn parse_elements(nlh: &mlibc::nlmsghdr, dump: &mut ElementDump) -> libc::c_int {
@@ -556,7 +551,8 @@ fn parse_elements(nlh: &mlibc::nlmsghdr, dump: &mut ElementDump) -> libc::c_int 
     // freed here; a key is read within the length libnftnl reports.
     unsafe {
         let s = sys::nftnl_set_alloc();
-        if sys::nftnl_set_elems_nlmsg_parse(ptr::from_ref(nlh).cast(), s) >= 0 {
+        let rc = sys::nftnl_set_elems_nlmsg_parse(ptr::from_ref(nlh).cast(), s);
+        if rc >= 0 {
             let iter = sys::nftnl_set_elems_iter_create(s);
             if !iter.is_null() {
                 let mut e = sys::nftnl_set_elems_iter_next(iter);
