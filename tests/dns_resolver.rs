@@ -164,3 +164,51 @@ fn the_stored_addresses_tie_nft_drops_to_amc_hosts() {
     assert_eq!(first["in_force"], true, "in force and dropped: enforcement is broken");
     assert_eq!(doc["events"][1]["host"], serde_json::Value::Null);
 }
+
+/// Measurement, not a check: resolving 2,000 hosts (A and AAAA each) against dnsmasq on
+/// loopback. Run with
+/// `cargo test --release --test dns_resolver -- --ignored --nocapture resolve_2000`.
+#[test]
+#[ignore]
+fn resolve_2000_hosts_measurement() {
+    if !util::have("dnsmasq", false) {
+        return;
+    }
+    let mut hosts_file = String::new();
+    let mut hosts = Vec::new();
+    for i in 0..2000u32 {
+        let name = format!("idb.amc{i}.test");
+        hosts_file.push_str(&format!("198.18.{}.{} {name}\n2001:db8::{:x} {name}\n", i / 256, i % 256, i + 1));
+        hosts.push(h(&name));
+    }
+    let dns = Dnsmasq::start(&hosts_file, 300);
+    let policy = Policy { min_ttl: Duration::from_secs(30), max_ttl: Duration::from_secs(3600), grace: Duration::from_secs(3600) };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rss = || {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+            .unwrap_or(0)
+    };
+    for concurrency in [8, 32, 128] {
+        let before = rss();
+        let (took, book) = runtime.block_on(async {
+            let resolver = DnsResolver::new(&[dns.server()], Duration::from_secs(2), concurrency).unwrap();
+            let mut book = AddressBook::default();
+            book.track(&hosts, now_millis());
+            let start = std::time::Instant::now();
+            resolver.refresh(&mut book, &policy).await;
+            (start.elapsed(), book)
+        });
+        let resolved = book.addresses().values().map(BTreeSet::len).sum::<usize>();
+        assert_eq!(resolved, 4000, "every A and AAAA answered");
+        println!(
+            "resolve 2,000 hosts (A+AAAA), concurrency {concurrency}: {:.0} ms, RSS +{} KiB, {} failures",
+            took.as_secs_f64() * 1000.0,
+            rss().saturating_sub(before),
+            book.failures().len()
+        );
+    }
+}
