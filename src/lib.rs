@@ -18,16 +18,22 @@
 //! - [`resolve`]: the addresses of the hosts, following DNS TTLs, for the address sinks.
 //! - [`store`]: SQLite under `store.state_dir`: what is applied, every plan, every decision,
 //!   and an append-only audit log.
-//! - [`sinks`]: what enforces a state: Squid ACL, plain list and nft script files, written
-//!   atomically.
-//! - [`watch`]: blocked requests in Squid and nftables logs, correlated with the catalogue.
+//! - [`sinks`]: what enforces a state: files written atomically (Squid, HAProxy, plain list,
+//!   nft script, JSON, Stormshield) and rocsync's nftables table through netlink.
+//! - [`watch`]: blocked requests in Squid and nftables logs, correlated with the catalogue, and
+//!   logs followed across rotation.
+//! - [`alerts`]: what rocsync tells the DSI, the helpdesk and the RSSI, in French or English.
 //! - [`engine`]: one reconcile pass, load → read → diff → plan → apply, and the plan commands.
+//! - [`daemon`]: `rocsync run`, the long-running service: the engine's passes on a schedule and
+//!   on wake-ups, the log watchers, the alert queue, the HTTP endpoint, systemd's protocol.
 //! - [`cli`]: the `rocsync` command line on top of it all.
 
+pub mod alerts;
 pub mod amc;
 pub mod catalogue;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod host;
 pub mod plan;

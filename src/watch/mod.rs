@@ -7,6 +7,7 @@
 //! to a host the annuaire lists for `IDB` is flagged as IDB, the call that fails first at the
 //! admissions desk. Pure.
 
+pub mod follow;
 pub mod nftlog;
 pub mod squid;
 
