@@ -41,6 +41,23 @@ pub struct RawConfig {
     pub alerts: RawAlerts,
     pub review: RawReview,
     pub store: RawStore,
+    pub http: RawHttp,
+}
+
+/// The HTTP endpoint of `rocsync run` (off by default): the lists for firewalls that pull
+/// them, and metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    pub enabled: bool,
+    pub listen: String,
+    pub metrics: bool,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp { enabled: false, listen: "127.0.0.1:9780".into(), metrics: true }
+    }
 }
 
 /// Where a secret is read from: `{ file = "/etc/rocsync/p12.pass" }` or `{ env = "VAR" }`.
@@ -779,6 +796,10 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         bad("review.max_removal_percent", format!("{} is more than 100", r.max_removal_percent));
     }
     check_alerts(&raw.alerts, base, &mut bad);
+    if raw.http.enabled && raw.http.listen.parse::<std::net::SocketAddr>().is_err() {
+        bad("http.listen", format!("`{}` is not an address:port", raw.http.listen));
+    }
+
     if raw.store.keep_applied_states == 0 {
         bad("store.keep_applied_states", "must be at least 1 (the state in force)".into());
     }

@@ -55,6 +55,11 @@ pub enum Color {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run as a service: poll on schedule and on notifications, apply by review mode, follow
+    /// DNS answers and the logs, send alerts; SIGHUP reloads the configuration, SIGTERM stops.
+    #[command(after_help = "Example:\n  rocsync run --config /etc/rocsync/config.toml\n\n\
+        While it runs, `rocsync approve` records the decision and the daemon applies it within a second.")]
+    Run,
     /// Read the source, plan, apply what the review mode allows, print the plans.
     #[command(after_help = "Example:\n  rocsync once --config config.example.toml")]
     Once {
@@ -304,6 +309,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Run => {
+            crate::daemon::run(&cli.config)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Once { dry_run } => {
             let mut engine = open(&cli.config)?;
             let run = source_step(engine.once(dry_run))?;
@@ -464,12 +473,17 @@ fn decide(config: &Path, args: DecideArgs, decision: Decision, out: &mut impl Wr
     let mut engine = open(config)?;
     let by = args.by.trim();
     anyhow::ensure!(!by.is_empty(), "--by must name who decides");
-    let plan = engine.decide(args.id, decision, by, args.comment.as_deref(), !args.no_apply)?;
+    // A running daemon applies approvals itself (it has the rights nftables needs).
+    let daemon = crate::daemon::running(&engine.config.state_dir);
+    let plan = engine.decide(args.id, decision, by, args.comment.as_deref(), !args.no_apply && daemon.is_none())?;
     let verb = match decision {
         Decision::Approve => "approved",
         Decision::Reject => "rejected",
     };
     writeln!(out, "Plan {} {verb} by {by}; it is now {}.", plan.id, plan.status)?;
+    if let (Some(pid), crate::plan::Status::Approved, false) = (daemon, plan.status, args.no_apply) {
+        writeln!(out, "The running rocsync (pid {pid}) applies it within seconds; `rocsync plan show {}` tells when.", plan.id)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

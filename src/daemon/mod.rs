@@ -1,1 +1,682 @@
-//! placeholder
+//! `rocsync run`: the whole pipeline in one process.
+//!
+//! One worker thread owns the [`Engine`] and does every piece of work in turn (a pass, applying
+//! an approval, refreshing addresses, reading the logs), so that no two touch the sinks at once
+//! and a SIGTERM lets the job in progress finish. Around it, tokio tasks decide *when*: the poll
+//! schedule (and the Maildir/IMAP watchers that wake it), a one-second control tick that applies
+//! what was approved from the command line, the resolver's tick, the log tick, the HTTP endpoint,
+//! systemd's watchdog, and the signals (SIGHUP reloads, SIGTERM stops). Alerts are queued in the
+//! store by the worker and sent by a thread of their own, so that an SMTP server that hangs
+//! delays no pass.
+//!
+//! Control from the command line goes through the store: `rocsync approve` records the decision
+//! (the daemon holds `daemon.lock` in the state directory, which tells the command it runs), and
+//! the daemon applies approved plans within a second. File permissions on the state directory
+//! are the access control.
+
+pub mod http;
+pub mod mailer;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+use crate::alerts::{Alert, AmcName};
+use crate::catalogue::Catalogue;
+use crate::config::{Config, duration};
+use crate::engine::{Engine, EngineError, now};
+use crate::plan::{Plan, Status};
+use crate::resolve::now_millis;
+use crate::sinks::plain::WildcardStyle;
+use crate::sources::schedule::{self, PollSchedule};
+use crate::watch::follow::Follower;
+use crate::watch::{Correlator, Line};
+use http::{Document, Published, Shared};
+
+/// The file the daemon holds locked while it runs, in the state directory.
+pub const LOCK_FILE: &str = "daemon.lock";
+
+/// The pid of the daemon that runs on this state directory, if one does.
+pub fn running(state_dir: &Path) -> Option<u32> {
+    let file = File::open(state_dir.join(LOCK_FILE)).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => None,
+        Err(_) => std::fs::read_to_string(state_dir.join(LOCK_FILE)).ok()?.trim().parse().ok().or(Some(0)),
+    }
+}
+
+/// A piece of work for the worker.
+enum Job {
+    Pass(oneshot::Sender<bool>),
+    ApplyApproved,
+    Refresh,
+    Logs,
+    Reload(Box<Config>),
+    Ping(oneshot::Sender<()>),
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::from_path(config_path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(main_loop(config_path.to_owned(), config))
+}
+
+async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.state_dir).ok();
+    let mut lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(config.state_dir.join(LOCK_FILE))
+        .with_context(|| format!("cannot open {}", config.state_dir.join(LOCK_FILE).display()))?;
+    lock.try_lock().map_err(|_| anyhow::anyhow!("another rocsync run holds {}", config.state_dir.join(LOCK_FILE).display()))?;
+    lock.set_len(0)?;
+    writeln!(lock, "{}", std::process::id())?;
+
+    let shared: Shared = Arc::new(RwLock::new(Published { serve_metrics: config.raw.http.metrics, ..Published::default() }));
+    let engine = Engine::open(config.clone())?;
+    let (jobs, rx) = mpsc::channel::<Job>(16);
+    let worker_shared = shared.clone();
+    let worker = std::thread::Builder::new().name("rocsync-worker".into()).spawn(move || Worker::new(engine, worker_shared).run(rx))?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_mailer = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mailer = if config.raw.alerts.enabled {
+        let (config, shared, stop) = (config.clone(), shared.clone(), stop_mailer.clone());
+        Some(std::thread::Builder::new().name("rocsync-mailer".into()).spawn(move || mail_loop(&config, &shared, &stop))?)
+    } else {
+        None
+    };
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let wake = Arc::new(Notify::new());
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    spawn_schedules(&mut tasks, &config, &jobs, &wake, &stop_rx, stopped);
+    if config.raw.http.enabled {
+        let listener = tokio::net::TcpListener::bind(&config.raw.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.raw.http.listen))?;
+        info!("HTTP endpoint on http://{}/roc-hosts.txt", config.raw.http.listen);
+        tasks.spawn(http::serve(listener, shared.clone(), stopped(stop_rx.clone())));
+    }
+
+    // The first pass before READY: the service is ready once what it enforces is in place.
+    let (tx, ready) = oneshot::channel();
+    jobs.send(Job::Pass(tx)).await.ok();
+    let first = ready.await.unwrap_or(false);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(if first {
+        "running"
+    } else {
+        "running; the first read of the annuaire failed (see the log)"
+    })]);
+    info!(pid = std::process::id(), "rocsync run: ready.");
+
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        let jobs = jobs.clone();
+        let stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(period / 2);
+            while !*stop.borrow() {
+                tick.tick().await;
+                // The worker answers between jobs: a worker stuck in one job longer than the
+                // watchdog period gets the service restarted.
+                let (tx, rx) = oneshot::channel();
+                if jobs.send(Job::Ping(tx)).await.is_ok() && tokio::time::timeout(period, rx).await.is_ok() {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        });
+    }
+
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match Config::from_path(&config_path) {
+                Ok(new) => {
+                    info!("SIGHUP: configuration {} reloaded.", config_path.display());
+                    let _ = jobs.send(Job::Reload(Box::new(new))).await;
+                }
+                Err(e) => error!("SIGHUP: the configuration is refused, the one loaded stays in force:\n{e}"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!("Stopping: finishing the job in progress.");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    drop(jobs);
+    while tasks.join_next().await.is_some() {}
+    tokio::task::spawn_blocking(move || worker.join()).await.ok();
+    stop_mailer.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(m) = mailer {
+        tokio::task::spawn_blocking(move || m.join()).await.ok();
+    }
+    info!("Stopped.");
+    Ok(())
+}
+
+fn spawn_schedules<F, Fut>(
+    tasks: &mut tokio::task::JoinSet<()>,
+    config: &Config,
+    jobs: &mpsc::Sender<Job>,
+    wake: &Arc<Notify>,
+    stop: &watch::Receiver<bool>,
+    stopped: F,
+) where
+    F: Fn(watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let a = &config.raw.annuaire;
+    let d = |text: &str, default: u64| duration(text).unwrap_or(Duration::from_secs(default));
+    let schedule = PollSchedule {
+        interval: d(&a.poll_interval, 600),
+        jitter: d(&a.poll_jitter, 60),
+        backoff_max: d(&a.backoff_max, 1800),
+        min_gap: d(&config.raw.notifications.debounce, 30),
+    };
+    {
+        let (jobs, wake, done, mut stop) = (jobs.clone(), wake.clone(), stopped(stop.clone()), stop.clone());
+        tasks.spawn(async move {
+            // The first pass is made before READY; the schedule starts after it (or at once
+            // when a notification wakes it).
+            tokio::select! {
+                () = tokio::time::sleep(schedule.after_success(schedule::jitter_random())) => {}
+                () = wake.notified() => wake.notify_one(),
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            schedule::run(
+                schedule,
+                || {
+                    let jobs = jobs.clone();
+                    async move {
+                        let (tx, rx) = oneshot::channel();
+                        jobs.send(Job::Pass(tx)).await.is_ok() && rx.await.unwrap_or(false)
+                    }
+                },
+                &wake,
+                done,
+            )
+            .await;
+        });
+    }
+    let ticks: Vec<(Duration, fn() -> Job)> = {
+        let mut t: Vec<(Duration, fn() -> Job)> = vec![(Duration::from_secs(1), || Job::ApplyApproved), (Duration::from_millis(500), || Job::Logs)];
+        if config.resolver.enabled {
+            t.push((config.resolver.policy.min_ttl.max(Duration::from_secs(1)), || Job::Refresh));
+        }
+        t
+    };
+    for (period, job) in ticks {
+        let (jobs, mut stop) = (jobs.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                // A full queue means the worker is busy: this tick is skipped, not stacked.
+                if jobs.try_send(job()).is_err() && jobs.is_closed() {
+                    return;
+                }
+            }
+        });
+    }
+    if let Some(root) = config.maildir.clone() {
+        let rescan = config.raw.notifications.maildir.rescan_interval.as_deref().and_then(|r| duration(r).ok()).unwrap_or(Duration::from_secs(300));
+        let (wake, done) = (wake.clone(), stopped(stop.clone()));
+        tasks.spawn(async move {
+            match crate::sources::maildir::Maildir::open(&root) {
+                Ok(maildir) => {
+                    if let Err(e) = crate::sources::maildir::watch(&maildir, rescan, wake, done).await {
+                        error!("Cannot watch the Maildir {}: {e}", root.display());
+                    }
+                }
+                Err(e) => error!("Cannot open the Maildir {}: {e}", root.display()),
+            }
+        });
+    }
+    if let Some(imap) = config.imap.clone() {
+        let n = &config.raw.notifications.imap;
+        let (use_idle, interval) = (n.use_idle, d(&n.poll_interval, 120));
+        let (wake, done) = (wake.clone(), stopped(stop.clone()));
+        tasks.spawn(async move { crate::sources::imap::watch(&imap, use_idle, interval, wake, done).await });
+    }
+}
+
+/// Sends the alert queue every two seconds until told to stop (then once more).
+fn mail_loop(config: &Config, shared: &Shared, stop: &std::sync::atomic::AtomicBool) {
+    let mailer = match mailer::Mailer::new(config) {
+        Ok(m) => m,
+        Err(e) => {
+            error!("Alerts cannot be sent: {e}");
+            return;
+        }
+    };
+    let mut store = match crate::store::Store::open(&config.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("Alerts cannot be sent: {}", crate::error_chain(&e));
+            return;
+        }
+    };
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        match mailer.deliver(&mut store) {
+            Ok(round) => {
+                if let Ok(mut p) = shared.write() {
+                    p.metrics.alerts_sent += round.sent as u64;
+                    p.metrics.alerts_failed += round.failed as u64;
+                }
+            }
+            Err(e) => warn!("Alert queue: {e}"),
+        }
+        for _ in 0..20 {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The worker: owns the engine, does one job at a time.
+struct Worker {
+    engine: Engine,
+    shared: Shared,
+    followers: Vec<(Follower, LogKind)>,
+    catalogue: Option<(i64, Catalogue)>,
+    /// Since when the annuaire has failed, with the last error.
+    failing_since: Option<(String, u64, String)>,
+    published_plan: Option<i64>,
+}
+
+#[derive(Clone, Copy)]
+enum LogKind {
+    Squid,
+    Nft,
+}
+
+impl Worker {
+    fn new(engine: Engine, shared: Shared) -> Worker {
+        let mut w = Worker { engine, shared, followers: Vec::new(), catalogue: None, failing_since: None, published_plan: None };
+        w.open_followers();
+        w
+    }
+
+    fn open_followers(&mut self) {
+        let watch = self.engine.config.raw.watch.clone();
+        let base = self.engine.config.base_dir.clone();
+        self.followers.clear();
+        for (path, kind) in [(watch.squid_access_log, LogKind::Squid), (watch.nft_log, LogKind::Nft)] {
+            let Some(path) = path else { continue };
+            let path = base.join(path);
+            let saved = self.engine.store.log_position(&path.to_string_lossy()).unwrap_or_else(|e| {
+                warn!("Cannot read the saved position of {}: {}", path.display(), crate::error_chain(&e));
+                None
+            });
+            info!("Following {} from {}.", path.display(), if saved.is_some() { "where it stopped" } else { "its end" });
+            self.followers.push((Follower::new(&path, saved), kind));
+        }
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        self.publish();
+        while let Some(job) = rx.blocking_recv() {
+            match job {
+                Job::Pass(reply) => {
+                    let ok = self.pass();
+                    let _ = reply.send(ok);
+                }
+                Job::ApplyApproved => self.apply_approved(),
+                Job::Refresh => {
+                    if let Err(e) = self.engine.refresh_addresses() {
+                        warn!("Resolving the hosts in force: {}", crate::error_chain(&e));
+                    }
+                    self.publish();
+                }
+                Job::Logs => self.logs(),
+                Job::Reload(config) => match Engine::open(*config) {
+                    Ok(engine) => {
+                        self.engine = engine;
+                        self.catalogue = None;
+                        self.open_followers();
+                        self.publish();
+                    }
+                    Err(e) => error!("The new configuration cannot be used, the old one stays: {}", crate::error_chain(&e)),
+                },
+                Job::Ping(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        info!("Worker stopped.");
+    }
+
+    fn raise(&mut self, alert: Alert) {
+        if !self.engine.config.raw.alerts.enabled {
+            return;
+        }
+        let window = duration(&self.engine.config.raw.alerts.dedup_window).unwrap_or(Duration::from_secs(3600));
+        if let Err(e) = self.engine.store.raise(&alert, &now(), window.as_millis() as u64, now_millis()) {
+            error!("Cannot queue an alert: {}", crate::error_chain(&e));
+        }
+    }
+
+    /// One reconcile pass, then what it means for people: plans to review, failures to tell.
+    fn pass(&mut self) -> bool {
+        let started = Instant::now();
+        let result = self.engine.once(false);
+        let ok = match result {
+            Ok(run) => {
+                self.failing_since = None;
+                if let Ok(mut p) = self.shared.write() {
+                    let at = OffsetDateTime::now_utc().unix_timestamp();
+                    p.metrics.last_good_poll.insert(run.read.source.clone(), at);
+                    if run.plans.iter().any(|plan| plan.status == Status::Applied) {
+                        p.metrics.applies += 1;
+                        p.metrics.last_apply_seconds = started.elapsed().as_secs_f64();
+                        p.metrics.apply_seconds_total += p.metrics.last_apply_seconds;
+                    }
+                }
+                if !run.repaired.is_empty() {
+                    self.raise(Alert::DriftRepaired { details: run.repaired.clone() });
+                }
+                true
+            }
+            Err(e) => {
+                let text = crate::error_chain(&e);
+                warn!("Pass failed; what is in force stays: {text}");
+                if let EngineError::Sink { plan, .. } = &e {
+                    self.raise(Alert::ApplyFailed { plan: *plan, error: text.clone() });
+                } else {
+                    if let Ok(mut p) = self.shared.write() {
+                        p.metrics.polls_failed += 1;
+                    }
+                    self.note_unreachable(text);
+                }
+                false
+            }
+        };
+        self.review_alerts();
+        self.certificate_alert();
+        self.catalogue = None;
+        self.publish();
+        ok
+    }
+
+    fn note_unreachable(&mut self, error: String) {
+        let source = self.engine.config.source.to_string();
+        let since = self.failing_since.get_or_insert_with(|| (now(), now_millis(), error.clone()));
+        since.2 = error;
+        let after = duration(&self.engine.config.raw.annuaire.unreachable_alert_after).unwrap_or(Duration::from_secs(7200));
+        if now_millis().saturating_sub(since.1) >= after.as_millis() as u64 {
+            let alert = Alert::Unreachable { source, since: since.0.clone(), error: since.2.clone() };
+            self.raise(alert);
+        }
+    }
+
+    /// A review e-mail for each plan that waits and was not told yet; a reminder for those
+    /// waiting longer than `review.remind_after`.
+    fn review_alerts(&mut self) {
+        let Ok(open) = self.engine.store.open_plans() else { return };
+        let remind = duration(&self.engine.config.raw.review.remind_after).unwrap_or(Duration::from_secs(86400));
+        for plan in open.iter().filter(|p| p.status == Status::Pending) {
+            let review = Alert::Review { plan: plan.id, diff: diff_text(plan), reasons: plan.reasons.clone() };
+            if !self.engine.store.alert_raised_since(&review.key(), 0).unwrap_or(true) {
+                self.raise(review);
+                continue;
+            }
+            let age = OffsetDateTime::parse(&plan.created, &Rfc3339).map(|c| OffsetDateTime::now_utc() - c).unwrap_or_default();
+            let reminder = Alert::Reminder { plan: plan.id, created: plan.created.clone(), diff: diff_text(plan) };
+            let since = now_millis().saturating_sub(remind.as_millis() as u64);
+            if age >= remind && !self.engine.store.alert_raised_since(&reminder.key(), since).unwrap_or(true) {
+                self.raise(reminder);
+            }
+        }
+    }
+
+    fn certificate_alert(&mut self) {
+        let Some(Ok(cert)) = self.engine.client_certificate() else { return };
+        let left = cert.not_after - OffsetDateTime::now_utc();
+        if left > time::Duration::try_from(self.engine.config.cert_expiry_warning).unwrap_or(time::Duration::days(30)) {
+            return;
+        }
+        let alert = Alert::Certificate {
+            subject: cert.subject.clone(),
+            not_after: cert.not_after.format(&Rfc3339).unwrap_or_default(),
+            days_left: left.whole_days(),
+        };
+        // Once a day.
+        if !self.engine.store.alert_raised_since(&alert.key(), now_millis().saturating_sub(86_400_000)).unwrap_or(true) {
+            self.raise(alert);
+        }
+    }
+
+    /// Applies the plans approved from the command line since the last tick.
+    fn apply_approved(&mut self) {
+        let approved: Vec<Plan> = match self.engine.store.open_plans() {
+            Ok(plans) => plans.into_iter().filter(|p| p.status == Status::Approved).collect(),
+            Err(e) => {
+                warn!("Cannot read the plans: {}", crate::error_chain(&e));
+                return;
+            }
+        };
+        if approved.is_empty() {
+            return;
+        }
+        for plan in approved {
+            let started = Instant::now();
+            match self.engine.apply(plan.id, "rocsync") {
+                Ok(done) => {
+                    info!(plan = plan.id, "Approved plan applied ({} plan(s)).", done.len());
+                    if let Ok(mut p) = self.shared.write() {
+                        p.metrics.applies += 1;
+                        p.metrics.last_apply_seconds = started.elapsed().as_secs_f64();
+                        p.metrics.apply_seconds_total += p.metrics.last_apply_seconds;
+                    }
+                }
+                Err(e) => {
+                    let text = crate::error_chain(&e);
+                    warn!(plan = plan.id, "Approved plan not applied: {text}");
+                    // A stale plan is superseded by the store; only a sink failure is news.
+                    if matches!(e, EngineError::Sink { .. }) {
+                        self.raise(Alert::ApplyFailed { plan: plan.id, error: text });
+                    }
+                }
+            }
+        }
+        self.publish();
+    }
+
+    /// The catalogue of the last good answer, parsed once per pass.
+    fn catalogue(&mut self) -> Option<&Catalogue> {
+        let cached = self.engine.store.latest_cached_answer().ok()??;
+        let stamp = cached.body.len() as i64 ^ cached.fetched_at.len() as i64;
+        if self.catalogue.as_ref().is_none_or(|(s, _)| *s != stamp) {
+            let answer = crate::sources::annuaire::parse(&cached.body, cached.content_type.as_deref()).ok()?;
+            self.catalogue = Some((stamp, Catalogue::from_answer(&answer)));
+        }
+        self.catalogue.as_ref().map(|(_, c)| c)
+    }
+
+    /// Reads what the followed logs added, and queues an alert per blocked AMC request (counted
+    /// and deduplicated), together with the new position of each log.
+    fn logs(&mut self) {
+        if self.followers.is_empty() {
+            return;
+        }
+        let prefix = self.engine.config.raw.nftables.log_prefix.clone();
+        let window = duration(&self.engine.config.raw.alerts.dedup_window).unwrap_or(Duration::from_secs(3600)).as_millis() as u64;
+        let alerts_on = self.engine.config.raw.alerts.enabled;
+        let mut followers = std::mem::take(&mut self.followers);
+        for (follower, kind) in &mut followers {
+            let chunk = match follower.read() {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!("Cannot read {}: {e}", follower.path().display());
+                    continue;
+                }
+            };
+            if let Some(how) = chunk.rotated {
+                info!("{} was rotated ({how}); reading the new file from its start.", follower.path().display());
+            }
+            let Some(position) = follower.position().cloned() else { continue };
+            let mut raised = Vec::new();
+            if !chunk.lines.is_empty() {
+                raised = self.correlate(&chunk.lines, *kind, &prefix);
+            }
+            if let Ok(mut p) = self.shared.write() {
+                for (alert, _) in &raised {
+                    if let Alert::Blocked { amcs, services, .. } = alert {
+                        for amc in amcs {
+                            for service in services {
+                                *p.metrics.blocked.entry((amc.number.clone(), service.clone())).or_default() += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            let to_store = if alerts_on { raised } else { Vec::new() };
+            if let Err(e) = self.engine.store.record_log(&follower.path().to_string_lossy(), &position, &to_store, window, now_millis()) {
+                error!("Cannot record what {} said: {}", follower.path().display(), crate::error_chain(&e));
+            }
+        }
+        self.followers = followers;
+    }
+
+    fn correlate(&mut self, lines: &[String], kind: LogKind, prefix: &str) -> Vec<(Alert, String)> {
+        let in_force = self.engine.store.applied().map(|a| a.state).unwrap_or_default();
+        let reverse = self.engine.store.address_book().map(|b| b.reverse()).unwrap_or_default();
+        let pending: Vec<Plan> = self.engine.store.open_plans().unwrap_or_default();
+        let Some(catalogue) = self.catalogue().cloned() else { return Vec::new() };
+        let correlator = Correlator::new(&catalogue, &in_force, reverse);
+        let mut out = Vec::new();
+        for line in lines {
+            let parsed = match kind {
+                LogKind::Squid => crate::watch::squid::parse_line(line),
+                LogKind::Nft => crate::watch::nftlog::parse_line(line, prefix),
+            };
+            let Some(Line::Blocked(blocked)) = parsed else { continue };
+            let Some(event) = correlator.event(&blocked) else { continue };
+            let amcs = event
+                .amcs
+                .iter()
+                .map(|n| AmcName {
+                    number: n.clone(),
+                    name: catalogue.amcs.iter().find(|(k, _)| k.as_str() == n).map(|(_, i)| i.name.clone()).unwrap_or_default(),
+                })
+                .collect();
+            let pending_plan = event.host.as_deref().and_then(|h| {
+                pending.iter().find(|p| p.diff.changes.iter().any(|c| c.after.is_some() && c.host.matches(h))).map(|p| p.id)
+            });
+            let at = if event.time.is_empty() { now() } else { event.time.clone() };
+            out.push((
+                Alert::Blocked {
+                    host: event.host.clone(),
+                    ip: event.ip.map(|i| i.to_string()),
+                    port: event.port,
+                    client: event.client.map(|c| c.to_string()),
+                    amcs,
+                    services: event.services.clone(),
+                    idb: event.idb,
+                    in_force: event.in_force,
+                    pending_plan,
+                },
+                at,
+            ));
+        }
+        out
+    }
+
+    /// Refreshes what the HTTP endpoint serves and the gauges.
+    fn publish(&mut self) {
+        let Ok(applied) = self.engine.store.applied() else { return };
+        let pending = self.engine.store.open_plans().map(|p| p.iter().filter(|p| p.status == Status::Pending).count()).unwrap_or(0);
+        let addresses = if self.engine.config.resolver.enabled {
+            self.engine.store.address_book().map(|b| b.addresses().values().map(|a| a.len()).sum()).unwrap_or(0)
+        } else {
+            0
+        };
+        let changed = self.published_plan != Some(applied.plan_id);
+        let Ok(mut p) = self.shared.write() else { return };
+        p.metrics.hosts_in_force = applied.state.entries.len();
+        p.metrics.pending_plans = pending;
+        p.metrics.addresses = addresses;
+        p.serve_metrics = self.engine.config.raw.http.metrics;
+        if changed {
+            p.plain = Document::new(crate::sinks::plain::render(&applied.state, WildcardStyle::Star));
+            p.json = Document::new(crate::sinks::json::render(&applied.state, applied.plan_id));
+            self.published_plan = Some(applied.plan_id);
+        }
+    }
+}
+
+/// A plan's changes as plain text lines for an e-mail: `+ host tcp/ports (AMC …)`.
+fn diff_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let mut by_amc: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for change in &plan.diff.changes {
+        let entry = change.after.as_ref().or(change.before.as_ref());
+        let who: Vec<String> = entry
+            .map(|e| e.amcs.iter().map(|(n, u)| format!("{} ({n})", u.name)).collect())
+            .unwrap_or_default();
+        let who = if who.is_empty() { "—".to_owned() } else { who.join(", ") };
+        let line = match (&change.before, &change.after) {
+            (None, Some(after)) => format!("+ {} tcp/{}", change.host, ports(&after.ports)),
+            (Some(_), None) => format!("- {}", change.host),
+            _ => {
+                let (added, removed) = (change.ports_added(), change.ports_removed());
+                if added.is_empty() && removed.is_empty() {
+                    format!("~ {} (provenance)", change.host)
+                } else {
+                    format!("~ {} +tcp/{} -tcp/{}", change.host, ports(&added), ports(&removed))
+                }
+            }
+        };
+        by_amc.entry(who).or_default().push(line);
+    }
+    for (who, lines) in by_amc {
+        out.push_str(&format!("{who}\n"));
+        for l in lines {
+            out.push_str(&format!("  {l}\n"));
+        }
+    }
+    out
+}
+
+fn ports(p: &std::collections::BTreeSet<u16>) -> String {
+    p.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_daemon_runs_on_a_fresh_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(running(dir.path()), None);
+        let lock = dir.path().join(LOCK_FILE);
+        std::fs::write(&lock, "4242\n").unwrap();
+        assert_eq!(running(dir.path()), None, "a lock file nobody holds is not a daemon");
+        let held = File::options().write(true).open(&lock).unwrap();
+        held.lock().unwrap();
+        assert_eq!(running(dir.path()), Some(4242));
+    }
+}

@@ -1,0 +1,200 @@
+//! The daemon's HTTP endpoint (`[http]`, off by default): the approved list for firewalls that
+//! pull an external list, as plain text (`/roc-hosts.txt`) and JSON (`/roc-hosts.json`), each
+//! with an `ETag` so that an unchanged list costs a 304; and `/metrics` in the Prometheus text
+//! format. Read-only: GET and HEAD only.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// A published document and its entity tag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Document {
+    pub body: String,
+    pub etag: String,
+}
+
+impl Document {
+    pub fn new(body: String) -> Document {
+        // FNV-1a: stable across runs and versions, which is all an ETag needs.
+        let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        Document { etag: format!("\"{hash:016x}\""), body }
+    }
+}
+
+/// What the daemon counts, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics {
+    /// Source → Unix time of its last good read.
+    pub last_good_poll: BTreeMap<String, i64>,
+    pub polls_failed: u64,
+    pub hosts_in_force: usize,
+    pub addresses: usize,
+    pub pending_plans: usize,
+    /// (AMC number, service) → blocked requests seen.
+    pub blocked: BTreeMap<(String, String), u64>,
+    pub alerts_sent: u64,
+    pub alerts_failed: u64,
+    pub applies: u64,
+    pub apply_seconds_total: f64,
+    pub last_apply_seconds: f64,
+}
+
+impl Metrics {
+    /// The Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let w = &mut out;
+        let gauge = |w: &mut String, name: &str, help: &str, kind: &str| {
+            writeln!(w, "# HELP rocsync_{name} {help}\n# TYPE rocsync_{name} {kind}").ok();
+        };
+        gauge(w, "last_good_poll_timestamp_seconds", "Unix time of the last good read of each annuaire source.", "gauge");
+        for (source, at) in &self.last_good_poll {
+            writeln!(w, "rocsync_last_good_poll_timestamp_seconds{{source=\"{}\"}} {at}", label(source)).ok();
+        }
+        for (name, help, kind, value) in [
+            ("polls_failed_total", "Annuaire reads that failed.", "counter", self.polls_failed as f64),
+            ("hosts_in_force", "Hosts allowed by the state in force.", "gauge", self.hosts_in_force as f64),
+            ("addresses", "Addresses resolved for the hosts in force.", "gauge", self.addresses as f64),
+            ("pending_plans", "Plans waiting for approval.", "gauge", self.pending_plans as f64),
+            ("alerts_sent_total", "Alerts sent.", "counter", self.alerts_sent as f64),
+            ("alerts_failed_total", "Alert deliveries that failed (each is retried).", "counter", self.alerts_failed as f64),
+            ("last_apply_duration_seconds", "How long the last apply took.", "gauge", self.last_apply_seconds),
+        ] {
+            gauge(w, name, help, kind);
+            writeln!(w, "rocsync_{name} {value}").ok();
+        }
+        gauge(w, "apply_duration_seconds", "Time spent applying plans.", "summary");
+        writeln!(w, "rocsync_apply_duration_seconds_sum {}\nrocsync_apply_duration_seconds_count {}", self.apply_seconds_total, self.applies).ok();
+        gauge(w, "blocked_requests_total", "Blocked requests to AMC services seen in the logs.", "counter");
+        for ((amc, service), n) in &self.blocked {
+            writeln!(w, "rocsync_blocked_requests_total{{amc=\"{}\",service=\"{}\"}} {n}", label(amc), label(service)).ok();
+        }
+        out
+    }
+}
+
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// What the endpoint serves; the daemon replaces it after each apply.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub plain: Document,
+    pub json: Document,
+    pub metrics: Metrics,
+    pub serve_metrics: bool,
+}
+
+pub type Shared = Arc<RwLock<Published>>;
+
+/// Serves until `shutdown` completes.
+pub async fn serve(listener: TcpListener, shared: Shared, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("HTTP endpoint: {e}");
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let shared = shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&request, &shared)) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!("HTTP connection: {e}");
+            }
+        });
+    }
+}
+
+fn answer(request: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD only\n");
+    }
+    let Ok(published) = shared.read() else { return plain(StatusCode::INTERNAL_SERVER_ERROR, "unavailable\n") };
+    let (doc, content_type) = match request.uri().path() {
+        "/roc-hosts.txt" => (published.plain.clone(), "text/plain; charset=utf-8"),
+        "/roc-hosts.json" => (published.json.clone(), "application/json"),
+        "/metrics" if published.serve_metrics => {
+            (Document { body: published.metrics.render(), etag: String::new() }, "text/plain; version=0.0.4; charset=utf-8")
+        }
+        _ => return plain(StatusCode::NOT_FOUND, "not found: /roc-hosts.txt, /roc-hosts.json, /metrics\n"),
+    };
+    drop(published);
+    let not_modified = !doc.etag.is_empty()
+        && request.headers().get_all(IF_NONE_MATCH).iter().any(|v| {
+            v.to_str().is_ok_and(|v| v.split(',').any(|tag| tag.trim() == doc.etag || tag.trim() == "*"))
+        });
+    let head = request.method() == Method::HEAD;
+    let (status, body) = match (not_modified, head) {
+        (true, _) => (StatusCode::NOT_MODIFIED, Bytes::new()),
+        (false, true) => (StatusCode::OK, Bytes::new()),
+        (false, false) => (StatusCode::OK, Bytes::from(doc.body)),
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(tag) = HeaderValue::from_str(&doc.etag) {
+        if !doc.etag.is_empty() {
+            response.headers_mut().insert(ETAG, tag);
+        }
+    }
+    response
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_follow_the_content() {
+        assert_eq!(Document::new("a\n".into()).etag, Document::new("a\n".into()).etag);
+        assert_ne!(Document::new("a\n".into()).etag, Document::new("b\n".into()).etag);
+        assert!(Document::new(String::new()).etag.starts_with('"'));
+    }
+
+    #[test]
+    fn metrics_in_the_prometheus_text_format() {
+        let mut m = Metrics { hosts_in_force: 12, applies: 2, apply_seconds_total: 0.5, ..Metrics::default() };
+        m.last_good_poll.insert("file:a \"b\".json".into(), 1_700_000_000);
+        m.blocked.insert(("123456789".into(), "IDB".into()), 100);
+        let text = m.render();
+        assert!(text.contains("# TYPE rocsync_hosts_in_force gauge\nrocsync_hosts_in_force 12\n"), "{text}");
+        assert!(text.contains("rocsync_last_good_poll_timestamp_seconds{source=\"file:a \\\"b\\\".json\"} 1700000000"), "{text}");
+        assert!(text.contains("rocsync_blocked_requests_total{amc=\"123456789\",service=\"IDB\"} 100"), "{text}");
+        assert!(text.contains("rocsync_apply_duration_seconds_count 2"), "{text}");
+        // Every sample line is `name{labels} value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}
