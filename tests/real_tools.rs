@@ -73,25 +73,32 @@ fn systemd_units_verify_and_are_hardened() {
     let dir = tempfile::tempdir().unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
     // `verify` checks that ExecStart exists: point the units at the binary just built.
-    for unit in ["rocsync-once.service", "rocsync-once.timer", "rocsync-mail.path"] {
+    for unit in ["rocsync.service", "rocsync-once.service", "rocsync-once.timer", "rocsync-mail.path"] {
         let text = std::fs::read_to_string(root.join(unit)).unwrap().replace("/usr/bin/rocsync", env!("CARGO_BIN_EXE_rocsync"));
         std::fs::write(dir.path().join(unit), text).unwrap();
     }
     let out = Command::new("systemd-analyze")
         .current_dir(dir.path())
-        .args(["verify", "rocsync-once.service", "rocsync-once.timer", "rocsync-mail.path"])
+        .args(["verify", "rocsync.service", "rocsync-once.service", "rocsync-once.timer", "rocsync-mail.path"])
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && log.trim().is_empty(), "systemd-analyze verify:\n{log}");
-    let out = Command::new("systemd-analyze")
-        .current_dir(dir.path())
-        .args(["security", "--offline=true", "rocsync-once.service"])
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    let verdict = report.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("{report}"));
-    assert!(verdict.contains(" OK") || verdict.contains(" SAFE"), "{verdict}");
+    for unit in ["rocsync.service", "rocsync-once.service"] {
+        let out = Command::new("systemd-analyze")
+            .current_dir(dir.path())
+            .args(["security", "--offline=true", unit])
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        let verdict = report.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("{report}"));
+        assert!(verdict.contains(" OK") || verdict.contains(" SAFE"), "{unit}: {verdict}");
+    }
+    // The daemon's unit: notify protocol with a watchdog, and CAP_NET_ADMIN as its only privilege.
+    let unit = std::fs::read_to_string(root.join("rocsync.service")).unwrap();
+    for line in ["Type=notify", "WatchdogSec=", "AmbientCapabilities=CAP_NET_ADMIN\n", "CapabilityBoundingSet=CAP_NET_ADMIN\n", "User=rocsync"] {
+        assert!(unit.contains(line), "rocsync.service lacks {line}");
+    }
 }
 
 #[test]

@@ -155,10 +155,8 @@ fn answer(request: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>>
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(tag) = HeaderValue::from_str(&doc.etag) {
-        if !doc.etag.is_empty() {
-            response.headers_mut().insert(ETAG, tag);
-        }
+    if let (false, Ok(tag)) = (doc.etag.is_empty(), HeaderValue::from_str(&doc.etag)) {
+        response.headers_mut().insert(ETAG, tag);
     }
     response
 }

@@ -156,9 +156,9 @@ impl Mailer {
     }
 }
 
-/// 30 s after the first failure, doubling, at most 30 min.
+/// 10 s after the first failure, doubling, at most 30 min.
 fn backoff_ms(attempts: u32) -> u64 {
-    (30_000u64 << attempts.min(6)).min(30 * 60_000)
+    (10_000u64 << attempts.min(8)).min(30 * 60_000)
 }
 
 #[cfg(test)]
@@ -167,10 +167,10 @@ mod tests {
 
     #[test]
     fn retries_back_off_to_half_an_hour() {
-        assert_eq!(backoff_ms(0), 30_000);
-        assert_eq!(backoff_ms(1), 60_000);
-        assert_eq!(backoff_ms(5), 960_000);
-        assert_eq!(backoff_ms(6), 1_800_000);
+        assert_eq!(backoff_ms(0), 10_000);
+        assert_eq!(backoff_ms(1), 20_000);
+        assert_eq!(backoff_ms(7), 1_280_000);
+        assert_eq!(backoff_ms(8), 1_800_000);
         assert_eq!(backoff_ms(40), 1_800_000);
     }
 }

@@ -585,7 +585,7 @@ impl Worker {
             let pending_plan = event.host.as_deref().and_then(|h| {
                 pending.iter().find(|p| p.diff.changes.iter().any(|c| c.after.is_some() && c.host.matches(h))).map(|p| p.id)
             });
-            let at = if event.time.is_empty() { now() } else { event.time.clone() };
+            let at = log_time(&event.time);
             out.push((
                 Alert::Blocked {
                     host: event.host.clone(),
@@ -624,6 +624,21 @@ impl Worker {
             p.json = Document::new(crate::sinks::json::render(&applied.state, applied.plan_id));
             self.published_plan = Some(applied.plan_id);
         }
+    }
+}
+
+/// A log's time as people read it: Squid's epoch seconds become RFC 3339 (UTC); syslog's
+/// stamps stay as written; none, now.
+fn log_time(time: &str) -> String {
+    if time.is_empty() {
+        return now();
+    }
+    match time.parse::<f64>() {
+        Ok(secs) => OffsetDateTime::from_unix_timestamp(secs as i64)
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_else(|| time.to_owned()),
+        Err(_) => time.to_owned(),
     }
 }
 
@@ -667,6 +682,13 @@ fn ports(p: &std::collections::BTreeSet<u16>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_times_read_as_dates() {
+        assert_eq!(log_time("1763630101.202"), "2025-11-20T09:15:01Z");
+        assert_eq!(log_time("Nov 20 09:15:01"), "Nov 20 09:15:01");
+        assert!(log_time("").starts_with("20"));
+    }
 
     #[test]
     fn no_daemon_runs_on_a_fresh_state_directory() {

@@ -13,6 +13,7 @@ pub mod annuaire_server;
 pub mod dnsmasq;
 pub mod dovecot;
 pub mod lab;
+pub mod smtp;
 
 /// The outputs and state sections every sandbox configuration ends with.
 pub const OUTPUTS: &str = "[exports.squid]\npath = \"out/squid.acl\"\n\

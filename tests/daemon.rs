@@ -1,0 +1,295 @@
+//! `rocsync run` as a process: review e-mails and approvals while it runs, blocked requests in
+//! a followed Squid log becoming one alert per burst, log rotation both ways, an SMTP outage,
+//! SIGKILL and restart, SIGHUP with a broken configuration. The SMTP server is a fake on
+//! loopback (tests/util/smtp.rs): receiving and failing on demand is its point.
+
+mod util;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::Sandbox;
+use util::smtp::SmtpSink;
+
+/// A running `rocsync run`, stopped (SIGTERM) when dropped.
+struct Daemon {
+    child: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(sb: &Sandbox) -> Daemon {
+        Daemon::start_in(sb, None)
+    }
+
+    fn start_in(sb: &Sandbox, netns: Option<&str>) -> Daemon {
+        let log = sb.path("daemon.log");
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let bin = assert_cmd::cargo::cargo_bin("rocsync");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
+            .arg("--config")
+            .arg(sb.path("rocsync.toml"))
+            .arg("run")
+            .current_dir(sb.dir.path())
+            .env("RUST_LOG", "info")
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("rocsync run");
+        let d = Daemon { child: Some(child), log };
+        d.wait_log("rocsync run: ready.", Duration::from_secs(20));
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log holds `text` (counting from the start of the file).
+    fn wait_log(&self, text: &str, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log().contains(text) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no `{text}` in the daemon's log after {timeout:?}:\n{}", self.log());
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// SIGTERM and wait; the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        self.child.take().unwrap().wait().unwrap()
+    }
+
+    fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn config(smtp: &SmtpSink, mode: &str, http_port: u16) -> String {
+    format!(
+        "[annuaire]\nurl = \"file:annuaire.json\"\npoll_interval = \"1h\"\npoll_jitter = \"0s\"\n\
+         [review]\nmode = \"{mode}\"\n\
+         [alerts]\nenabled = true\nfrom = \"rocsync@hopital.test\"\nmax_per_hour = 20\n\
+         [alerts.smtp]\nserver = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\ntimeout = \"5s\"\n\
+         [alerts.recipients]\ndsi = [\"dsi@hopital.test\"]\nhelpdesk = [\"helpdesk@hopital.test\"]\nrssi = [\"rssi@hopital.test\"]\n\
+         [watch]\nsquid_access_log = \"squid/access.log\"\n\
+         [http]\nenabled = true\nlisten = \"127.0.0.1:{http_port}\"\n",
+        smtp.addr.port()
+    )
+}
+
+/// `n` Squid lines denying `host` to `client`, each with a later time than the last.
+fn denied(host: &str, client: &str, n: usize) -> String {
+    static CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1_763_630_000_000);
+    (0..n)
+        .map(|_| {
+            let ms = CLOCK.fetch_add(37, std::sync::atomic::Ordering::Relaxed);
+            format!("{}.{:03}      0 {client} TCP_DENIED/403 3921 CONNECT {host}:443 - HIER_NONE/- text/html\n", ms / 1000, ms % 1000)
+        })
+        .collect()
+}
+
+fn append(path: &std::path::Path, text: &str) {
+    std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let out = Command::new("curl").args(["-s", "--max-time", "2", &format!("http://127.0.0.1:{port}{path}")]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The sum of `rocsync_blocked_requests_total` over its labels.
+fn blocked_total(port: u16) -> u64 {
+    http_get(port, "/metrics")
+        .lines()
+        .filter(|l| l.starts_with("rocsync_blocked_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+#[test]
+fn review_mail_then_approval_from_the_cli_applies_in_the_running_daemon() {
+    if !util::have("curl", false) {
+        return;
+    }
+    let smtp = SmtpSink::start();
+    let port = free_port();
+    let sb = Sandbox::with_config(&config(&smtp, "review", port));
+    sb.set_answer("urls-v1.json");
+    let mut daemon = Daemon::start(&sb);
+    let mails = smtp.wait_for(1, Duration::from_secs(10));
+    let review = mails.iter().find(|m| m.subject() == "[rocsync] Plan 1 à valider").unwrap_or_else(|| panic!("{mails:?}"));
+    assert_eq!(review.to, ["rssi@hopital.test"]);
+    let body = review.body();
+    assert!(body.contains("MUTUELLE EXEMPLE (123456789)") && body.contains("+ idb.roc.mutuelle-exemple.test tcp/443"), "{body}");
+    assert!(body.contains("Approuver : rocsync approve 1 --by NOM"), "{body}");
+    assert!(!sb.path("out/hosts.txt").exists(), "nothing applied before approval");
+
+    let started = Instant::now();
+    let out = sb.ok(&["approve", "1", "--by", "J. Martin (RSSI)"]);
+    assert!(out.contains("The running rocsync (pid"), "{out}");
+    assert!(wait_until(Duration::from_secs(5), || sb.path("out/hosts.txt").exists()), "applied within 5 s");
+    let took = started.elapsed();
+    eprintln!("approval to files in force: {took:?}");
+    assert!(sb.read("out/hosts.txt").contains("idb.roc.mutuelle-exemple.test"));
+    let plan = sb.json(&["plan", "show", "1", "--format", "json"]);
+    assert_eq!(plan["status"], "applied", "{plan}");
+    // The HTTP endpoint serves the list now in force, with an ETag.
+    assert!(http_get(port, "/roc-hosts.txt").contains("idb.roc.mutuelle-exemple.test\n"));
+    assert!(daemon.stop().success());
+    assert!(daemon.log().contains("Stopped."));
+    assert_eq!(smtp.mails().len(), 1, "one review mail, no more: {:?}", smtp.mails());
+}
+
+#[test]
+fn a_burst_of_blocked_idb_requests_is_one_alert_and_rotation_loses_nothing() {
+    if !util::have("curl", false) {
+        return;
+    }
+    let smtp = SmtpSink::start();
+    let port = free_port();
+    let sb = Sandbox::with_config(&config(&smtp, "review", port));
+    sb.set_answer("urls-v1.json");
+    std::fs::create_dir_all(sb.path("squid")).unwrap();
+    let log = sb.path("squid/access.log");
+    append(&log, &denied("old.example.test", "198.18.1.9", 5));
+    let _daemon = Daemon::start(&sb);
+    smtp.wait_for(1, Duration::from_secs(10)); // the review mail of plan 1
+    let started = Instant::now();
+    // A patient's IDB call, retried a hundred times by the billing software.
+    append(&log, &denied("idb.roc.mutuelle-exemple.test", "198.18.1.20", 100));
+    append(&log, &denied("www.example-news.test", "198.18.1.21", 3));
+    let mails = smtp.wait_for(2, Duration::from_secs(60));
+    eprintln!("first blocked request to alert: {:?}", started.elapsed());
+    let blocked: Vec<_> = mails.iter().filter(|m| m.subject().contains("bloqu")).collect();
+    assert_eq!(blocked.len(), 1, "{mails:?}");
+    let alert = blocked[0];
+    assert_eq!(alert.subject(), "[rocsync] Requêtes IDB bloquées vers MUTUELLE EXEMPLE (123456789) (idb.roc.mutuelle-exemple.test)");
+    assert_eq!(alert.to, ["dsi@hopital.test", "helpdesk@hopital.test"]);
+    let body = alert.body();
+    assert!(body.contains("Nombre de requêtes : 100,"), "{body}");
+    assert!(body.contains("Poste client : 198.18.1.20"), "{body}");
+    assert!(body.contains("rocsync approve 1 --by NOM"), "the plan that would open it: {body}");
+    assert!(wait_until(Duration::from_secs(5), || blocked_total(port) == 100), "old lines are not read; {}", blocked_total(port));
+
+    // Rotation by rename while requests keep being blocked, then by copytruncate.
+    append(&log, &denied("idb.roc.mutuelle-exemple.test", "198.18.1.20", 30));
+    std::fs::rename(&log, sb.path("squid/access.log.1")).unwrap();
+    append(&sb.path("squid/access.log.1"), &denied("idb.roc.mutuelle-exemple.test", "198.18.1.20", 7));
+    append(&log, &denied("idb.roc.mutuelle-exemple.test", "198.18.1.20", 30));
+    assert!(wait_until(Duration::from_secs(5), || blocked_total(port) == 167), "{}", blocked_total(port));
+    std::fs::copy(&log, sb.path("squid/access.log.2")).unwrap();
+    std::fs::write(&log, "").unwrap();
+    append(&log, &denied("idb.roc.mutuelle-exemple.test", "198.18.1.20", 30));
+    assert!(wait_until(Duration::from_secs(5), || blocked_total(port) == 197), "{}", blocked_total(port));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(blocked_total(port), 197, "nothing counted twice");
+    assert_eq!(smtp.mails().iter().filter(|m| m.subject().contains("bloqu")).count(), 1, "no flood");
+}
+
+#[test]
+fn an_smtp_outage_and_a_sigkill_lose_no_alert_and_send_none_twice() {
+    if !util::have("curl", false) {
+        return;
+    }
+    let smtp = SmtpSink::start();
+    smtp.set_down(true);
+    let port = free_port();
+    let sb = Sandbox::with_config(&config(&smtp, "review", port));
+    sb.set_answer("urls-v1.json");
+    std::fs::create_dir_all(sb.path("squid")).unwrap();
+    let log = sb.path("squid/access.log");
+    append(&log, "");
+    let mut daemon = Daemon::start(&sb);
+    append(&log, &denied("idb.roc.mutuelle-exemple.test", "198.18.1.20", 10));
+    daemon.wait_log("Alert not sent, kept for later", Duration::from_secs(10));
+    // Killed without warning while two alerts wait in the queue.
+    assert!(wait_until(Duration::from_secs(15), || daemon.log().matches("Alert not sent").count() >= 2), "{}", daemon.log());
+    daemon.kill9();
+    append(&log, &denied("idb.roc.mutuelle-exemple.test", "198.18.1.20", 5));
+    smtp.set_down(false);
+    let _again = Daemon::start(&sb);
+    let mails = smtp.wait_for(2, Duration::from_secs(40));
+    std::thread::sleep(Duration::from_secs(3));
+    let mails_after = smtp.mails();
+    assert_eq!(mails_after.len(), 2, "the review and the blocked alert, once each: {mails:?}");
+    let ids: BTreeSet<String> = mails_after.iter().filter_map(|m| m.header("Message-ID")).collect();
+    assert_eq!(ids.len(), 2);
+    let blocked = mails_after.iter().find(|m| m.subject().contains("bloqu")).expect("blocked alert");
+    // The lines written while rocsync was dead are read after the restart, not lost.
+    assert!(blocked.body().contains("Nombre de requêtes : 15,"), "{}", blocked.body());
+}
+
+#[test]
+fn sighup_with_a_broken_configuration_keeps_the_old_one() {
+    if !util::have("curl", false) {
+        return;
+    }
+    let smtp = SmtpSink::start();
+    let port = free_port();
+    let sb = Sandbox::with_config(&config(&smtp, "auto", port));
+    sb.set_answer("urls-v1.json");
+    let mut daemon = Daemon::start(&sb);
+    let good = std::fs::read_to_string(sb.path("rocsync.toml")).unwrap();
+    std::fs::write(sb.path("rocsync.toml"), good.replace("[review]", "[review]\nmood = \"auto\"")).unwrap();
+    daemon.signal("-HUP");
+    daemon.wait_log("SIGHUP: the configuration is refused", Duration::from_secs(5));
+    assert!(daemon.log().contains("mood"), "the reason is logged: {}", daemon.log());
+    assert!(daemon.alive());
+    assert!(http_get(port, "/metrics").contains("rocsync_hosts_in_force 12"), "still serving on the old configuration");
+    // A good file is taken.
+    std::fs::write(sb.path("rocsync.toml"), good.replace("metrics = true", "").replace("[http]\n", "[http]\nmetrics = false\n")).unwrap();
+    daemon.signal("-HUP");
+    daemon.wait_log("reloaded", Duration::from_secs(5));
+    assert!(wait_until(Duration::from_secs(3), || http_get(port, "/metrics").contains("not found")));
+    assert!(daemon.stop().success());
+}
