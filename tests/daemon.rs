@@ -293,3 +293,89 @@ fn sighup_with_a_broken_configuration_keeps_the_old_one() {
     assert!(wait_until(Duration::from_secs(3), || http_get(port, "/metrics").contains("not found")));
     assert!(daemon.stop().success());
 }
+
+/// The annuaire answer listing `amcs` (number, IDB host).
+fn answer_for(amcs: &[(&str, &str)]) -> util::annuaire_server::Reply {
+    let organismes: Vec<String> = amcs
+        .iter()
+        .map(|(number, host)| {
+            format!(
+                r#"{{"numero_amc": "{number}", "libelle": "AMC {number}", "etat": "cercle_de_confiance",
+                    "services": [{{"code": "IDB", "url": "https://{host}/idb"}}], "domaines": []}}"#
+            )
+        })
+        .collect();
+    let body = format!(r#"{{"format": "annuaire-urls/1", "organismes": [{}]}}"#, organismes.join(","));
+    util::annuaire_server::Reply::Answer { body: body.into_bytes(), content_type: "application/json".into(), etag: format!("\"{}\"", amcs.len()) }
+}
+
+/// End to end, as root, in namespaces the test creates: the daemon in a router namespace, with
+/// a real annuaire over mutual TLS, real nftables (managed forward chain), a real DNS server
+/// and an SMTP receiver there; a client and a server namespace on either side.
+#[test]
+fn end_to_end_in_namespaces_auto_then_review() {
+    if !util::have("dnsmasq", true) || !util::have("nft", true) {
+        return;
+    }
+    use util::annuaire_server::{AnnuaireServer, Ca, write};
+    use util::lab::{Lab, in_netns};
+    let lab = Lab::new("e2e", &["idb.a.test", "idb.b.test", "idb.c.test"]);
+    for addr in ["198.18.2.11", "198.18.2.12", "198.18.2.13"] {
+        lab.serve(addr.parse().unwrap());
+    }
+    let router = lab.router.0.clone();
+    let dns = util::dnsmasq::Dnsmasq::start_in(Some(&router), "198.18.2.11 idb.a.test\n198.18.2.12 idb.b.test\n198.18.2.13 idb.c.test\n", 1);
+    let (igc_sante, igc_osi) = (Ca::new("Fake IGC-Sante"), Ca::new("Fake IGC OSI"));
+    let server_leaf = igc_osi.leaf("annuaire-amc.test", -1, 365);
+    let client = igc_sante.leaf("CHU EXEMPLE ORG AUTH_CLI", -10, 1000);
+    let annuaire = in_netns(&router, || AnnuaireServer::start(&server_leaf, &igc_sante, answer_for(&[("111111111", "idb.a.test")])));
+    let smtp = in_netns(&router, SmtpSink::start);
+    let text = |mode: &str| {
+        format!(
+            "[annuaire]\nurl = \"{}\"\nclient_pkcs12 = \"hospital.p12\"\nclient_password = {{ file = \"p12.pass\" }}\n\
+             ca_bundle = \"igc-osi.pem\"\npoll_interval = \"3s\"\npoll_jitter = \"0s\"\n\
+             [review]\nmode = \"{mode}\"\nmax_removal_percent = 100\n\
+             [resolver]\nenabled = true\nservers = [\"{}\"]\ntimeout = \"1s\"\nmin_ttl = \"1s\"\n\
+             [nftables]\nenabled = true\nmode = \"managed\"\nhook = \"forward\"\n\
+             [alerts]\nenabled = true\nfrom = \"rocsync@hopital.test\"\n\
+             [alerts.smtp]\nserver = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n\
+             [alerts.recipients]\nrssi = [\"rssi@hopital.test\"]\ndsi = [\"dsi@hopital.test\"]\n",
+            annuaire.url(),
+            dns.server(),
+            smtp.addr.port()
+        )
+    };
+    let sb = Sandbox::with_config(&text("auto"));
+    write(sb.dir.path(), "hospital.p12", client.pkcs12(&igc_sante, "pw", false));
+    write(sb.dir.path(), "p12.pass", "pw\n");
+    write(sb.dir.path(), "igc-osi.pem", &igc_osi.pem);
+    let mut daemon = Daemon::start_in(&sb, Some(&router));
+    assert!(lab.reaches("198.18.2.11", "idb.a.test"), "in force once READY");
+    assert!(!lab.reaches("198.18.2.12", "idb.b.test"));
+
+    // auto: a new AMC in the annuaire is reachable within one poll interval plus 2 s.
+    annuaire.set(answer_for(&[("111111111", "idb.a.test"), ("222222222", "idb.b.test")]));
+    let changed = Instant::now();
+    assert!(wait_until(Duration::from_secs(5), || lab.reaches("198.18.2.12", "idb.b.test")), "{}", daemon.log());
+    eprintln!("annuaire change to rule in force (auto, 3 s poll): {:?}", changed.elapsed());
+
+    // review, by SIGHUP: the plan e-mail arrives, and an approval opens the host within 5 s.
+    std::fs::write(sb.path("rocsync.toml"), format!("{}\n{}", text("review"), util::OUTPUTS)).unwrap();
+    daemon.signal("-HUP");
+    daemon.wait_log("reloaded", Duration::from_secs(5));
+    annuaire.set(answer_for(&[("111111111", "idb.a.test"), ("222222222", "idb.b.test"), ("333333333", "idb.c.test")]));
+    let mails = smtp.wait_for(1, Duration::from_secs(15));
+    let review = mails.iter().find(|m| m.subject().contains("à valider")).unwrap_or_else(|| panic!("{mails:?}\n{}", daemon.log()));
+    let plan = review.subject().split_whitespace().nth(2).unwrap().to_owned();
+    assert!(!lab.reaches("198.18.2.13", "idb.c.test"), "waits for approval");
+    sb.ok(&["approve", &plan, "--by", "J. Martin (RSSI)"]);
+    let approved = Instant::now();
+    assert!(wait_until(Duration::from_secs(5), || lab.reaches("198.18.2.13", "idb.c.test")), "{}", daemon.log());
+    eprintln!("approval to rule in force: {:?}", approved.elapsed());
+    assert!(lab.reaches("198.18.2.11", "idb.a.test") && lab.reaches("198.18.2.12", "idb.b.test"));
+    assert!(daemon.stop().success());
+    // Stopped: what was in force stays in force.
+    assert!(lab.reaches("198.18.2.13", "idb.c.test"));
+    let ruleset = lab.router.nft_ok(&["list", "table", "inet", "rocsync"]);
+    assert!(ruleset.contains("198.18.2.13 . 443"), "{ruleset}");
+}
