@@ -343,6 +343,8 @@ pub struct RawWatch {
     pub squid_access_log: Option<PathBuf>,
     pub nft_log: Option<PathBuf>,
     pub journal: bool,
+    /// A journal directory to read instead of the system's (a remote or exported journal).
+    pub journal_directory: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]

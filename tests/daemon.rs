@@ -379,3 +379,60 @@ fn end_to_end_in_namespaces_auto_then_review() {
     let ruleset = lab.router.nft_ok(&["list", "table", "inet", "rocsync"]);
     assert!(ruleset.contains("198.18.2.13 . 443"), "{ruleset}");
 }
+
+/// One kernel message in journal export format, for systemd-journal-remote.
+fn journal_entry(seq: u64, dst: &str) -> String {
+    format!(
+        "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID=0123456789abcdef0123456789abcdef\n_TRANSPORT=kernel\n\
+         _HOSTNAME=fw1\nSYSLOG_IDENTIFIER=kernel\n\
+         MESSAGE=rocsync-drop: IN= OUT=eth1 SRC=198.18.1.20 DST={dst} LEN=60 PROTO=TCP SPT={} DPT=443 SYN\n\n",
+        1_763_630_101_000_000u64 + seq * 1_000_000,
+        1000 + seq * 1000,
+        50_000 + seq
+    )
+}
+
+/// Writes entries into a real journal file (systemd-journal-remote appends to it).
+fn journal_write(dir: &std::path::Path, entries: &str) {
+    let mut child = Command::new("/lib/systemd/systemd-journal-remote")
+        .arg(format!("--output={}", dir.join("remote.journal").display()))
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("systemd-journal-remote");
+    child.stdin.take().unwrap().write_all(entries.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn nftables_drops_in_the_journal_raise_an_alert_from_where_it_stopped() {
+    if !util::have("journalctl", false) || !util::have("/lib/systemd/systemd-journal-remote", false) {
+        return;
+    }
+    let smtp = SmtpSink::start();
+    let port = free_port();
+    let text = config(&smtp, "auto", port).replace("squid_access_log = \"squid/access.log\"", "journal = true\njournal_directory = \"journal\"");
+    let sb = Sandbox::with_config(&text);
+    sb.set_answer("urls-v1.json");
+    let dir = sb.path("journal");
+    std::fs::create_dir_all(&dir).unwrap();
+    journal_write(&dir, &journal_entry(0, "198.18.3.40"));
+    let mut daemon = Daemon::start(&sb);
+    daemon.wait_log("Following the journal", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(1));
+    journal_write(&dir, &(journal_entry(1, "198.18.3.40") + &journal_entry(2, "198.18.3.40")));
+    let mails = smtp.wait_for(1, Duration::from_secs(30));
+    let alert = mails.iter().find(|m| m.subject().contains("bloqu")).unwrap_or_else(|| panic!("{mails:?}\n{}", daemon.log()));
+    let body = alert.body();
+    assert!(body.contains("198.18.3.40") && body.contains("aucun hôte connu"), "{body}");
+    assert!(body.contains("Nombre de requêtes : 2,"), "the entry older than the start is not read: {body}");
+    assert!(daemon.stop().success());
+    // The cursor is in the store: a restart reads what came since, not the start again.
+    journal_write(&dir, &journal_entry(3, "198.18.3.41"));
+    let _again = Daemon::start(&sb);
+    let mails = smtp.wait_for(2, Duration::from_secs(30));
+    let second = mails.iter().filter(|m| m.subject().contains("bloqu")).nth(1).unwrap_or_else(|| panic!("{mails:?}"));
+    assert!(second.body().contains("198.18.3.41") && second.body().contains("Nombre de requêtes : 1,"), "{}", second.body());
+}

@@ -38,7 +38,9 @@ use crate::plan::{Plan, Status};
 use crate::resolve::now_millis;
 use crate::sinks::plain::WildcardStyle;
 use crate::sources::schedule::{self, PollSchedule};
+use crate::store::LogPosition;
 use crate::watch::follow::Follower;
+use crate::watch::journal::JournalReader;
 use crate::watch::{Correlator, Line};
 use http::{Document, Published, Shared};
 
@@ -300,6 +302,7 @@ struct Worker {
     engine: Engine,
     shared: Shared,
     followers: Vec<(Follower, LogKind)>,
+    journal: Option<JournalReader>,
     catalogue: Option<(i64, Catalogue)>,
     /// Since when the annuaire has failed, with the last error.
     failing_since: Option<(String, u64, String)>,
@@ -314,7 +317,7 @@ enum LogKind {
 
 impl Worker {
     fn new(engine: Engine, shared: Shared) -> Worker {
-        let mut w = Worker { engine, shared, followers: Vec::new(), catalogue: None, failing_since: None, published_plan: None };
+        let mut w = Worker { engine, shared, followers: Vec::new(), journal: None, catalogue: None, failing_since: None, published_plan: None };
         w.open_followers();
         w
     }
@@ -333,6 +336,12 @@ impl Worker {
             info!("Following {} from {}.", path.display(), if saved.is_some() { "where it stopped" } else { "its end" });
             self.followers.push((Follower::new(&path, saved), kind));
         }
+        self.journal = watch.journal.then(|| {
+            let mut reader = JournalReader::new(watch.journal_directory.map(|d| base.join(d)), None);
+            reader.cursor = self.engine.store.log_position(&reader.key()).ok().flatten().map(|p| p.first_line);
+            info!("Following the journal ({}).", reader.key());
+            reader
+        });
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
@@ -518,12 +527,18 @@ impl Worker {
     /// Reads what the followed logs added, and queues an alert per blocked AMC request (counted
     /// and deduplicated), together with the new position of each log.
     fn logs(&mut self) {
-        if self.followers.is_empty() {
-            return;
-        }
         let prefix = self.engine.config.raw.nftables.log_prefix.clone();
-        let window = duration(&self.engine.config.raw.alerts.dedup_window).unwrap_or(Duration::from_secs(3600)).as_millis() as u64;
-        let alerts_on = self.engine.config.raw.alerts.enabled;
+        if let Some(mut journal) = self.journal.take() {
+            match journal.read() {
+                Ok(chunk) => {
+                    let raised = if chunk.lines.is_empty() { Vec::new() } else { self.correlate(&chunk.lines, LogKind::Nft, &prefix) };
+                    let position = LogPosition { inode: 0, offset: 0, first_line: journal.cursor.clone().unwrap_or_default() };
+                    self.record(&journal.key(), &position, raised);
+                }
+                Err(e) => warn!("Cannot read the journal: {e}"),
+            }
+            self.journal = Some(journal);
+        }
         let mut followers = std::mem::take(&mut self.followers);
         for (follower, kind) in &mut followers {
             let chunk = match follower.read() {
@@ -541,23 +556,29 @@ impl Worker {
             if !chunk.lines.is_empty() {
                 raised = self.correlate(&chunk.lines, *kind, &prefix);
             }
-            if let Ok(mut p) = self.shared.write() {
-                for (alert, _) in &raised {
-                    if let Alert::Blocked { amcs, services, .. } = alert {
-                        for amc in amcs {
-                            for service in services {
-                                *p.metrics.blocked.entry((amc.number.clone(), service.clone())).or_default() += 1;
-                            }
+            self.record(&follower.path().to_string_lossy(), &position, raised);
+        }
+        self.followers = followers;
+    }
+
+    /// Counts what a log raised, and stores its alerts with the log's new position, at once.
+    fn record(&mut self, key: &str, position: &LogPosition, raised: Vec<(Alert, String)>) {
+        if let Ok(mut p) = self.shared.write() {
+            for (alert, _) in &raised {
+                if let Alert::Blocked { amcs, services, .. } = alert {
+                    for amc in amcs {
+                        for service in services {
+                            *p.metrics.blocked.entry((amc.number.clone(), service.clone())).or_default() += 1;
                         }
                     }
                 }
             }
-            let to_store = if alerts_on { raised } else { Vec::new() };
-            if let Err(e) = self.engine.store.record_log(&follower.path().to_string_lossy(), &position, &to_store, window, now_millis()) {
-                error!("Cannot record what {} said: {}", follower.path().display(), crate::error_chain(&e));
-            }
         }
-        self.followers = followers;
+        let window = duration(&self.engine.config.raw.alerts.dedup_window).unwrap_or(Duration::from_secs(3600)).as_millis() as u64;
+        let to_store = if self.engine.config.raw.alerts.enabled { raised } else { Vec::new() };
+        if let Err(e) = self.engine.store.record_log(key, position, &to_store, window, now_millis()) {
+            error!("Cannot record what {key} said: {}", crate::error_chain(&e));
+        }
     }
 
     fn correlate(&mut self, lines: &[String], kind: LogKind, prefix: &str) -> Vec<(Alert, String)> {
