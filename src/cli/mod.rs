@@ -133,6 +133,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The alert queue, newest first: what was sent, what waits (and why), what was held.
+    Alerts {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// The audit log: every plan, decision, apply and source error, with who and when.
     Audit {
         /// How many of the newest entries.
@@ -387,6 +394,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Notifications { limit, json } => {
             let engine = open(&cli.config)?;
             output::notifications(&mut out, &engine.store.notifications(limit)?, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Alerts { limit, json } => {
+            let engine = open(&cli.config)?;
+            let lang = engine.config.raw.alerts.language.clone();
+            output::alerts(&mut out, &engine.store.recent_alerts(limit)?, &lang, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { limit, json } => {

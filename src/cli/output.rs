@@ -600,6 +600,32 @@ pub fn inspect_mail(out: &mut impl Write, file: &Path, n: &crate::sources::mail:
 }
 
 /// `rocsync notifications`: every e-mail read, with what rocsync made of it.
+pub fn alerts(out: &mut impl Write, rows: &[crate::store::QueuedAlert], lang: &crate::config::Language, json: bool) -> io::Result<()> {
+    if json {
+        let list: Vec<Value> = rows
+            .iter()
+            .map(|a| {
+                let (subject, _) = a.alert.compose(lang, a.count, &a.first_seen, &a.last_seen);
+                json!({"id": a.id, "kind": a.alert.kind(), "status": a.status, "subject": subject, "count": a.count,
+                       "after_sent": a.after_sent, "first_seen": a.first_seen, "last_seen": a.last_seen, "attempts": a.attempts})
+            })
+            .collect();
+        return writeln!(out, "{}", serde_json::to_string_pretty(&list).map_err(io::Error::other)?);
+    }
+    if rows.is_empty() {
+        return writeln!(out, "No alert yet (alerts are raised by `rocsync run`).");
+    }
+    for a in rows {
+        let (subject, _) = a.alert.compose(lang, a.count, &a.first_seen, &a.last_seen);
+        let more = if a.after_sent > 0 { format!(", {} more since sent", a.after_sent) } else { String::new() };
+        writeln!(out, "{:>5}  {:<9}  {}×{more}  {subject}", a.id, a.status, a.count)?;
+        if a.attempts > 0 && a.status == "queued" {
+            writeln!(out, "       {} failed attempt(s); retried automatically", a.attempts)?;
+        }
+    }
+    Ok(())
+}
+
 pub fn notifications(out: &mut impl Write, rows: &[crate::store::NotificationRow], json: bool) -> io::Result<()> {
     if json {
         return writeln!(out, "{}", serde_json::to_string_pretty(rows).map_err(io::Error::other)?);
