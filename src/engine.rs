@@ -55,6 +55,9 @@ pub enum EngineError {
     /// A rollback cannot be made.
     #[error("cannot roll back: {0}")]
     Rollback(String),
+    /// An older applied state was asked for and the store no longer keeps it whole.
+    #[error("the state plan {0} applied is no longer kept (store.keep_applied_states)")]
+    StateNotKept(i64),
     /// The resolver cannot be set up (a bad server address).
     #[error(transparent)]
     Resolver(#[from] ResolverError),
@@ -669,9 +672,7 @@ impl Engine {
     pub fn plan_nft(&self, plan: &Plan) -> Result<String, EngineError> {
         let base = match plan.base {
             0 => State::default(),
-            id => self.store.applied_state_of(id)?.ok_or_else(|| {
-                EngineError::Rollback(format!("the state plan {id} applied is no longer kept"))
-            })?,
+            id => self.store.applied_state_of(id)?.ok_or(EngineError::StateNotKept(id))?,
         };
         let after = plan.diff.apply_to(&base, &now());
         let resolved = Resolved { addresses: self.resolved()?.addresses, leaving: Default::default() };
@@ -711,7 +712,8 @@ impl Engine {
         Ok(self.sinks().iter().flat_map(|s| s.drift(&applied.state, applied.plan_id, &resolved)).collect())
     }
 
-    /// The addresses of the hosts in force, as last resolved, with those in their grace (none while `[resolver]` is off).
+    /// The addresses of the hosts in force, as last resolved, with those in their grace (none
+    /// while `[resolver]` is off).
     fn resolved(&self) -> Result<Resolved, EngineError> {
         if !self.config.resolver.enabled {
             return Ok(Resolved::default());

@@ -191,6 +191,21 @@ fn review_mail_then_approval_from_the_cli_applies_in_the_running_daemon() {
 }
 
 #[test]
+fn a_plan_left_waiting_is_reminded_once_per_period() {
+    let smtp = SmtpSink::start();
+    let port = free_port();
+    let sb = Sandbox::with_config(&config(&smtp, "review", port).replace("[review]\n", "[review]\nremind_after = \"3s\"\n"));
+    sb.set_answer("urls-v1.json");
+    let _daemon = Daemon::start(&sb);
+    let mails = smtp.wait_for(2, Duration::from_secs(15));
+    let subjects: Vec<String> = mails.iter().map(|m| m.subject()).collect();
+    assert_eq!(subjects[0], "[rocsync] Plan 1 à valider", "{subjects:?}");
+    assert!(subjects.get(1).is_some_and(|s| s.starts_with("[rocsync] Rappel : le plan 1 attend depuis le")), "{subjects:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(smtp.mails().len(), 2, "not before the next period");
+}
+
+#[test]
 fn a_burst_of_blocked_idb_requests_is_one_alert_and_rotation_loses_nothing() {
     if !util::have("curl", false) {
         return;

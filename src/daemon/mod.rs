@@ -477,8 +477,10 @@ impl Worker {
         }
     }
 
-    /// Applies the plans approved from the command line since the last tick.
+    /// Applies the plans approved from the command line since the last tick (every second).
     fn apply_approved(&mut self) {
+        // Plans made from the command line (`rocsync plan`) and reminders are seen here too.
+        self.review_alerts();
         let approved: Vec<Plan> = match self.engine.store.open_plans() {
             Ok(plans) => plans.into_iter().filter(|p| p.status == Status::Approved).collect(),
             Err(e) => {
