@@ -317,16 +317,7 @@ fn sighup_with_a_broken_configuration_keeps_the_old_one() {
 
 /// The annuaire answer listing `amcs` (number, IDB host).
 fn answer_for(amcs: &[(&str, &str)]) -> util::annuaire_server::Reply {
-    let organismes: Vec<String> = amcs
-        .iter()
-        .map(|(number, host)| {
-            format!(
-                r#"{{"numero_amc": "{number}", "libelle": "AMC {number}", "etat": "cercle_de_confiance",
-                    "services": [{{"code": "IDB", "url": "https://{host}/idb"}}], "domaines": []}}"#
-            )
-        })
-        .collect();
-    let body = format!(r#"{{"format": "annuaire-urls/1", "organismes": [{}]}}"#, organismes.join(","));
+    let body = util::answer_json(amcs);
     util::annuaire_server::Reply::Answer { body: body.into_bytes(), content_type: "application/json".into(), etag: format!("\"{}\"", amcs.len()) }
 }
 

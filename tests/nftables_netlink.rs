@@ -13,16 +13,7 @@ use util::{Netns, Sandbox};
 const HOSTS: &str = "198.18.2.11 idb.a.test\n2001:db8:2::11 idb.a.test\n198.18.2.12 idb.b.test\n198.18.2.13 www.other.test\n";
 
 fn answer(amcs: &[(&str, &str)]) -> String {
-    let organismes: Vec<String> = amcs
-        .iter()
-        .map(|(number, host)| {
-            format!(
-                r#"{{"numero_amc": "{number}", "libelle": "AMC {number}", "etat": "cercle_de_confiance",
-                    "services": [{{"code": "IDB", "url": "https://{host}/idb"}}], "domaines": []}}"#
-            )
-        })
-        .collect();
-    format!(r#"{{"format": "annuaire-urls/1", "organismes": [{}]}}"#, organismes.join(","))
+    util::answer_json(amcs)
 }
 
 fn config(dns: &Dnsmasq, mode: &str) -> String {

@@ -21,6 +21,21 @@ pub const OUTPUTS: &str = "[exports.squid]\npath = \"out/squid.acl\"\n\
     [exports.nft_script]\npath = \"out/rocsync.nft\"\n\
     [store]\nstate_dir = \"state\"\n";
 
+/// An annuaire answer (JSON) listing `amcs` as (AMC number, IDB host), for tests that change
+/// the list step by step.
+pub fn answer_json(amcs: &[(&str, &str)]) -> String {
+    let organismes: Vec<String> = amcs
+        .iter()
+        .map(|(number, host)| {
+            format!(
+                r#"{{"numero_amc": "{number}", "libelle": "AMC {number}", "etat": "cercle_de_confiance",
+                    "services": [{{"code": "IDB", "url": "https://{host}/idb"}}], "domaines": []}}"#
+            )
+        })
+        .collect();
+    format!(r#"{{"format": "annuaire-urls/1", "organismes": [{}]}}"#, organismes.join(","))
+}
+
 /// The shared fixtures, copied into the repository.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
