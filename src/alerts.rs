@@ -65,8 +65,8 @@ impl Alert {
                 let target = host.clone().or_else(|| ip.clone()).unwrap_or_default();
                 format!("blocked:{}:{target}:{}", numbers.join(","), if *in_force { "in-force" } else { "closed" })
             }
-            Alert::Review { plan, .. } => format!("review:{plan}"),
-            Alert::Reminder { plan, .. } => format!("reminder:{plan}"),
+            Alert::Review { plan, .. } => review_key(*plan),
+            Alert::Reminder { plan, .. } => reminder_key(*plan),
             Alert::Unreachable { source, .. } => format!("unreachable:{source}"),
             Alert::Certificate { subject, days_left, .. } => format!("certificate:{subject}:{}", days_left.signum()),
             Alert::ApplyFailed { plan, .. } => format!("apply-failed:{plan}"),
@@ -228,6 +228,16 @@ impl Alert {
             ),
         }
     }
+}
+
+/// The key of [`Alert::Review`] for `plan`, to ask whether it was sent without composing it.
+pub fn review_key(plan: i64) -> String {
+    format!("review:{plan}")
+}
+
+/// The key of [`Alert::Reminder`] for `plan`.
+pub fn reminder_key(plan: i64) -> String {
+    format!("reminder:{plan}")
 }
 
 fn amc_list(amcs: &[AmcName]) -> String {

@@ -279,6 +279,13 @@ pub struct RawNftables {
     pub log_prefix: String,
 }
 
+impl RawNftables {
+    /// The names of rocsync's table and sets, as configured.
+    pub fn names(&self) -> NftNames {
+        NftNames { table: self.table.clone(), set_v4: self.set_v4.clone(), set_v6: self.set_v6.clone() }
+    }
+}
+
 impl Default for RawNftables {
     fn default() -> Self {
         let names = NftNames::default();
@@ -806,7 +813,7 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         bad("store.keep_applied_states", "must be at least 1 (the state in force)".into());
     }
 
-    let names = NftNames { table: n.table.clone(), set_v4: n.set_v4.clone(), set_v6: n.set_v6.clone() };
+    let names = n.names();
     let mut exports = Vec::new();
     let e = &raw.exports;
     for (name, raw_export, export) in [

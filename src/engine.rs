@@ -22,7 +22,6 @@ use crate::sources::maildir::Maildir;
 use crate::config::{AnnuaireSource, Config};
 use crate::plan::{Context, HostDiff, Plan, Proposal, Status, propose};
 use crate::resolve::{BookChange, DnsResolver, ResolverError, now_millis};
-use crate::sinks::nft_script::NftNames;
 use crate::sinks::nftables::{element_commands, wanted};
 use crate::sinks::{Resolved, Sink, SinkError};
 use crate::sources::annuaire::Answer;
@@ -676,8 +675,7 @@ impl Engine {
         };
         let after = plan.diff.apply_to(&base, &now());
         let resolved = Resolved { addresses: self.resolved()?.addresses, leaving: Default::default() };
-        let n = &self.config.raw.nftables;
-        let names = NftNames { table: n.table.clone(), set_v4: n.set_v4.clone(), set_v6: n.set_v6.clone() };
+        let names = self.config.raw.nftables.names();
         let mut out = format!(
             "# Plan {}: the nft commands equivalent to what rocsync sends through netlink, in one\n\
              # transaction, with the addresses the resolver knows now.\n",

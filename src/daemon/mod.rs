@@ -30,7 +30,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
-use crate::alerts::{Alert, AmcName};
+use crate::alerts::{Alert, AmcName, reminder_key, review_key};
 use crate::catalogue::Catalogue;
 use crate::config::{Config, duration};
 use crate::engine::{Engine, EngineError, now};
@@ -303,7 +303,8 @@ struct Worker {
     shared: Shared,
     followers: Vec<(Follower, LogKind)>,
     journal: Option<JournalReader>,
-    catalogue: Option<(i64, Catalogue)>,
+    /// The catalogue of the last good answer, with that answer's fetch time.
+    catalogue: Option<(String, Catalogue)>,
     /// Since when the annuaire has failed, with the last error.
     failing_since: Option<(String, u64, String)>,
     published_plan: Option<i64>,
@@ -422,7 +423,9 @@ impl Worker {
                 false
             }
         };
-        self.review_alerts();
+        if let Ok(open) = self.engine.store.open_plans() {
+            self.review_alerts(&open);
+        }
         self.certificate_alert();
         self.catalogue = None;
         self.publish();
@@ -442,20 +445,18 @@ impl Worker {
 
     /// A review e-mail for each plan that waits and was not told yet; a reminder for those
     /// waiting longer than `review.remind_after`.
-    fn review_alerts(&mut self) {
-        let Ok(open) = self.engine.store.open_plans() else { return };
+    fn review_alerts(&mut self, open: &[Plan]) {
         let remind = duration(&self.engine.config.raw.review.remind_after).unwrap_or(Duration::from_secs(86400));
         for plan in open.iter().filter(|p| p.status == Status::Pending) {
-            let review = Alert::Review { plan: plan.id, diff: diff_text(plan), reasons: plan.reasons.clone() };
-            if !self.engine.store.alert_raised_since(&review.key(), 0).unwrap_or(true) {
-                self.raise(review);
+            // The mail is composed only when it is to be sent: this runs every second.
+            if !self.engine.store.alert_raised_since(&review_key(plan.id), 0).unwrap_or(true) {
+                self.raise(Alert::Review { plan: plan.id, diff: diff_text(plan), reasons: plan.reasons.clone() });
                 continue;
             }
             let age = OffsetDateTime::parse(&plan.created, &Rfc3339).map(|c| OffsetDateTime::now_utc() - c).unwrap_or_default();
-            let reminder = Alert::Reminder { plan: plan.id, created: plan.created.clone(), diff: diff_text(plan) };
             let since = now_millis().saturating_sub(remind.as_millis() as u64);
-            if age >= remind && !self.engine.store.alert_raised_since(&reminder.key(), since).unwrap_or(true) {
-                self.raise(reminder);
+            if age >= remind && !self.engine.store.alert_raised_since(&reminder_key(plan.id), since).unwrap_or(true) {
+                self.raise(Alert::Reminder { plan: plan.id, created: plan.created.clone(), diff: diff_text(plan) });
             }
         }
     }
@@ -479,15 +480,16 @@ impl Worker {
 
     /// Applies the plans approved from the command line since the last tick (every second).
     fn apply_approved(&mut self) {
-        // Plans made from the command line (`rocsync plan`) and reminders are seen here too.
-        self.review_alerts();
-        let approved: Vec<Plan> = match self.engine.store.open_plans() {
-            Ok(plans) => plans.into_iter().filter(|p| p.status == Status::Approved).collect(),
+        let open = match self.engine.store.open_plans() {
+            Ok(plans) => plans,
             Err(e) => {
                 warn!("Cannot read the plans: {}", crate::error_chain(&e));
                 return;
             }
         };
+        // Plans made from the command line (`rocsync plan`) and reminders are seen here too.
+        self.review_alerts(&open);
+        let approved: Vec<Plan> = open.into_iter().filter(|p| p.status == Status::Approved).collect();
         if approved.is_empty() {
             return;
         }
@@ -515,13 +517,13 @@ impl Worker {
         self.publish();
     }
 
-    /// The catalogue of the last good answer, parsed once per pass.
+    /// The catalogue of the last good answer, parsed again only when a newer one is stored.
     fn catalogue(&mut self) -> Option<&Catalogue> {
         let cached = self.engine.store.latest_cached_answer().ok()??;
-        let stamp = cached.body.len() as i64 ^ cached.fetched_at.len() as i64;
-        if self.catalogue.as_ref().is_none_or(|(s, _)| *s != stamp) {
+        // A `rocsync once` run beside the daemon may have stored a newer answer.
+        if self.catalogue.as_ref().is_none_or(|(at, _)| *at != cached.fetched_at) {
             let answer = crate::sources::annuaire::parse(&cached.body, cached.content_type.as_deref()).ok()?;
-            self.catalogue = Some((stamp, Catalogue::from_answer(&answer)));
+            self.catalogue = Some((cached.fetched_at, Catalogue::from_answer(&answer)));
         }
         self.catalogue.as_ref().map(|(_, c)| c)
     }
