@@ -54,6 +54,9 @@ pub enum Alert {
     DriftRepaired { details: Vec<String> },
     /// Alerts held back by the hourly limit.
     Digest { held: Vec<String> },
+    /// A DNS answer for an AMC host pointed inside (private, loopback, link-local, …): refused.
+    /// A sign of a hijacked or mistaken zone; sent once per host.
+    DnsRefused { host: String, addresses: Vec<String>, reasons: Vec<String> },
 }
 
 impl Alert {
@@ -72,6 +75,7 @@ impl Alert {
             Alert::ApplyFailed { plan, .. } => format!("apply-failed:{plan}"),
             Alert::DriftRepaired { details } => format!("drift:{}", details.join("|")),
             Alert::Digest { held } => format!("digest:{}", held.len()),
+            Alert::DnsRefused { host, .. } => format!("dns-refused:{host}"),
         }
     }
 
@@ -85,6 +89,7 @@ impl Alert {
             Alert::ApplyFailed { .. } => "apply_failed",
             Alert::DriftRepaired { .. } => "drift_repaired",
             Alert::Digest { .. } => "digest",
+            Alert::DnsRefused { .. } => "dns_refused",
         }
     }
 
@@ -95,6 +100,7 @@ impl Alert {
             Alert::Unreachable { .. } | Alert::Certificate { .. } | Alert::ApplyFailed { .. } | Alert::DriftRepaired { .. } => {
                 vec![Role::Dsi, Role::Rssi]
             }
+            Alert::DnsRefused { .. } => vec![Role::Dsi],
             Alert::Digest { .. } => vec![Role::Dsi, Role::Helpdesk, Role::Rssi],
         }
     }
@@ -219,6 +225,22 @@ impl Alert {
                     &format!("What differed from what rocsync applied was put back:\n- {}\n", details.join("\n- ")),
                 ),
             ),
+            Alert::DnsRefused { host, addresses, reasons } => {
+                let list: Vec<String> = addresses.iter().zip(reasons).map(|(a, r)| format!("{a} ({r})")).collect();
+                (
+                    t(&format!("[rocsync] Réponse DNS refusée pour {host} : adresse interne"), &format!("[rocsync] DNS answer refused for {host}: internal address")),
+                    t(
+                        &format!(
+                            "La résolution de {host} a donné des adresses qui ne sont jamais autorisées :\n- {}\n\nElles n'ont pas été ouvertes. Une AMC ne sert pas depuis le réseau de l'hôpital : zone DNS détournée ou erronée ?\nÀ faire : vérifier le résolveur et la zone ; si la plage est voulue, l'ajouter à resolver.allow_networks.\n",
+                            list.join("\n- ")
+                        ),
+                        &format!(
+                            "Resolving {host} gave addresses that are never allowed:\n- {}\n\nThey were not opened. An AMC does not serve from the hospital's network: a hijacked or mistaken DNS zone?\nTo do: check the resolver and the zone; if the range is intended, add it to resolver.allow_networks.\n",
+                            list.join("\n- ")
+                        ),
+                    ),
+                )
+            }
             Alert::Digest { held } => (
                 t(&format!("[rocsync] {} alertes retenues par la limite horaire", held.len()), &format!("[rocsync] {} alerts held back by the hourly limit", held.len())),
                 t(

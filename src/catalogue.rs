@@ -230,6 +230,32 @@ pub fn desired(catalogue: &Catalogue, policy: &Policy) -> State {
     state
 }
 
+/// Keeps in `desired` what `applied` holds for the AMCs in `held`: those whose organism the
+/// answer listed in a way that cannot be trusted (twice, ambiguously, without a valid state).
+/// Such an answer says nothing about them, so nothing of theirs opens or closes because of it.
+/// Ports are per host, not per AMC, so a held AMC's host keeps every port it had.
+pub fn hold(desired: &mut State, applied: &State, held: &[AmcNumber], policy: &Policy) {
+    if held.is_empty() {
+        return;
+    }
+    for (host, before) in &applied.entries {
+        let kept: BTreeMap<AmcNumber, AmcUse> =
+            before.amcs.iter().filter(|(n, _)| held.contains(n)).map(|(n, u)| (n.clone(), u.clone())).collect();
+        if kept.is_empty() || policy.excludes(host) {
+            continue;
+        }
+        let entry = desired.entries.entry(host.clone()).or_insert_with(|| Entry {
+            ports: BTreeSet::new(),
+            amcs: BTreeMap::new(),
+            origins: BTreeSet::new(),
+            since: None,
+        });
+        entry.ports.extend(&before.ports);
+        entry.origins.insert(Origin::Annuaire);
+        entry.amcs.extend(kept);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,5 +335,44 @@ mod tests {
         let e = &state.entries[&Host::parse("shared.op.test").unwrap()];
         assert_eq!(e.ports, BTreeSet::from([443]));
         assert_eq!(e.amcs.keys().cloned().collect::<Vec<_>>(), [amc("222222222")]);
+    }
+
+    #[test]
+    fn an_amc_listed_twice_opens_nothing_and_keeps_what_is_in_force() {
+        let before = br#"{"serie": 1, "organismes": [
+            {"numero_amc": "789123456", "libelle": "A", "etat": "cercle_de_confiance",
+             "services": [{"code": "IDB", "url": "https://idb.a.test/"}]}]}"#;
+        let after = br#"{"serie": 2, "organismes": [
+            {"numero_amc": "789123456", "libelle": "A", "etat": "cercle_de_confiance",
+             "services": [{"code": "IDB", "url": "https://new.a.test/"}]},
+            {"numero_amc": "0789123456", "libelle": "A bis", "etat": "sorti",
+             "services": [{"code": "IDB", "url": "https://other.a.test/"}]}]}"#;
+        let applied = desired(&Catalogue::from_answer(&annuaire::parse(before, None).unwrap()), &Policy::default());
+        let answer = annuaire::parse(after, None).unwrap();
+        assert!(answer.amcs.is_empty(), "both entries rejected: {:?}", answer.amcs);
+        assert_eq!(answer.rejected.len(), 2);
+        assert!(answer.rejected[0].reason.contains("listed 2 times"), "{:?}", answer.rejected);
+        assert_eq!(answer.held, [amc("789123456")]);
+        let mut wanted = desired(&Catalogue::from_answer(&answer), &Policy::default());
+        hold(&mut wanted, &applied, &answer.held, &Policy::default());
+        assert_eq!(wanted, applied, "nothing opens, nothing closes");
+    }
+
+    #[test]
+    fn ambiguous_or_stateless_organisms_are_held() {
+        let body = br#"{"organismes": [
+            {"numero_amc": "111111111", "libelle": "X", "etat": "sorti", "etat": "cercle_de_confiance",
+             "services": [{"code": "IDB", "url": "https://x.a.test/"}]},
+            {"numero_amc": "222222222", "libelle": "Y", "etat": null,
+             "services": [{"code": "IDB", "url": "https://y.a.test/"}]},
+            {"numero_amc": "333333333", "libelle": "Z",
+             "services": [{"code": "IDB", "url": "https://z.a.test/"}]}]}"#;
+        let answer = annuaire::parse(body, None).unwrap();
+        assert!(answer.amcs.is_empty());
+        assert_eq!(answer.held, [amc("111111111"), amc("222222222"), amc("333333333")]);
+        let xml = br#"<listeUrls><organisme numeroAmc="111111111" etat="sorti" a:etat="cercle_de_confiance" xmlns:a="urn:x">
+            <service code="IDB"><url>https://x.a.test/</url></service></organisme></listeUrls>"#;
+        let answer = annuaire::parse(xml, None).unwrap();
+        assert!(answer.amcs.is_empty() && answer.held == [amc("111111111")], "{answer:?}");
     }
 }

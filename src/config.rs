@@ -232,6 +232,9 @@ pub struct RawResolver {
     pub grace: String,
     pub concurrency: usize,
     pub timeout: String,
+    /// Internal ranges (CIDR) that AMC hosts may resolve into, allowed knowingly: by default an
+    /// answer into private, loopback, link-local, … addresses is refused.
+    pub allow_networks: Vec<String>,
 }
 
 impl Default for RawResolver {
@@ -244,6 +247,7 @@ impl Default for RawResolver {
             grace: "1h".into(),
             concurrency: 32,
             timeout: "5s".into(),
+            allow_networks: Vec::new(),
         }
     }
 }
@@ -785,6 +789,11 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
             bad(&format!("resolver.servers[{i}]"), format!("`{server}` is not an IP address or IP:port"));
         }
     }
+    for (i, net) in raw.resolver.allow_networks.iter().enumerate() {
+        if net.parse::<ipnet::IpNet>().is_err() {
+            bad(&format!("resolver.allow_networks[{i}]"), format!("`{}` is not a network in CIDR form (`10.20.0.0/16`, `fd00::/8`)", crate::text::escape(net)));
+        }
+    }
     if raw.resolver.concurrency == 0 {
         bad("resolver.concurrency", "must be at least 1".into());
     }
@@ -873,7 +882,12 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
             ResolverSettings {
                 enabled: r.enabled,
                 servers: r.servers.clone(),
-                policy: crate::resolve::Policy { min_ttl: d(&r.min_ttl, 30), max_ttl: d(&r.max_ttl, 3600), grace: d(&r.grace, 3600) },
+                policy: crate::resolve::Policy {
+                    min_ttl: d(&r.min_ttl, 30),
+                    max_ttl: d(&r.max_ttl, 3600),
+                    grace: d(&r.grace, 3600),
+                    allow_networks: r.allow_networks.iter().filter_map(|n| n.parse().ok()).collect(),
+                },
                 timeout: d(&r.timeout, 5),
                 concurrency: r.concurrency.max(1),
             }

@@ -223,6 +223,9 @@ impl Engine {
         for w in &answer.warnings {
             warn!(source = %source, "{w}");
         }
+        for amc in &answer.held {
+            warn!(source = %source, amc = %amc, "AMC rejected whole; what is in force for it stays.");
+        }
         for r in &answer.rejected {
             warn!(source = %source, place = %r.place, amc = r.amc.as_deref().unwrap_or("-"), value = %r.value, "Rejected value: {}.", r.reason);
         }
@@ -321,7 +324,20 @@ impl Engine {
         let mut read = self.read_source(file)?;
         self.add_notified_hosts(&mut read.desired)?;
         let applied = self.store.applied()?;
-        let ctx = Context { mode: self.config.mode, guard: self.config.guard, rejected_values: read.answer.rejected.len() };
+        crate::catalogue::hold(&mut read.desired, &applied.state, &read.answer.held, &self.config.policy);
+        let stale_serial = match (read.answer.serial, self.store.highest_applied_serial()?) {
+            (Some(answer), Some(in_force)) if answer < in_force => {
+                warn!(serial = answer, in_force, "The answer is older than what is in force; its plans wait for approval.");
+                Some((answer, in_force))
+            }
+            _ => None,
+        };
+        let ctx = Context {
+            mode: self.config.mode,
+            guard: self.config.guard,
+            rejected_values: read.answer.rejected.len(),
+            stale_serial,
+        };
         let proposals = propose(&applied.state, &read.desired, &ctx);
         let open = self.store.open_plans()?;
         let plans = if dry_run {
@@ -737,6 +753,10 @@ impl Engine {
             Ok::<_, ResolverError>(resolver.refresh(&mut book, &settings.policy).await)
         })?;
         self.store.save_address_book(&book)?;
+        for (host, ip, why) in &change.refused {
+            let detail = format!("{host} resolves to {ip}, a {why} address: refused (resolver.allow_networks allows a range knowingly)");
+            self.store.audit("rocsync", "dns.refused", Some(applied.plan_id), &detail, &now())?;
+        }
         let resolved = book.resolved(settings.policy.grace);
         // An address entering or leaving its grace changes nftables' timeouts, not the files.
         if change.added.is_empty() && change.removed.is_empty() && resolved.leaving == leaving_before {

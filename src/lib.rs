@@ -26,6 +26,7 @@
 //! - [`engine`]: one reconcile pass, load → read → diff → plan → apply, and the plan commands.
 //! - [`daemon`]: `rocsync run`, the long-running service: the engine's passes on a schedule and
 //!   on wake-ups, the log watchers, the alert queue, the HTTP endpoint, systemd's protocol.
+//! - [`text`]: text from outside made safe to show (controls and bidi overrides escaped).
 //! - [`cli`]: the `rocsync` command line on top of it all.
 
 pub mod alerts;
@@ -41,6 +42,7 @@ pub mod resolve;
 pub mod sinks;
 pub mod sources;
 pub mod store;
+pub mod text;
 pub mod watch;
 #[cfg(test)]
 mod testing;

@@ -224,6 +224,10 @@ pub struct Context {
     /// How many values of the source's answer were rejected. When some were, a closing may be
     /// the effect of a value rocsync could not read, so closings wait.
     pub rejected_values: usize,
+    /// `(answer, in force)` when the answer's serial is lower than the highest serial applied:
+    /// an older answer (replayed, or from a stale cache) would undo decisions, so every plan
+    /// made from it waits.
+    pub stale_serial: Option<(u64, u64)>,
 }
 
 /// A plan before it is stored: a diff and whether, and why, it waits for a person.
@@ -286,6 +290,14 @@ pub fn propose(applied: &State, desired: &State, ctx: &Context) -> Vec<Proposal>
         }
     };
     plans.extend(notified_plan);
+    if let Some((answer, in_force)) = ctx.stale_serial {
+        for plan in &mut plans {
+            plan.needs_approval = true;
+            plan.reasons.push(format!(
+                "the answer's serial {answer} is older than serial {in_force}, already applied: an older answer (replayed, or a stale cache) never applies without approval"
+            ));
+        }
+    }
     plans
 }
 
@@ -443,6 +455,19 @@ mod tests {
             assert!(plans[..plans.len() - 1].iter().all(|p| !names(p.diff.changes.iter()).contains(&"hint.mail.test")));
         }
         assert!(!propose(&v1, &v2, &ctx(Mode::Auto))[0].needs_approval, "the annuaire's changes are not held back");
+    }
+
+    #[test]
+    fn an_older_serial_never_applies_without_approval() {
+        let (v1, v2) = (state("urls-v1.json"), state("urls-v2.json"));
+        for mode in [Mode::Auto, Mode::Hybrid] {
+            let plans = propose(&v1, &v2, &Context { stale_serial: Some((4182, 4183)), ..ctx(mode) });
+            assert!(!plans.is_empty());
+            for p in &plans {
+                assert!(p.needs_approval, "{mode}: {p:?}");
+                assert!(p.reasons.iter().any(|r| r.contains("4182") && r.contains("4183")), "{:?}", p.reasons);
+            }
+        }
     }
 
     #[test]

@@ -25,11 +25,81 @@ use crate::sinks::Resolved;
 use crate::sinks::nft_script::Addresses;
 
 /// How answers are kept (`[resolver]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub min_ttl: Duration,
     pub max_ttl: Duration,
     pub grace: Duration,
+    /// Internal ranges a hospital allows knowingly (`resolver.allow_networks`): an address in
+    /// one of them is taken even though [`forbidden`] would refuse it.
+    pub allow_networks: Vec<ipnet::IpNet>,
+}
+
+/// Why an address that a DNS answer gives for an AMC host is never allowed, if it is not:
+/// this host, the hospital's own networks, or addresses that are not a server's. Whoever
+/// controls an AMC's DNS could otherwise open the inside of the hospital on 443. IPv6 forms
+/// that embed an IPv4 address (mapped, compatible, NAT64, 6to4) are judged by that address.
+pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => forbidden_v4(v4),
+        IpAddr::V6(v6) => {
+            let seg = v6.segments();
+            if v6.is_unspecified() {
+                Some("unspecified")
+            } else if v6.is_loopback() {
+                Some("loopback")
+            } else if let Some(v4) = v6.to_ipv4_mapped() {
+                forbidden_v4(v4)
+            } else if seg[..6] == [0; 6] {
+                forbidden_v4(v6.to_ipv4().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED))
+            } else if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || seg[0] == 0x2002 {
+                let v4 = if seg[0] == 0x2002 { [seg[1], seg[2]] } else { [seg[6], seg[7]] };
+                let embedded = std::net::Ipv4Addr::new((v4[0] >> 8) as u8, v4[0] as u8, (v4[1] >> 8) as u8, v4[1] as u8);
+                forbidden_v4(embedded)
+            } else if (seg[0] & 0xfe00) == 0xfc00 {
+                Some("unique-local (fc00::/7)")
+            } else if (seg[0] & 0xffc0) == 0xfe80 {
+                Some("link-local (fe80::/10)")
+            } else if (seg[0] & 0xffc0) == 0xfec0 {
+                Some("site-local (fec0::/10)")
+            } else if (seg[0] & 0xff00) == 0xff00 {
+                Some("multicast")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn forbidden_v4(ip: std::net::Ipv4Addr) -> Option<&'static str> {
+    let o = ip.octets();
+    if ip.is_broadcast() {
+        Some("broadcast")
+    } else if o[0] == 0 {
+        Some("unspecified (0.0.0.0/8)")
+    } else if ip.is_loopback() {
+        Some("loopback")
+    } else if ip.is_private() {
+        Some("private (RFC 1918)")
+    } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
+        Some("shared address space (100.64.0.0/10)")
+    } else if ip.is_link_local() {
+        Some("link-local (169.254.0.0/16)")
+    } else if ip.is_multicast() {
+        Some("multicast")
+    } else if o[0] >= 240 {
+        Some("reserved (240.0.0.0/4)")
+    } else {
+        None
+    }
+}
+
+impl Policy {
+    /// Why `ip` is refused under this policy, if it is.
+    pub fn refuses(&self, ip: IpAddr) -> Option<&'static str> {
+        let reason = forbidden(ip)?;
+        (!self.allow_networks.iter().any(|net| net.contains(&ip))).then_some(reason)
+    }
 }
 
 /// A point in time: milliseconds since the Unix epoch, so that the book can be stored and
@@ -57,6 +127,9 @@ struct HostState {
     addrs: BTreeMap<IpAddr, Seen>,
     next_refresh: Millis,
     last_error: Option<String>,
+    /// Addresses the last good answer gave that are never allowed (see [`forbidden`]).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    refused: BTreeSet<IpAddr>,
 }
 
 /// The addresses of every resolvable host in force. Serialisable: the store keeps it between
@@ -71,6 +144,9 @@ pub struct AddressBook {
 pub struct BookChange {
     pub added: Vec<(Host, IpAddr)>,
     pub removed: Vec<(Host, IpAddr)>,
+    /// Addresses an answer gave that are refused, each reported once (until an answer no longer
+    /// gives it), with why.
+    pub refused: Vec<(Host, IpAddr, &'static str)>,
 }
 
 impl AddressBook {
@@ -79,7 +155,7 @@ impl AddressBook {
         let wanted: BTreeSet<&Host> = hosts.into_iter().filter(|h| !h.is_wildcard()).collect();
         self.hosts.retain(|h, _| wanted.contains(h));
         for h in wanted {
-            self.hosts.entry(h.clone()).or_insert_with(|| HostState { addrs: BTreeMap::new(), next_refresh: now, last_error: None });
+            self.hosts.entry(h.clone()).or_insert_with(|| HostState { addrs: BTreeMap::new(), next_refresh: now, last_error: None, refused: BTreeSet::new() });
         }
     }
 
@@ -102,7 +178,23 @@ impl AddressBook {
                 let ttl = answer.iter().map(|(_, ttl)| Duration::from_secs(u64::from(*ttl))).min().unwrap_or(policy.min_ttl);
                 state.next_refresh = now + ms(ttl.clamp(policy.min_ttl, policy.max_ttl));
                 state.last_error = None;
-                let fresh: BTreeSet<IpAddr> = answer.iter().map(|(ip, _)| *ip).collect();
+                let (refused, fresh): (BTreeSet<IpAddr>, BTreeSet<IpAddr>) =
+                    answer.iter().map(|(ip, _)| *ip).partition(|ip| policy.refuses(*ip).is_some());
+                for ip in &refused {
+                    if !state.refused.contains(ip) {
+                        change.refused.push((host.clone(), *ip, policy.refuses(*ip).unwrap_or_default()));
+                    }
+                }
+                state.refused = refused;
+                // An address kept from before that the policy now refuses (allow_networks
+                // narrowed) goes at once, without a grace.
+                state.addrs.retain(|ip, _| {
+                    let keep = policy.refuses(*ip).is_none();
+                    if !keep {
+                        change.removed.push((host.clone(), *ip));
+                    }
+                    keep
+                });
                 for (ip, seen) in state.addrs.iter_mut() {
                     if fresh.contains(ip) {
                         seen.absent_since = None;
@@ -192,6 +284,15 @@ impl AddressBook {
             }
         }
         map
+    }
+
+    /// Hosts whose last good answer gave refused addresses, with them.
+    pub fn refused(&self) -> Vec<(&Host, Vec<IpAddr>)> {
+        self.hosts
+            .iter()
+            .filter(|(_, s)| !s.refused.is_empty())
+            .map(|(h, s)| (h, s.refused.iter().copied().collect()))
+            .collect()
     }
 
     /// Hosts whose last resolution failed, with why.
@@ -286,9 +387,15 @@ impl DnsResolver {
             if let Err(e) = &result {
                 tracing::warn!(host = %host, "Resolution failed, keeping the last addresses: {e}");
             }
-            change.added.extend(book.record(&host, result, now, policy).added);
+            let one = book.record(&host, result, now, policy);
+            for (host, ip, why) in &one.refused {
+                tracing::warn!(host = %host, address = %ip, "DNS answer refused: {why} address.");
+            }
+            change.added.extend(one.added);
+            change.removed.extend(one.removed);
+            change.refused.extend(one.refused);
         }
-        change.removed = book.expire(now, policy.grace).removed;
+        change.removed.extend(book.expire(now, policy.grace).removed);
         change
     }
 }
@@ -297,7 +404,12 @@ impl DnsResolver {
 mod tests {
     use super::*;
 
-    const POLICY: Policy = Policy { min_ttl: Duration::from_secs(30), max_ttl: Duration::from_secs(3600), grace: Duration::from_secs(600) };
+    const POLICY: Policy = Policy {
+        min_ttl: Duration::from_secs(30),
+        max_ttl: Duration::from_secs(3600),
+        grace: Duration::from_secs(600),
+        allow_networks: Vec::new(),
+    };
 
     fn h(s: &str) -> Host {
         Host::parse(s).unwrap()
@@ -363,5 +475,42 @@ mod tests {
         assert_eq!(book.reverse()[&ip("198.18.0.1")], [h("a.test"), h("b.test")]);
         book.track([&h("b.test")], t0);
         assert_eq!(book.hosts_of(ip("198.18.0.1")), [&h("b.test")]);
+    }
+
+    #[test]
+    fn internal_addresses_are_refused_in_every_form() {
+        for bad in [
+            "10.0.0.5", "192.168.1.1", "172.16.3.4", "127.0.0.1", "0.0.0.0", "169.254.169.254", "255.255.255.255",
+            "224.0.0.1", "100.64.1.1", "240.0.0.1", "::1", "::", "fe80::1", "fc00::1", "fd12::1", "ff02::1",
+            "::ffff:10.0.0.5", "::ffff:127.0.0.1", "::10.0.0.5", "64:ff9b::a00:5", "2002:a00:5::1", "fec0::1",
+        ] {
+            assert!(forbidden(ip(bad)).is_some(), "{bad} must be refused");
+        }
+        for good in ["198.18.2.11", "8.8.8.8", "2001:db8::1", "2a01:cb00::1", "::ffff:198.18.0.1", "100.128.0.1"] {
+            assert_eq!(forbidden(ip(good)), None, "{good} must be allowed");
+        }
+    }
+
+    #[test]
+    fn refused_answers_never_reach_the_book_and_are_reported_once() {
+        let mut book = AddressBook::default();
+        let host = h("idb.a.test");
+        book.track([&host], 0);
+        let answer = || Ok(vec![(ip("198.18.2.11"), 60), (ip("10.0.0.5"), 60), (ip("::ffff:192.168.1.1"), 60)]);
+        let change = book.record(&host, answer(), 0, &POLICY);
+        assert_eq!(change.added, [(host.clone(), ip("198.18.2.11"))]);
+        assert_eq!(change.refused.iter().map(|(_, a, _)| *a).collect::<Vec<_>>(), [ip("10.0.0.5"), ip("::ffff:192.168.1.1")]);
+        assert_eq!(book.addresses()[&host], BTreeSet::from([ip("198.18.2.11")]));
+        assert_eq!(book.refused(), [(&host, vec![ip("10.0.0.5"), ip("::ffff:192.168.1.1")])]);
+        // The same answer again: nothing new to report.
+        assert!(book.record(&host, answer(), 60_000, &POLICY).refused.is_empty());
+        // A range allowed knowingly.
+        let allowing = Policy { allow_networks: vec!["10.0.0.0/24".parse().unwrap()], ..POLICY };
+        let change = book.record(&host, answer(), 120_000, &allowing);
+        assert_eq!(change.added, [(host.clone(), ip("10.0.0.5"))]);
+        // Narrowed again: the address goes at once, without a grace.
+        let change = book.record(&host, answer(), 180_000, &POLICY);
+        assert_eq!(change.removed, [(host.clone(), ip("10.0.0.5"))]);
+        assert!(!book.addresses()[&host].contains(&ip("10.0.0.5")));
     }
 }

@@ -349,6 +349,14 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The highest annuaire serial that an applied plan came from: an answer with a lower one is
+    /// older than what is in force (a replay, a stale cache) and never applies without approval.
+    pub fn highest_applied_serial(&self) -> Result<Option<u64>, StoreError> {
+        let serial: Option<i64> =
+            self.conn.query_row("SELECT MAX(serial) FROM plans WHERE status = 'applied'", [], |r| r.get(0))?;
+        Ok(serial.map(|s| s as u64))
+    }
+
     /// Stores new plans computed against the state of plan `base`, in order, each based on the
     /// one before (hybrid mode's openings, then the rest). Every plan still open is superseded:
     /// it was computed from an older read of the source.

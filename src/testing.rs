@@ -18,5 +18,5 @@ pub fn state(name: &str) -> State {
 
 /// A planning context in `mode` with the default guard.
 pub fn ctx(mode: Mode) -> Context {
-    Context { mode, guard: Guard::default(), rejected_values: 0 }
+    Context { mode, guard: Guard::default(), rejected_values: 0, stale_serial: None }
 }

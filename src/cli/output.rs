@@ -405,7 +405,8 @@ pub fn status(out: &mut impl Write, engine: &Engine, json: bool) -> anyhow::Resu
             "resolver": book.as_ref().map(|b| {
                 let a = b.addresses();
                 json!({"hosts_resolved": a.len(), "addresses": a.values().map(|s| s.len()).sum::<usize>(),
-                       "failures": b.failures().iter().map(|(h, e)| json!({"host": h.as_str(), "error": e})).collect::<Vec<_>>()})
+                       "failures": b.failures().iter().map(|(h, e)| json!({"host": h.as_str(), "error": e})).collect::<Vec<_>>(),
+                       "refused": b.refused().iter().map(|(h, a)| json!({"host": h.as_str(), "addresses": a})).collect::<Vec<_>>()})
             }),
             "client_certificate": match &certificate {
                 None => Value::Null,
@@ -466,6 +467,10 @@ pub fn status(out: &mut impl Write, engine: &Engine, json: bool) -> anyhow::Resu
             a.values().map(|s| s.len()).sum::<usize>(),
             if failures.is_empty() { String::new() } else { format!(", {DEL}{} failing{DEL:#} (last addresses kept; rocsync resolve)", failures.len()) }
         )?;
+        for (host, refused) in b.refused() {
+            let list: Vec<String> = refused.iter().map(|ip| format!("{ip} ({})", crate::resolve::forbidden(*ip).unwrap_or("refused"))).collect();
+            writeln!(out, "  {DEL}refused{DEL:#} {host} → {} (never opened; resolver.allow_networks)", list.join(", "))?;
+        }
     }
     match &certificate {
         None => {}

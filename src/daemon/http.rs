@@ -38,6 +38,8 @@ pub struct Metrics {
     pub polls_failed: u64,
     pub hosts_in_force: usize,
     pub addresses: usize,
+    /// Addresses DNS answers gave for hosts in force that were refused (internal ranges).
+    pub dns_refused: usize,
     pub pending_plans: usize,
     /// (AMC number, service) → blocked requests seen.
     pub blocked: BTreeMap<(String, String), u64>,
@@ -64,6 +66,7 @@ impl Metrics {
             ("polls_failed_total", "Annuaire reads that failed.", "counter", self.polls_failed as f64),
             ("hosts_in_force", "Hosts allowed by the state in force.", "gauge", self.hosts_in_force as f64),
             ("addresses", "Addresses resolved for the hosts in force.", "gauge", self.addresses as f64),
+            ("dns_refused_addresses", "Addresses that DNS answers gave for AMC hosts and that were refused (internal ranges).", "gauge", self.dns_refused as f64),
             ("pending_plans", "Plans waiting for approval.", "gauge", self.pending_plans as f64),
             ("alerts_sent_total", "Alerts sent.", "counter", self.alerts_sent as f64),
             ("alerts_failed_total", "Alert deliveries that failed (each is retried).", "counter", self.alerts_failed as f64),

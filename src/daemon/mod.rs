@@ -355,8 +355,10 @@ impl Worker {
                 }
                 Job::ApplyApproved => self.apply_approved(),
                 Job::Refresh => {
-                    if let Err(e) = self.engine.refresh_addresses() {
-                        warn!("Resolving the hosts in force: {}", crate::error_chain(&e));
+                    match self.engine.refresh_addresses() {
+                        Ok(Some(change)) => self.raise_refused(&change),
+                        Ok(None) => {}
+                        Err(e) => warn!("Resolving the hosts in force: {}", crate::error_chain(&e)),
                     }
                     self.publish();
                 }
@@ -388,6 +390,19 @@ impl Worker {
         }
     }
 
+    /// One alert per host whose DNS answer pointed inside.
+    fn raise_refused(&mut self, change: &crate::resolve::BookChange) {
+        let mut by_host: std::collections::BTreeMap<String, (Vec<String>, Vec<String>)> = Default::default();
+        for (host, ip, why) in &change.refused {
+            let (addresses, reasons) = by_host.entry(host.to_string()).or_default();
+            addresses.push(ip.to_string());
+            reasons.push((*why).to_owned());
+        }
+        for (host, (addresses, reasons)) in by_host {
+            self.raise(Alert::DnsRefused { host, addresses, reasons });
+        }
+    }
+
     /// One reconcile pass, then what it means for people: plans to review, failures to tell.
     fn pass(&mut self) -> bool {
         let started = Instant::now();
@@ -406,6 +421,9 @@ impl Worker {
                 }
                 if !run.repaired.is_empty() {
                     self.raise(Alert::DriftRepaired { details: run.repaired.clone() });
+                }
+                if let Some(change) = &run.addresses {
+                    self.raise_refused(change);
                 }
                 true
             }
@@ -633,16 +651,19 @@ impl Worker {
     fn publish(&mut self) {
         let Ok(applied) = self.engine.store.applied() else { return };
         let pending = self.engine.store.open_plans().map(|p| p.iter().filter(|p| p.status == Status::Pending).count()).unwrap_or(0);
-        let addresses = if self.engine.config.resolver.enabled {
-            self.engine.store.address_book().map(|b| b.addresses().values().map(|a| a.len()).sum()).unwrap_or(0)
-        } else {
-            0
+        let (addresses, dns_refused) = match self.engine.config.resolver.enabled.then(|| self.engine.store.address_book()) {
+            Some(Ok(b)) => (
+                b.addresses().values().map(|a| a.len()).sum(),
+                b.refused().iter().map(|(_, a)| a.len()).sum(),
+            ),
+            _ => (0, 0),
         };
         let changed = self.published_plan != Some(applied.plan_id);
         let Ok(mut p) = self.shared.write() else { return };
         p.metrics.hosts_in_force = applied.state.entries.len();
         p.metrics.pending_plans = pending;
         p.metrics.addresses = addresses;
+        p.metrics.dns_refused = dns_refused;
         p.serve_metrics = self.engine.config.raw.http.metrics;
         if changed {
             p.plain = Document::new(crate::sinks::plain::render(&applied.state, WildcardStyle::Star));

@@ -1,83 +1,173 @@
 //! The JSON answer (`annuaire-urls/1`, contract §1a).
 //!
-//! The document is read as a `serde_json::Value` and walked by hand rather than into typed
-//! structs: one organism with a number where a string belongs must be rejected on its own, not
-//! take the whole answer down with it.
+//! The document is read into a [`Node`] tree and walked by hand rather than into typed structs:
+//! one organism with a number where a string belongs must be rejected on its own, not take the
+//! whole answer down with it. The tree keeps every member of an object in order, duplicates
+//! included: `serde_json::Value` keeps the last of two `"etat"` keys, and an organism that says
+//! both `sorti` and `cercle_de_confiance` must be rejected as ambiguous, not read either way.
 
-use serde_json::{Map, Value};
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::{AnswerError, RawAnswer, RawOrganisme, RawService, Rejected};
 
+/// A JSON value whose objects keep duplicate members.
+#[derive(Debug, Clone, PartialEq)]
+enum Node {
+    Null,
+    Bool(bool),
+    /// The number as written by serde_json (`42`, `1.5`).
+    Number(String),
+    String(String),
+    Array(Vec<Node>),
+    Object(Vec<(String, Node)>),
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Node, D::Error> {
+        deserializer.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
+        Ok(Node::Null)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node, E> {
+        Ok(Node::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
+        Ok(Node::Number(v.to_string()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
+        Ok(Node::Number(v.to_string()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
+        Ok(Node::Number(v.to_string()))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
+        Ok(Node::String(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Node, E> {
+        Ok(Node::String(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Node::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut members = Vec::new();
+        while let Some((key, value)) = map.next_entry::<String, Node>()? {
+            members.push((key, value));
+        }
+        Ok(Node::Object(members))
+    }
+}
+
+type Members = [(String, Node)];
+
+/// The first member named `key`.
+fn get<'a>(obj: &'a Members, key: &str) -> Option<&'a Node> {
+    obj.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// The names that appear more than once among `obj`'s members, each once, in order.
+fn duplicate_keys(obj: &Members) -> Vec<&str> {
+    let mut dups: Vec<&str> = Vec::new();
+    for (i, (key, _)) in obj.iter().enumerate() {
+        if obj[..i].iter().any(|(k, _)| k == key) && !dups.contains(&key.as_str()) {
+            dups.push(key);
+        }
+    }
+    dups
+}
+
 pub(crate) fn parse(body: &[u8]) -> Result<RawAnswer, AnswerError> {
-    let doc: Value = serde_json::from_slice(body).map_err(|e| {
+    let doc: Node = serde_json::from_slice(body).map_err(|e| {
         // serde_json ends its message with the position, which the error already carries.
         let message = e.to_string();
         let position = format!(" at line {} column {}", e.line(), e.column());
         AnswerError::Json { line: e.line(), column: e.column(), message: message.strip_suffix(&position).unwrap_or(&message).to_owned() }
     })?;
-    let Value::Object(top) = doc else {
+    let Node::Object(top) = doc else {
         return Err(AnswerError::MissingList("the JSON answer is not an object".into()));
     };
-    let Some(list) = top.get("organismes") else {
+    let dups = duplicate_keys(&top);
+    if !dups.is_empty() {
+        return Err(AnswerError::MissingList(format!(
+            "the JSON answer has the member(s) {} more than once: it is ambiguous",
+            quoted(&dups)
+        )));
+    }
+    let Some(list) = get(&top, "organismes") else {
         return Err(AnswerError::MissingList("the JSON answer has no `organismes` list".into()));
     };
-    let Value::Array(list) = list else {
+    let Node::Array(list) = list else {
         return Err(AnswerError::MissingList("`organismes` is not a list".into()));
     };
     let mut raw = RawAnswer {
-        serial: top.get("serie").map(|v| ("serie".to_owned(), scalar_text(v))),
-        generated_at: top.get("genere_le").and_then(Value::as_str).map(str::to_owned),
+        serial: get(&top, "serie").map(|v| ("serie".to_owned(), scalar_text(v))),
+        generated_at: match get(&top, "genere_le") {
+            Some(Node::String(s)) => Some(s.clone()),
+            _ => None,
+        },
         ..RawAnswer::default()
     };
     for (i, item) in list.iter().enumerate() {
         let place = format!("organismes[{i}]");
         match item {
-            Value::Object(obj) => raw.organismes.push(organisme(obj, place, &mut raw.rejected)),
-            other => raw.rejected.push(Rejected {
-                amc: None,
-                value: scalar_text(other),
-                reason: "an organism must be a JSON object".into(),
-                place,
-            }),
+            Node::Object(obj) => raw.organismes.push(organisme(obj, place, &mut raw.rejected)),
+            other => raw.rejected.push(Rejected::new(None, &scalar_text(other), "an organism must be a JSON object".into(), place)),
         }
     }
     Ok(raw)
 }
 
-fn organisme(obj: &Map<String, Value>, place: String, rejected: &mut Vec<Rejected>) -> RawOrganisme {
+fn organisme(obj: &Members, place: String, rejected: &mut Vec<Rejected>) -> RawOrganisme {
     let mut org = RawOrganisme {
         number: string_field(obj, "numero_amc", &place, None, rejected),
         ..RawOrganisme::default()
     };
     let amc = org.number.clone();
+    let dups = duplicate_keys(obj);
+    if !dups.is_empty() {
+        org.ambiguous.push(format!("the organism has the member(s) {} more than once", quoted(&dups)));
+    }
     org.name = string_field(obj, "libelle", &place, amc.as_deref(), rejected);
     org.state = string_field(obj, "etat", &place, amc.as_deref(), rejected);
     for (j, svc) in array_field(obj, "services", &place, amc.as_deref(), rejected).iter().enumerate() {
         let svc_place = format!("{place}.services[{j}]");
         match svc {
-            Value::Object(s) => org.services.push(RawService {
-                code: string_field(s, "code", &svc_place, amc.as_deref(), rejected),
-                url: string_field(s, "url", &svc_place, amc.as_deref(), rejected),
-                place: svc_place,
-            }),
-            other => rejected.push(Rejected {
-                amc: amc.clone(),
-                value: scalar_text(other),
-                reason: "a service must be a JSON object".into(),
-                place: svc_place,
-            }),
+            Node::Object(s) => {
+                let dups = duplicate_keys(s);
+                if !dups.is_empty() {
+                    org.ambiguous.push(format!("{svc_place} has the member(s) {} more than once", quoted(&dups)));
+                }
+                org.services.push(RawService {
+                    code: string_field(s, "code", &svc_place, amc.as_deref(), rejected),
+                    url: string_field(s, "url", &svc_place, amc.as_deref(), rejected),
+                    place: svc_place,
+                })
+            }
+            other => rejected.push(Rejected::new(amc.as_deref(), &scalar_text(other), "a service must be a JSON object".into(), svc_place)),
         }
     }
     for (j, dom) in array_field(obj, "domaines", &place, amc.as_deref(), rejected).iter().enumerate() {
         let dom_place = format!("{place}.domaines[{j}]");
         match dom {
-            Value::String(s) => org.domains.push((dom_place, s.clone())),
-            other => rejected.push(Rejected {
-                amc: amc.clone(),
-                value: scalar_text(other),
-                reason: "a domain must be a string".into(),
-                place: dom_place,
-            }),
+            Node::String(s) => org.domains.push((dom_place, s.clone())),
+            other => rejected.push(Rejected::new(amc.as_deref(), &scalar_text(other), "a domain must be a string".into(), dom_place)),
         }
     }
     org.place = place;
@@ -85,60 +175,42 @@ fn organisme(obj: &Map<String, Value>, place: String, rejected: &mut Vec<Rejecte
 }
 
 /// A string member; anything else present under that name is rejected and read as absent.
-fn string_field(
-    obj: &Map<String, Value>,
-    key: &str,
-    place: &str,
-    amc: Option<&str>,
-    rejected: &mut Vec<Rejected>,
-) -> Option<String> {
-    match obj.get(key) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
+fn string_field(obj: &Members, key: &str, place: &str, amc: Option<&str>, rejected: &mut Vec<Rejected>) -> Option<String> {
+    match get(obj, key) {
+        None | Some(Node::Null) => None,
+        Some(Node::String(s)) => Some(s.clone()),
         Some(other) => {
-            rejected.push(Rejected {
-                amc: amc.map(str::to_owned),
-                value: scalar_text(other),
-                reason: format!("`{key}` must be a string"),
-                place: format!("{place}.{key}"),
-            });
+            rejected.push(Rejected::new(amc, &scalar_text(other), format!("`{key}` must be a string"), format!("{place}.{key}")));
             None
         }
     }
 }
 
 /// An array member; absent or `null` is empty, anything else is rejected.
-fn array_field<'a>(
-    obj: &'a Map<String, Value>,
-    key: &str,
-    place: &str,
-    amc: Option<&str>,
-    rejected: &mut Vec<Rejected>,
-) -> &'a [Value] {
-    match obj.get(key) {
-        None | Some(Value::Null) => &[],
-        Some(Value::Array(items)) => items,
+fn array_field<'a>(obj: &'a Members, key: &str, place: &str, amc: Option<&str>, rejected: &mut Vec<Rejected>) -> &'a [Node] {
+    match get(obj, key) {
+        None | Some(Node::Null) => &[],
+        Some(Node::Array(items)) => items,
         Some(other) => {
-            rejected.push(Rejected {
-                amc: amc.map(str::to_owned),
-                value: scalar_text(other),
-                reason: format!("`{key}` must be a list"),
-                place: format!("{place}.{key}"),
-            });
+            rejected.push(Rejected::new(amc, &scalar_text(other), format!("`{key}` must be a list"), format!("{place}.{key}")));
             &[]
         }
     }
 }
 
 /// A short text for a value, to show in a rejection.
-fn scalar_text(v: &Value) -> String {
+fn scalar_text(v: &Node) -> String {
     match v {
-        Value::String(s) => s.clone(),
-        other => {
-            let text = other.to_string();
-            if text.len() > 80 { format!("{}…", &text[..text.floor_char_boundary(80)]) } else { text }
-        }
+        Node::Null => "null".into(),
+        Node::Bool(b) => b.to_string(),
+        Node::Number(n) | Node::String(n) => n.clone(),
+        Node::Array(_) => "[…]".into(),
+        Node::Object(_) => "{…}".into(),
     }
+}
+
+fn quoted(keys: &[&str]) -> String {
+    keys.iter().map(|k| format!("`{}`", crate::text::escape(k))).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -165,5 +237,21 @@ mod tests {
             .unwrap();
         assert_eq!(raw.organismes.len(), 1);
         assert!(raw.rejected.is_empty());
+        assert!(raw.organismes[0].ambiguous.is_empty());
+    }
+
+    #[test]
+    fn duplicate_members_make_an_organism_ambiguous() {
+        let raw = parse(br#"{"organismes": [
+            {"numero_amc": "123456789", "etat": "sorti", "etat": "cercle_de_confiance"},
+            {"numero_amc": "223456789", "etat": "cercle_de_confiance",
+             "services": [{"code": "IDB", "url": "https://a.test/", "url": "https://b.test/"}]},
+            {"numero_amc": "323456789", "etat": "cercle_de_confiance"}]}"#)
+        .unwrap();
+        assert!(raw.organismes[0].ambiguous[0].contains("`etat`"), "{:?}", raw.organismes[0].ambiguous);
+        assert!(raw.organismes[1].ambiguous[0].contains("services[0]"), "{:?}", raw.organismes[1].ambiguous);
+        assert!(raw.organismes[2].ambiguous.is_empty());
+        // Twice the list itself: the whole answer is ambiguous.
+        assert!(matches!(parse(br#"{"organismes": [], "organismes": []}"#), Err(AnswerError::MissingList(m)) if m.contains("ambiguous")));
     }
 }

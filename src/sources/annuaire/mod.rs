@@ -43,6 +43,9 @@ pub struct Answer {
     pub amcs: Vec<Amc>,
     /// Values that could not be understood, with why.
     pub rejected: Vec<Rejected>,
+    /// AMCs whose organism was rejected whole (listed twice, ambiguous, without a valid state):
+    /// the answer says nothing trustworthy about them, so what is in force for them stays.
+    pub held: Vec<AmcNumber>,
     /// Things kept but worth a look (an unknown `etat`).
     pub warnings: Vec<String>,
 }
@@ -71,12 +74,29 @@ pub struct Service {
 /// A value of the answer that rocsync did not accept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rejected {
-    /// The AMC number as written, when the value belongs to an AMC.
+    /// The AMC number as written (escaped), when the value belongs to an AMC.
     pub amc: Option<String>,
+    /// The value as written, escaped and cut to a short line: it is shown to people.
     pub value: String,
     pub reason: String,
     /// Where in the document: a JSON path or an XML line.
     pub place: String,
+}
+
+/// How much of a rejected value is kept to show.
+const SHOWN_VALUE: usize = 200;
+
+impl Rejected {
+    /// A rejection; the value and the AMC number are escaped here, once, so that a hostile
+    /// value cannot add a line to a log, a plan or a mail that quotes it.
+    pub(crate) fn new(amc: Option<&str>, value: &str, reason: String, place: String) -> Rejected {
+        Rejected {
+            amc: amc.map(|a| crate::text::excerpt(a, 40)),
+            value: crate::text::excerpt(value, SHOWN_VALUE),
+            reason,
+            place,
+        }
+    }
 }
 
 /// Why a document is not an annuaire answer. The caller adds which input it was.
@@ -106,6 +126,9 @@ pub enum AnswerError {
     /// The document parses but lacks the list of organisms (a missing list is never an empty one).
     #[error("{0}")]
     MissingList(String),
+    /// A byte-order mark announces an encoding that the bytes do not follow.
+    #[error("it starts with a {0} byte-order mark but is not valid {0}")]
+    Encoding(&'static str),
 }
 
 /// What a format parser yields: strings as found, each with its place.
@@ -126,6 +149,8 @@ pub(crate) struct RawOrganisme {
     state: Option<String>,
     services: Vec<RawService>,
     domains: Vec<(String, String)>,
+    /// Why the organism cannot be read one way only (a member given twice): it is rejected whole.
+    ambiguous: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -137,8 +162,14 @@ pub(crate) struct RawService {
 
 /// Reads an answer. `content_type` is the HTTP header when there was one; without it, or when it
 /// is generic (`text/plain`, `application/octet-stream`), the body is sniffed.
+///
+/// A UTF-8 byte-order mark is skipped; a UTF-16 one (either byte order) makes the body be
+/// transcoded to UTF-8 first, for JSON and XML alike. Without a mark, JSON must be UTF-8 and XML
+/// follows its declaration.
 pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Answer, AnswerError> {
-    let start = skip_bom_and_space(body);
+    let (body, transcoded) = decode_bom(body)?;
+    let body = &body[..];
+    let start = skip_space(body);
     if start.is_empty() {
         return Err(AnswerError::Empty);
     }
@@ -160,7 +191,7 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Answer, AnswerEr
             if looks_like_html(start) {
                 return Err(AnswerError::Html(snippet(start)));
             }
-            xml::parse(body)?
+            xml::parse(body, transcoded)?
         }
     };
     Ok(validate(format, raw))
@@ -185,8 +216,20 @@ fn looks_like_html(start: &[u8]) -> bool {
     head.starts_with(b"<!doctype html") || head.starts_with(b"<html")
 }
 
-fn skip_bom_and_space(body: &[u8]) -> &[u8] {
-    let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
+/// The body without its byte-order mark, as UTF-8 when the mark says UTF-16; `true` when it was
+/// transcoded (the XML declaration's `encoding` then no longer applies).
+fn decode_bom(body: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, bool), AnswerError> {
+    match encoding_rs::Encoding::for_bom(body) {
+        None => Ok((std::borrow::Cow::Borrowed(body), false)),
+        Some((enc, len)) if enc == encoding_rs::UTF_8 => Ok((std::borrow::Cow::Borrowed(&body[len..]), false)),
+        Some((enc, len)) => enc
+            .decode_without_bom_handling_and_without_replacement(&body[len..])
+            .map(|text| (std::borrow::Cow::Owned(text.into_owned().into_bytes()), true))
+            .ok_or(AnswerError::Encoding(enc.name())),
+    }
+}
+
+fn skip_space(body: &[u8]) -> &[u8] {
     let first = body.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(body.len());
     &body[first..]
 }
@@ -203,46 +246,68 @@ pub fn snippet(body: &[u8]) -> String {
 }
 
 /// Applies the contract to what a format parser found. Never fails: what is wrong is rejected
-/// value by value.
+/// value by value, or organism by organism when an organism cannot be read one way only.
 fn validate(format: Format, raw: RawAnswer) -> Answer {
     let mut rejected = raw.rejected;
     let mut warnings = Vec::new();
+    let mut held = Vec::new();
     let serial = raw.serial.and_then(|(place, text)| match text.trim().parse::<u64>() {
         Ok(n) => Some(n),
         Err(_) => {
-            rejected.push(Rejected {
-                amc: None,
-                value: text,
-                reason: "serial is not a whole number".into(),
-                place,
-            });
+            rejected.push(Rejected::new(None, &text, "serial is not a whole number".into(), place));
             None
         }
     });
+    let numbers: Vec<Option<AmcNumber>> = raw
+        .organismes
+        .iter()
+        .map(|org| org.number.as_deref().map(str::trim).and_then(|n| AmcNumber::parse(n).ok()))
+        .collect();
     let mut amcs = Vec::new();
-    for org in raw.organismes {
+    for (org, parsed) in raw.organismes.into_iter().zip(&numbers) {
         let number_text = org.number.clone().unwrap_or_default();
-        let reject = |value: &str, reason: String, place: &str| Rejected {
-            amc: org.number.clone(),
-            value: value.to_owned(),
-            reason,
-            place: place.to_owned(),
-        };
-        let number = match org.number.as_deref().map(str::trim).map(AmcNumber::parse) {
-            Some(Ok(n)) => n,
-            Some(Err(e)) => {
+        let reject = |value: &str, reason: String, place: &str| Rejected::new(org.number.as_deref(), value, reason, place.to_owned());
+        let number = match (parsed, org.number.as_deref()) {
+            (Some(n), _) => n.clone(),
+            (None, Some(text)) => {
+                let e = AmcNumber::parse(text.trim()).err().map(|e| e.to_string()).unwrap_or_default();
                 rejected.push(reject(&number_text, format!("{e}; organism skipped"), &org.place));
                 continue;
             }
-            None => {
+            (None, None) => {
                 rejected.push(reject("", "organism without an AMC number; skipped".into(), &org.place));
                 continue;
             }
         };
-        let state = AmcState::parse(org.state.as_deref().map(str::trim).unwrap_or_default());
+        // The same AMC twice (`789123456` and `0789123456` are one AMC): which entry is right
+        // cannot be told, so neither is read.
+        let listed = numbers.iter().filter(|n| n.as_ref() == Some(&number)).count();
+        let mut ambiguous = org.ambiguous.clone();
+        if listed > 1 {
+            ambiguous.push(format!("AMC {number} is listed {listed} times in the answer"));
+        }
+        let state_text = org.state.as_deref().map(str::trim).unwrap_or_default();
+        if ambiguous.is_empty() && state_text.is_empty() {
+            ambiguous.push("the organism has no `etat`".into());
+        }
+        if !ambiguous.is_empty() {
+            rejected.push(reject(
+                &number_text,
+                format!("{}: the organism is rejected whole, nothing of it is opened and what is in force for it stays", ambiguous.join("; ")),
+                &org.place,
+            ));
+            if !held.contains(&number) {
+                held.push(number);
+            }
+            continue;
+        }
+        let state = match AmcState::parse(state_text) {
+            AmcState::Unknown(raw) => AmcState::Unknown(crate::text::excerpt(&raw, 60)),
+            known => known,
+        };
         if let AmcState::Unknown(raw) = &state {
             warnings.push(format!(
-                "AMC {number}: unknown state {raw:?} at {}; treated as cercle_de_confiance",
+                "AMC {number}: unknown state \"{raw}\" at {}; treated as cercle_de_confiance",
                 org.place
             ));
         }
@@ -254,16 +319,22 @@ fn validate(format: Format, raw: RawAnswer) -> Answer {
                 rejected.push(reject(url_text, "service without a code".into(), &svc.place));
                 continue;
             }
+            if !is_service_code(code) {
+                rejected.push(reject(
+                    code,
+                    format!("service code is not a code (letters, digits and `_`, at most {MAX_CODE} characters)"),
+                    &svc.place,
+                ));
+                continue;
+            }
             match service_endpoint(url_text) {
                 Ok((host, port)) => services.push(Service {
                     code: code.to_ascii_uppercase(),
                     host,
                     port,
-                    url: url_text.to_owned(),
+                    url: crate::text::escaped(url_text),
                 }),
-                Err(reason) => {
-                    rejected.push(reject(url_text, format!("service {code}: {reason}"), &svc.place))
-                }
+                Err(reason) => rejected.push(reject(url_text, format!("service {code}: {reason}"), &svc.place)),
             }
         }
         let mut domains = Vec::new();
@@ -275,13 +346,23 @@ fn validate(format: Format, raw: RawAnswer) -> Answer {
         }
         amcs.push(Amc {
             number,
-            name: org.name.map(|n| n.trim().to_owned()).unwrap_or_default(),
+            name: org.name.as_deref().map(|n| crate::text::escaped(n.trim())).unwrap_or_default(),
             state,
             services,
             domains,
         });
     }
-    Answer { format, serial, generated_at: raw.generated_at, amcs, rejected, warnings }
+    let generated_at = raw.generated_at.map(|g| crate::text::excerpt(&g, 64));
+    Answer { format, serial, generated_at, amcs, rejected, held, warnings }
+}
+
+/// Longest service code accepted.
+const MAX_CODE: usize = 16;
+
+/// `IDB`, `SIM`, `CLC`, `DEL` or another code: letters, digits and `_`. A code is shown in plans
+/// and written into export comments, so nothing else may pass.
+fn is_service_code(code: &str) -> bool {
+    (1..=MAX_CODE).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// The host and port a service URL needs opened.
@@ -302,6 +383,9 @@ fn service_endpoint(text: &str) -> Result<(Host, u16), String> {
         return Err("a service URL cannot name a wildcard".into());
     }
     let port = url.port_or_known_default().ok_or("the URL has no port")?;
+    if port == 0 {
+        return Err("port 0 cannot be opened".into());
+    }
     Ok((host, port))
 }
 
@@ -388,5 +472,53 @@ mod tests {
         );
         assert!(a.rejected[5].reason.contains("public suffix"), "{:?}", a.rejected[5]);
         assert_eq!(a.warnings.len(), 1);
+    }
+
+    #[test]
+    fn service_codes_and_port_zero_are_validated() {
+        let body = br#"{"organismes": [{"numero_amc": "123456789", "libelle": "OK", "etat": "cercle_de_confiance",
+             "services": [{"code": "IDB\n}\nflush ruleset\n#", "url": "https://idb.ok.test/"},
+                          {"code": "SIM", "url": "https://idb0.ok.test:0/"},
+                          {"code": "Autre_2", "url": "https://autre.ok.test/"},
+                          {"code": "TOOLONGCODE_ABCDEFGH", "url": "https://long.ok.test/"}]}]}"#;
+        let a = parse(body, None).unwrap();
+        let codes: Vec<&str> = a.amcs[0].services.iter().map(|s| s.code.as_str()).collect();
+        assert_eq!(codes, ["AUTRE_2"]);
+        assert_eq!(a.rejected.len(), 3, "{:?}", a.rejected);
+        assert!(a.rejected[0].reason.contains("service code") && a.rejected[0].value == "IDB\\n}\\nflush ruleset\\n#", "{:?}", a.rejected[0]);
+        assert!(a.rejected[1].reason.contains("port 0"), "{:?}", a.rejected[1]);
+    }
+
+    #[test]
+    fn names_and_rejected_values_are_escaped_once_where_they_enter() {
+        let body = "{\"organismes\": [{\"numero_amc\": \"123456789\", \"etat\": \"cercle_de_confiance\",
+            \"libelle\": \"A\\n    + faux.test  tcp/443\\u001b[8m\\u202e\",
+            \"domaines\": [\"bad\\nhost.test\"]}]}";
+        let a = parse(body.as_bytes(), None).unwrap();
+        let name = &a.amcs[0].name;
+        assert_eq!(name, "A\\n    + faux.test  tcp/443\\u{1b}[8m\\u{202e}");
+        assert!(!a.rejected[0].value.contains('\n'), "{:?}", a.rejected[0]);
+    }
+
+    #[test]
+    fn byte_order_marks_are_accepted_and_utf16_is_transcoded() {
+        let json = fixture("urls-v1.json");
+        let with_bom = [b"\xef\xbb\xbf".as_slice(), &json].concat();
+        assert_eq!(parse(&with_bom, Some("application/json")).unwrap().amcs.len(), 9);
+        assert_eq!(parse(&with_bom, None).unwrap().amcs.len(), 9);
+        let xml = String::from_utf8(fixture("urls-v1.xml")).unwrap().replace("encoding=\"UTF-8\"", "encoding=\"UTF-16\"");
+        for (bom, big_endian) in [([0xffu8, 0xfe], false), ([0xfe, 0xff], true)] {
+            let mut body = bom.to_vec();
+            for unit in xml.encode_utf16() {
+                body.extend(if big_endian { unit.to_be_bytes() } else { unit.to_le_bytes() });
+            }
+            let a = parse(&body, Some("text/xml")).unwrap_or_else(|e| panic!("big endian {big_endian}: {e}"));
+            assert_eq!(a.amcs.len(), 9);
+            assert_eq!(parse(&body, None).unwrap().amcs.len(), 9);
+        }
+        let json16: Vec<u8> = [0xff, 0xfe].into_iter().chain(String::from_utf8(json).unwrap().encode_utf16().flat_map(u16::to_le_bytes)).collect();
+        assert_eq!(parse(&json16, None).unwrap().amcs.len(), 9);
+        // A mark the bytes do not follow: a clear error.
+        assert_eq!(parse(&[0xff, 0xfe, 0x00, 0xd8], None).unwrap_err(), AnswerError::Encoding("UTF-16LE"));
     }
 }

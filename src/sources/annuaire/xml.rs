@@ -19,8 +19,14 @@ enum Collect {
     FaultString,
 }
 
-pub(crate) fn parse(bytes: &[u8]) -> Result<RawAnswer, AnswerError> {
-    let text = to_utf8(bytes)?;
+/// `transcoded`: the bytes are already UTF-8 whatever the declaration says (the caller decoded a
+/// UTF-16 byte-order mark).
+pub(crate) fn parse(bytes: &[u8], transcoded: bool) -> Result<RawAnswer, AnswerError> {
+    let text = if transcoded {
+        std::borrow::Cow::Borrowed(std::str::from_utf8(bytes).map_err(|_| AnswerError::Xml { line: 1, message: "the document is not valid UTF-8".into() })?)
+    } else {
+        to_utf8(bytes)?
+    };
     let body = text.as_bytes();
     let mut reader = quick_xml::Reader::from_str(&text);
     reader.config_mut().trim_text(true);
@@ -59,6 +65,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<RawAnswer, AnswerError> {
                     ("faultstring", _) if fault.is_some() => collect = Collect::FaultString,
                     ("organisme", true) => {
                         let mut o = RawOrganisme { place: place(), ..RawOrganisme::default() };
+                        o.ambiguous.extend(repeated_attributes(e).map(|names| format!("the organism has the attribute(s) {names} more than once")));
                         o.number = attr(e, "numeroAmc", &mut raw.rejected, &place);
                         o.name = attr(e, "libelle", &mut raw.rejected, &place);
                         o.state = attr(e, "etat", &mut raw.rejected, &place);
@@ -69,6 +76,9 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<RawAnswer, AnswerError> {
                         }
                     }
                     ("service", true) if org.is_some() => {
+                        if let (Some(names), Some(o)) = (repeated_attributes(e), org.as_mut()) {
+                            o.ambiguous.push(format!("the service at line {line} has the attribute(s) {names} more than once"));
+                        }
                         let s = RawService {
                             place: place(),
                             code: attr(e, "code", &mut raw.rejected, &place),
@@ -131,6 +141,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<RawAnswer, AnswerError> {
                 }
                 "url" if collect == Collect::Url => {
                     if let Some(s) = svc.as_mut() {
+                        if s.url.is_some() {
+                            if let Some(o) = org.as_mut() {
+                                o.ambiguous.push(format!("the service at {} has more than one URL", s.place));
+                            }
+                        }
                         s.url = Some(std::mem::take(&mut text));
                     }
                     collect = Collect::Nothing;
@@ -211,6 +226,28 @@ impl<'a> LineCounter<'a> {
     }
 }
 
+/// The local names that an element carries more than once (`etat` and `x:etat` alike), or a
+/// malformed attribute list: either way the element cannot be read one way only.
+fn repeated_attributes(e: &BytesStart<'_>) -> Option<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut repeated: Vec<String> = Vec::new();
+    for a in e.attributes().with_checks(false) {
+        let Ok(a) = a else {
+            return Some("(malformed)".into());
+        };
+        let name = a.key.local_name().as_ref().to_owned();
+        if seen.contains(&name) {
+            let shown = format!("`{}`", crate::text::escape(&name));
+            if !repeated.contains(&shown) {
+                repeated.push(shown);
+            }
+        } else {
+            seen.push(name);
+        }
+    }
+    (!repeated.is_empty()).then(|| repeated.join(", "))
+}
+
 /// An attribute by local name. A value that cannot be decoded is rejected and read as absent.
 fn attr(
     e: &BytesStart<'_>,
@@ -261,7 +298,7 @@ mod tests {
             <service code=\"SIM\" url=\"https://sim.a.test/\"/>\
             <domaine> *.api.a.test </domaine></organisme></listeUrls>";
         let (latin1, _, _) = encoding_rs::WINDOWS_1252.encode(body);
-        let raw = parse(&latin1).unwrap();
+        let raw = parse(&latin1, false).unwrap();
         let org = &raw.organismes[0];
         assert_eq!(org.name.as_deref(), Some("MUTUELLE GéNÉRALE & FILS"));
         assert_eq!(org.services[0].url.as_deref(), Some("https://idb.a.test/x?a=1&b=2"));
@@ -275,13 +312,13 @@ mod tests {
         let fault = br#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>
             <s:Fault><faultcode>s:Server</faultcode><faultstring>Certificat inconnu</faultstring></s:Fault>
             </s:Body></s:Envelope>"#;
-        assert_eq!(parse(fault).unwrap_err(), AnswerError::SoapFault("Certificat inconnu".into()));
-        assert!(matches!(parse(b"<autre/>"), Err(AnswerError::MissingList(_))));
+        assert_eq!(parse(fault, false).unwrap_err(), AnswerError::SoapFault("Certificat inconnu".into()));
+        assert!(matches!(parse(b"<autre/>", false), Err(AnswerError::MissingList(_))));
     }
 
     #[test]
     fn malformed_xml_names_the_line() {
-        let err = parse(b"<listeUrls>\n<organisme numeroAmc=\"1\">\n</listeUrls>").unwrap_err();
+        let err = parse(b"<listeUrls>\n<organisme numeroAmc=\"1\">\n</listeUrls>", false).unwrap_err();
         assert!(matches!(err, AnswerError::Xml { line: 3, .. }), "{err:?}");
     }
 }
