@@ -121,7 +121,7 @@ impl Alert {
         match self {
             Alert::Blocked { host, ip, port, client, amcs, services, idb, in_force, pending_plan } => {
                 let who = amc_list(amcs);
-                let target = host.clone().or_else(|| ip.clone()).unwrap_or_else(|| "?".into());
+                let target = crate::text::escaped(&host.clone().or_else(|| ip.clone()).unwrap_or_else(|| "?".into()));
                 let service = if *idb { "IDB".to_owned() } else { services.join(", ") };
                 let subject = if *in_force {
                     t(
@@ -266,7 +266,10 @@ fn amc_list(amcs: &[AmcName]) -> String {
     if amcs.is_empty() {
         return "?".into();
     }
-    amcs.iter().map(|a| format!("{} ({})", a.name, a.number)).collect::<Vec<_>>().join(", ")
+    amcs.iter()
+        .map(|a| format!("{} ({})", crate::text::label(&a.name), crate::text::Untrusted(&a.number)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn reasons_text(reasons: &[String], fr: bool) -> String {

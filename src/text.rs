@@ -68,6 +68,25 @@ impl fmt::Display for Untrusted<'_> {
     }
 }
 
+/// A name from outside as the title of a group of lines (an AMC in a plan or a mail):
+/// [`escape`]d, and quoted when it begins like a change line would (`+`, `-`, `~`, `#`, `>`,
+/// `*`) or is blank, so that `+ faux.test  tcp/443` as an AMC name never reads as an opening.
+///
+/// ```
+/// use rocsync::text::label;
+///
+/// assert_eq!(label("MUTUELLE EXEMPLE"), "MUTUELLE EXEMPLE");
+/// assert_eq!(label("+ faux.test  tcp/443"), "\"+ faux.test  tcp/443\"");
+/// ```
+pub fn label(text: &str) -> String {
+    let shown = escape(text);
+    match shown.chars().next() {
+        None => "\"\"".into(),
+        Some(c) if c.is_whitespace() || "+-~#>*".contains(c) => format!("\"{shown}\""),
+        Some(_) => shown.into_owned(),
+    }
+}
+
 /// At most `max` bytes of `text` (cut on a character boundary, `…` added), escaped: for a value
 /// quoted in an error or a warning, which must stay one short line.
 pub fn excerpt(text: &str, max: usize) -> String {

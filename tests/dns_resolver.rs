@@ -26,7 +26,7 @@ fn follows_ttls_keeps_vanished_addresses_for_the_grace_and_survives_a_dead_serve
         return;
     }
     let mut dns = Dnsmasq::start("198.18.0.10 idb.amc.test\n2001:db8::10 idb.amc.test\n198.18.0.20 clc.amc.test\n", 1);
-    let policy = Policy { min_ttl: Duration::from_secs(1), max_ttl: Duration::from_secs(3600), grace: Duration::from_secs(2) };
+    let policy = Policy { min_ttl: Duration::from_secs(1), max_ttl: Duration::from_secs(3600), grace: Duration::from_secs(2), allow_networks: vec![] };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let resolver = DnsResolver::new(&[dns.server()], Duration::from_millis(500), 4).unwrap();
@@ -182,7 +182,7 @@ fn resolve_2000_hosts_measurement() {
         hosts.push(h(&name));
     }
     let dns = Dnsmasq::start(&hosts_file, 300);
-    let policy = Policy { min_ttl: Duration::from_secs(30), max_ttl: Duration::from_secs(3600), grace: Duration::from_secs(3600) };
+    let policy = Policy { min_ttl: Duration::from_secs(30), max_ttl: Duration::from_secs(3600), grace: Duration::from_secs(3600), allow_networks: vec![] };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let rss = || {
         std::fs::read_to_string("/proc/self/status")

@@ -1,6 +1,6 @@
 //! The `rocsync` command line: clap definitions and one `run` per command.
 
-mod output;
+pub mod output;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -52,7 +52,9 @@ enum Group {
 impl Group {
     fn title(&self) -> String {
         match self {
-            Group::Amc { name, number } => format!("{name} ({number})"),
+            // Escaped when it entered; escaped again here (a no-op then) for states stored by
+            // older versions: a name never adds a line to a plan.
+            Group::Amc { name, number } => format!("{} ({number})", crate::text::label(name)),
             Group::Origin(Origin::Config) => "Configuration (policy.extra_hosts)".into(),
             Group::Origin(Origin::Notification) => "Inter-AMC notification only (not listed by the annuaire)".into(),
             Group::Origin(Origin::Annuaire) => "Annuaire".into(),
@@ -114,7 +116,7 @@ fn changed_lines(
         port_note.push(format!("closes tcp/{}", port_list(&removed)));
     }
     let style = if removed.is_empty() { MOD } else { DEL };
-    let stays_for: Vec<String> = after.amcs.iter().map(|(n, u)| format!("{} ({n})", u.name)).collect();
+    let stays_for: Vec<String> = after.amcs.iter().map(|(n, u)| format!("{} ({n})", crate::text::label(&u.name))).collect();
     for number in change.amcs_removed() {
         let mut line = format!("~ {host:<40} no longer listed by this AMC");
         if !stays_for.is_empty() {

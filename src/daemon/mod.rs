@@ -695,7 +695,7 @@ fn diff_text(plan: &Plan) -> String {
     for change in &plan.diff.changes {
         let entry = change.after.as_ref().or(change.before.as_ref());
         let who: Vec<String> = entry
-            .map(|e| e.amcs.iter().map(|(n, u)| format!("{} ({n})", u.name)).collect())
+            .map(|e| e.amcs.iter().map(|(n, u)| format!("{} ({n})", crate::text::label(&u.name))).collect())
             .unwrap_or_default();
         let who = if who.is_empty() { "—".to_owned() } else { who.join(", ") };
         let line = match (&change.before, &change.after) {

@@ -17,7 +17,7 @@ pub fn parse_line(line: &str, prefix: &str) -> Option<Line> {
     let port = field("DPT=").and_then(|p| p.parse().ok());
     // The syslog time before the host name and `kernel:` (`Nov 20 10:15:01`), if any.
     let head = &line[..at];
-    let time = head.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    let time = crate::text::excerpt(&head.split_whitespace().take(3).collect::<Vec<_>>().join(" "), 64);
     Some(Line::Blocked(Blocked { time, client, host: None, ip: Some(ip), port }))
 }
 

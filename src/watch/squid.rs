@@ -33,7 +33,8 @@ pub fn parse_line(line: &str) -> Option<Line> {
         let url = url::Url::parse(target).ok()?;
         (url.host_str()?.to_owned(), url.port_or_known_default())
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    // What the log says is outside text: a client can put anything after CONNECT.
+    let host = crate::text::excerpt(&host.trim_end_matches('.').to_ascii_lowercase(), 253);
     Some(Line::Blocked(Blocked { time: time.to_owned(), client, host: Some(host), ip: None, port }))
 }
 
