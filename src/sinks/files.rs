@@ -14,6 +14,8 @@ use crate::sinks::nft_script::{self, Addresses, NftNames};
 use crate::sinks::plain::{self, WildcardStyle};
 use crate::sinks::{Resolved, Sink, SinkError, haproxy, json, squid, stormshield};
 
+pub use crate::sinks::post_write::PostWrite;
+
 /// What one output file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Export {
@@ -32,48 +34,6 @@ pub struct FileExport {
     pub path: PathBuf,
     /// Run after the file changed (`squid -k reconfigure`), without a shell.
     pub post_write: Option<PostWrite>,
-}
-
-/// A command to run after an output file changed, and how long it may take.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PostWrite {
-    pub argv: Vec<String>,
-    pub timeout: std::time::Duration,
-}
-
-impl PostWrite {
-    /// Runs the command; `Err` says why it failed, timed out, or could not start.
-    pub fn run(&self) -> Result<(), String> {
-        let shown = self.argv.join(" ");
-        let (program, args) = self.argv.split_first().ok_or("empty command")?;
-        let mut child = std::process::Command::new(program)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("`{shown}` cannot start: {e}"))?;
-        let deadline = std::time::Instant::now() + self.timeout;
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) if status.success() => return Ok(()),
-                Ok(Some(status)) => {
-                    let mut err = String::new();
-                    if let Some(mut e) = child.stderr.take() {
-                        let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                    }
-                    return Err(format!("`{shown}` failed ({status}): {}", err.trim()));
-                }
-                Ok(None) if std::time::Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("`{shown}` did not finish within {:?} and was killed", self.timeout));
-                }
-                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
-                Err(e) => return Err(format!("`{shown}`: {e}")),
-            }
-        }
-    }
 }
 
 /// Writes every configured output file from a state.
@@ -189,21 +149,6 @@ pub fn failpoint(name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn post_write_commands_report_failure_and_timeout() {
-        let ok = PostWrite { argv: vec!["true".into()], timeout: std::time::Duration::from_secs(5) };
-        assert_eq!(ok.run(), Ok(()));
-        let fails = PostWrite { argv: vec!["sh".into(), "-c".into(), "echo broken >&2; exit 3".into()], timeout: std::time::Duration::from_secs(5) };
-        let err = fails.run().unwrap_err();
-        assert!(err.contains("exit status: 3") && err.contains("broken"), "{err}");
-        let slow = PostWrite { argv: vec!["sleep".into(), "5".into()], timeout: std::time::Duration::from_millis(200) };
-        let started = std::time::Instant::now();
-        assert!(slow.run().unwrap_err().contains("did not finish within 200ms"));
-        assert!(started.elapsed() < std::time::Duration::from_secs(2));
-        let missing = PostWrite { argv: vec!["/nonexistent/reload".into()], timeout: std::time::Duration::from_secs(1) };
-        assert!(missing.run().unwrap_err().contains("cannot start"));
-    }
 
     #[test]
     fn all_or_nothing() {

@@ -1,5 +1,6 @@
 //! What enforces a state. The renderers (`squid`, `plain`, `nft_script`) are pure functions of
-//! the state; [`files::FileSink`] writes what they render, atomically.
+//! the state; [`files::FileSink`] writes what they render, atomically, and runs each export's
+//! [`post_write::PostWrite`] command.
 //!
 //! Every sink only ever sees validated [`crate::host::Host`] values: nothing from outside
 //! reaches a file without passing host validation.
@@ -11,6 +12,7 @@ pub mod netlink;
 pub mod nft_script;
 pub mod nftables;
 pub mod plain;
+pub mod post_write;
 pub mod squid;
 pub mod stormshield;
 
