@@ -1,5 +1,6 @@
 //! What enforces a state. The renderers (`squid`, `plain`, `nft_script`) are pure functions of
-//! the state; [`files::FileSink`] writes what they render, atomically.
+//! the state; [`files::FileSink`] writes what they render, atomically, and runs each export's
+//! [`post_write::PostWrite`] command.
 //!
 //! Every sink only ever sees validated [`crate::host::Host`] values: nothing from outside
 //! reaches a file without passing host validation.
@@ -11,6 +12,7 @@ pub mod netlink;
 pub mod nft_script;
 pub mod nftables;
 pub mod plain;
+pub mod post_write;
 pub mod squid;
 pub mod stormshield;
 
@@ -47,10 +49,21 @@ pub trait Sink {
 /// Why a sink could not enforce a state.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// Writing, syncing or renaming an output file failed; the old file is intact.
-    #[error("cannot write {}", path.display())]
+    /// An output path cannot take a file (a directory, a special file, a parent that is a file),
+    /// or writing, syncing or keeping aside a file failed: found before any output was replaced,
+    /// so every output file is as it was.
+    #[error("cannot write {}; no output file was changed", path.display())]
     Write {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Renaming a new output file over its target failed after others were replaced; `outcome`
+    /// says whether those were put back (then every output is at its old version) or not.
+    #[error("cannot replace {}; {outcome}", path.display())]
+    Replace {
+        path: PathBuf,
+        outcome: String,
         #[source]
         source: std::io::Error,
     },
