@@ -422,11 +422,13 @@ impl Engine {
         let Some(root) = self.config.maildir.clone() else { return Ok(MailRun::default()) };
         let io = |source| EngineError::Maildir { path: root.clone(), source };
         let maildir = Maildir::open(&root).map_err(io)?;
+        let limit = self.config.raw.notifications.max_message_bytes;
         let mut run = MailRun::default();
         for path in maildir.pending().map_err(io)? {
-            let raw = std::fs::read(&path).map_err(io)?;
+            let message = maildir.read(&path, limit).map_err(io)?;
             let origin = format!("maildir:{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
-            let used = self.record_message(&raw, &origin, &mut run)?;
+            let record = self.notification_record(&message, &origin);
+            let used = self.record_message(record, &mut run)?;
             maildir.mark(&path, if used { "S" } else { "FS" }).map_err(io)?;
         }
         Ok(run)
@@ -436,17 +438,19 @@ impl Engine {
     /// to the processed folder.
     pub fn process_imap(&mut self) -> Result<MailRun, EngineError> {
         let Some(settings) = self.config.imap.clone() else { return Ok(MailRun::default()) };
+        let limit = self.config.raw.notifications.max_message_bytes;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EngineError::Runtime)?;
         let (mut session, messages) = runtime.block_on(async {
             let (mut session, _) = imap::connect(&settings).await?;
-            let messages = imap::fetch_all(&mut session).await?;
+            let messages = imap::fetch_all(&mut session, limit).await?;
             Ok::<_, imap::ImapError>((session, messages))
         })?;
         let mut run = MailRun::default();
         let mut done = Vec::new();
         for m in &messages {
             let origin = format!("imap:{}/{}", settings.folder, m.uid);
-            done.push((m.uid, self.record_message(&m.raw, &origin, &mut run)?));
+            let record = self.notification_record(&m.message, &origin);
+            done.push((m.uid, self.record_message(record, &mut run)?));
         }
         // Moved only once recorded: a message still in the folder is one still to read.
         runtime.block_on(async {
@@ -459,43 +463,51 @@ impl Engine {
         Ok(run)
     }
 
-    /// Records one message unless it was recorded before; says whether it was used.
-    fn record_message(&mut self, raw: &[u8], origin: &str, run: &mut MailRun) -> Result<bool, EngineError> {
-        let record = self.notification_record(raw, origin);
-        if self.store.record_notification(&record, &now())? {
-            match record.verdict.as_str() {
-                "used" => run.used += 1,
-                "rejected" => run.rejected += 1,
-                "no_change" => run.no_change += 1,
-                _ => run.unreadable += 1,
-            }
-            info!(message = %record.key, verdict = %record.verdict, "Notification {}.", record.reason.as_deref().unwrap_or("read"));
-        } else {
+    /// Records one message unless it was recorded before; says whether it was used. For a
+    /// message recorded before, that is the verdict recorded then, which its flag must show
+    /// whatever this copy would be judged now (another body under the same Message-ID, an
+    /// allow-list changed since).
+    fn record_message(&mut self, record: NotificationRecord, run: &mut MailRun) -> Result<bool, EngineError> {
+        if !self.store.record_notification(&record, &now())? {
             run.duplicates += 1;
+            let recorded = self.store.notification_verdict(&record.key)?;
+            let verdict = recorded.as_deref().unwrap_or("unknown");
+            info!(message = %record.key, verdict = %verdict, "Notification already recorded.");
+            return Ok(verdict == "used");
         }
+        match record.verdict.as_str() {
+            "used" => run.used += 1,
+            "rejected" => run.rejected += 1,
+            "no_change" => run.no_change += 1,
+            _ => run.unreadable += 1,
+        }
+        info!(message = %record.key, verdict = %record.verdict, "Notification {}.", record.reason.as_deref().unwrap_or("read"));
         Ok(record.verdict == "used")
     }
 
     /// What to record of one message: its verdict, and for a used one, the openings and
-    /// closings it announces.
-    fn notification_record(&mut self, raw: &[u8], origin: &str) -> NotificationRecord {
+    /// closings it announces. A message over `notifications.max_message_bytes` was never read:
+    /// it is recorded by where it lies, as unreadable.
+    fn notification_record(&mut self, message: &mail::Incoming, origin: &str) -> NotificationRecord {
         let n = &self.config.raw.notifications;
-        let parsed = mail::parse(raw, n.trusted_authserv_id.as_deref());
-        let notification = match parsed {
+        let unreadable = |reason: String| NotificationRecord {
+            key: origin.to_owned(),
+            origin: origin.to_owned(),
+            sender: None,
+            subject: None,
+            verdict: "unreadable".into(),
+            reason: Some(reason),
+            changes: "[]".into(),
+            rejected_lines: "[]".into(),
+            openings: Vec::new(),
+        };
+        let raw = match message {
+            mail::Incoming::Bytes(raw) => raw,
+            mail::Incoming::TooLarge { size } => return unreadable(mail::too_large(*size, n.max_message_bytes)),
+        };
+        let notification = match mail::parse(raw, n.trusted_authserv_id.as_deref()) {
             Ok(notification) => notification,
-            Err(e) => {
-                return NotificationRecord {
-                    key: origin.to_owned(),
-                    origin: origin.to_owned(),
-                    sender: None,
-                    subject: None,
-                    verdict: "unreadable".into(),
-                    reason: Some(e.to_string()),
-                    changes: "[]".into(),
-                    rejected_lines: "[]".into(),
-                    openings: Vec::new(),
-                };
-            }
+            Err(e) => return unreadable(e.to_string()),
         };
         let verdict = mail::judge(&notification, &n.allowed_senders, n.require_dkim_pass);
         let mut openings = Vec::new();
@@ -513,7 +525,10 @@ impl Engine {
         }
         let reason = match &verdict {
             mail::Verdict::Rejected(r) | mail::Verdict::Unreadable(r) => Some(r.clone()),
-            mail::Verdict::NoChange => Some("no change found in the message".into()),
+            mail::Verdict::NoChange if notification.rejected_lines.is_empty() => Some("no change found in the message".into()),
+            mail::Verdict::NoChange => {
+                Some(format!("no change found in the message, {} line(s) rejected", notification.rejected_lines.len()))
+            }
             mail::Verdict::Used => None,
         };
         NotificationRecord {
