@@ -391,9 +391,9 @@ fn authentication(message: &Message<'_>, from_domain: Option<&str>, trusted: Opt
                 )),
             },
             ("dmarc", _) if property(clause, "header.from").is_none_or(|f| f == from) => {
-                dmarc_fail = Some(format!("dmarc={} for the From domain {}", shown(result), shown(from)));
+                dmarc_fail = Some(format!("dmarc={} for the From domain {}", result.escape_debug(), shown(from)));
             }
-            ("dkim" | "dmarc", _) => others.push(format!("{method}={}", shown(result))),
+            ("dkim" | "dmarc", _) => others.push(format!("{method}={}", result.escape_debug())),
             _ => {}
         }
     }
