@@ -3,8 +3,10 @@
 //! in a `;`-separated CSV attachment.
 //!
 //! Pure: bytes in, a [`Notification`] out. A line that looks like a change but does not parse is
-//! kept in `rejected_lines` with its number and reason; prose is ignored. MIME decoding,
-//! charsets and HTML-to-text are `mail-parser`'s; CSV is the `csv` crate's.
+//! kept in `rejected_lines` with its number and reason; prose is ignored. DKIM is read from
+//! one `Authentication-Results` header, the receiving server's topmost, and counts only when
+//! aligned with the From domain. MIME decoding, charsets and HTML-to-text are `mail-parser`'s;
+//! CSV is the `csv` crate's.
 
 use std::collections::BTreeSet;
 
