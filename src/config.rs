@@ -147,6 +147,8 @@ pub struct RawNotifications {
     /// The receiving server's name in `Authentication-Results`; others are ignored.
     pub trusted_authserv_id: Option<String>,
     pub debounce: String,
+    /// Larger messages are set aside unread (a notification is a few kilobytes).
+    pub max_message_bytes: u64,
     pub imap: RawImap,
     pub maildir: RawMaildir,
 }
@@ -160,6 +162,7 @@ impl Default for RawNotifications {
             require_dkim_pass: false,
             trusted_authserv_id: None,
             debounce: "30s".into(),
+            max_message_bytes: 4 * 1024 * 1024,
             imap: RawImap::default(),
             maildir: RawMaildir::default(),
         }
@@ -954,6 +957,9 @@ fn check_tls_client(a: &RawAnnuaire, base: &Path, bad: &mut Bad<'_>) {
 }
 
 fn check_notifications(n: &RawNotifications, base: &Path, bad: &mut Bad<'_>) {
+    if n.max_message_bytes == 0 {
+        bad("notifications.max_message_bytes", "must be more than 0".into());
+    }
     if !n.enabled {
         return;
     }

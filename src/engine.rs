@@ -438,11 +438,13 @@ impl Engine {
         let Some(root) = self.config.maildir.clone() else { return Ok(MailRun::default()) };
         let io = |source| EngineError::Maildir { path: root.clone(), source };
         let maildir = Maildir::open(&root).map_err(io)?;
+        let limit = self.config.raw.notifications.max_message_bytes;
         let mut run = MailRun::default();
         for path in maildir.pending().map_err(io)? {
-            let raw = std::fs::read(&path).map_err(io)?;
+            let message = maildir.read(&path, limit).map_err(io)?;
             let origin = format!("maildir:{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
-            let used = self.record_message(&raw, &origin, &mut run)?;
+            let (record, closings) = self.notification_record(&message, &origin);
+            let used = self.record_message(&record, &closings, &mut run)?;
             maildir.mark(&path, if used { "S" } else { "FS" }).map_err(io)?;
         }
         Ok(run)
@@ -452,17 +454,19 @@ impl Engine {
     /// to the processed folder.
     pub fn process_imap(&mut self) -> Result<MailRun, EngineError> {
         let Some(settings) = self.config.imap.clone() else { return Ok(MailRun::default()) };
+        let limit = self.config.raw.notifications.max_message_bytes;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EngineError::Runtime)?;
         let (mut session, messages) = runtime.block_on(async {
             let (mut session, _) = imap::connect(&settings).await?;
-            let messages = imap::fetch_all(&mut session).await?;
+            let messages = imap::fetch_all(&mut session, limit).await?;
             Ok::<_, imap::ImapError>((session, messages))
         })?;
         let mut run = MailRun::default();
         let mut done = Vec::new();
         for m in &messages {
             let origin = format!("imap:{}/{}", settings.folder, m.uid);
-            done.push((m.uid, self.record_message(&m.raw, &origin, &mut run)?));
+            let (record, closings) = self.notification_record(&m.message, &origin);
+            done.push((m.uid, self.record_message(&record, &closings, &mut run)?));
         }
         // Moved only once recorded: a message still in the folder is one still to read.
         runtime.block_on(async {
@@ -475,64 +479,83 @@ impl Engine {
         Ok(run)
     }
 
-    /// Records one message unless it was recorded before; says whether it was used.
-    fn record_message(&mut self, raw: &[u8], origin: &str, run: &mut MailRun) -> Result<bool, EngineError> {
-        let record = self.notification_record(raw, origin);
-        if self.store.record_notification(&record, &now())? {
-            match record.verdict.as_str() {
-                "used" => run.used += 1,
-                "rejected" => run.rejected += 1,
-                "no_change" => run.no_change += 1,
-                _ => run.unreadable += 1,
-            }
-            info!(message = %record.key, verdict = %record.verdict, "Notification {}.", record.reason.as_deref().unwrap_or("read"));
-        } else {
+    /// Records one message unless it was recorded before, settles the closings of a used one,
+    /// and says whether it was used. A message recorded before does nothing again, and what
+    /// is said is the verdict recorded then, which its flag must show whatever this copy would
+    /// be judged now (another body under the same Message-ID, an allow-list changed since).
+    fn record_message(&mut self, record: &NotificationRecord, closings: &[String], run: &mut MailRun) -> Result<bool, EngineError> {
+        if !self.store.record_notification(record, &now())? {
             run.duplicates += 1;
+            let recorded = self.store.notification_verdict(&record.key)?;
+            let verdict = recorded.as_deref().unwrap_or("unknown");
+            info!(message = %record.key, verdict = %verdict, "Notification already recorded.");
+            return Ok(verdict == "used");
         }
+        if record.verdict == "used" {
+            // A closing announced by mail withdraws an opening announced by mail; what the
+            // annuaire lists is closed by the annuaire.
+            for host in closings {
+                self.store.settle_notified_host(host, "closed")?;
+            }
+        }
+        match record.verdict.as_str() {
+            "used" => run.used += 1,
+            "rejected" => run.rejected += 1,
+            "no_change" => run.no_change += 1,
+            _ => run.unreadable += 1,
+        }
+        info!(message = %record.key, verdict = %record.verdict, "Notification {}.", record.reason.as_deref().unwrap_or("read"));
         Ok(record.verdict == "used")
     }
 
-    /// What to record of one message: its verdict, and for a used one, the openings and
-    /// closings it announces.
-    fn notification_record(&mut self, raw: &[u8], origin: &str) -> NotificationRecord {
+    /// What to record of one message: its verdict, and for a used one, the openings it
+    /// announces; beside it, the hosts whose closing it announces when used. A message over
+    /// `notifications.max_message_bytes` was never read: it is recorded by where it lies, as
+    /// unreadable.
+    fn notification_record(&self, message: &mail::Incoming, origin: &str) -> (NotificationRecord, Vec<String>) {
         let n = &self.config.raw.notifications;
-        let parsed = mail::parse(raw, n.trusted_authserv_id.as_deref());
-        let notification = match parsed {
+        let unreadable = |reason: String| {
+            let record = NotificationRecord {
+                key: origin.to_owned(),
+                origin: origin.to_owned(),
+                sender: None,
+                subject: None,
+                verdict: "unreadable".into(),
+                reason: Some(reason),
+                changes: "[]".into(),
+                rejected_lines: "[]".into(),
+                openings: Vec::new(),
+            };
+            (record, Vec::new())
+        };
+        let raw = match message {
+            mail::Incoming::Bytes(raw) => raw,
+            mail::Incoming::TooLarge { size } => return unreadable(mail::too_large(*size, n.max_message_bytes)),
+        };
+        let notification = match mail::parse(raw, n.trusted_authserv_id.as_deref()) {
             Ok(notification) => notification,
-            Err(e) => {
-                return NotificationRecord {
-                    key: origin.to_owned(),
-                    origin: origin.to_owned(),
-                    sender: None,
-                    subject: None,
-                    verdict: "unreadable".into(),
-                    reason: Some(e.to_string()),
-                    changes: "[]".into(),
-                    rejected_lines: "[]".into(),
-                    openings: Vec::new(),
-                };
-            }
+            Err(e) => return unreadable(e.to_string()),
         };
         let verdict = mail::judge(&notification, &n.allowed_senders, n.require_dkim_pass);
         let mut openings = Vec::new();
+        let mut closings = Vec::new();
         if verdict == mail::Verdict::Used {
             for c in &notification.changes {
                 match c.action {
                     mail::Action::Open => openings.push((c.host.to_string(), c.amc.to_string(), c.name.clone(), c.effective.clone())),
-                    // A closing announced by mail withdraws an opening announced by mail; what
-                    // the annuaire lists is closed by the annuaire.
-                    mail::Action::Close => {
-                        let _ = self.store.settle_notified_host(c.host.as_str(), "closed");
-                    }
+                    mail::Action::Close => closings.push(c.host.to_string()),
                 }
             }
         }
         let reason = match &verdict {
             mail::Verdict::Rejected(r) | mail::Verdict::Unreadable(r) => Some(r.clone()),
-            mail::Verdict::NoChange => Some("no change found in the message".into()),
+            mail::Verdict::NoChange if notification.rejected_lines.is_empty() => Some("no change found in the message".into()),
+            mail::Verdict::NoChange => {
+                Some(format!("no change found in the message, {} line(s) rejected", notification.rejected_lines.len()))
+            }
             mail::Verdict::Used => None,
         };
-        NotificationRecord {
+        let record = NotificationRecord {
             key: notification.message_id.clone().unwrap_or_else(|| origin.to_owned()),
             origin: origin.to_owned(),
             sender: notification.from.clone(),
@@ -542,7 +565,8 @@ impl Engine {
             changes: serde_json::to_string(&notification.changes).unwrap_or_else(|_| "[]".into()),
             rejected_lines: serde_json::to_string(&notification.rejected_lines).unwrap_or_else(|_| "[]".into()),
             openings,
-        }
+        };
+        (record, closings)
     }
 
     /// Adds the openings that only notifications name to the desired state, marked as such

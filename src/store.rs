@@ -617,6 +617,11 @@ impl Store {
         Ok(true)
     }
 
+    /// The verdict a notification was recorded with, if its key was recorded.
+    pub fn notification_verdict(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.conn.query_row("SELECT verdict FROM notifications WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    }
+
     /// Recorded notifications, newest first.
     pub fn notifications(&self, limit: usize) -> Result<Vec<NotificationRow>, StoreError> {
         let mut stmt = self.conn.prepare(

@@ -4,7 +4,8 @@
 //! to the processed folder (flagged `\Flagged` for a person when it was not used): what is in
 //! the watched folder is what is still to read. A crash between recording and moving is
 //! harmless, since a message is recorded once by its Message-ID. IDLE, where the server offers
-//! it, says at once when a message arrives.
+//! it, says at once when a message arrives. Sizes are asked first: a message over the limit is
+//! never fetched, only recorded as too large.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::config::TlsMode;
+use crate::sources::mail::Incoming;
 
 /// Where and how to read the mailbox (`[notifications.imap]`).
 #[derive(Debug, Clone)]
@@ -119,11 +121,11 @@ impl AsyncWrite for ImapStream {
 
 pub type Session = async_imap::Session<ImapStream>;
 
-/// A message of the watched folder.
+/// A message of the watched folder: its bytes, or its size when that is over the limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
     pub uid: u32,
-    pub raw: Vec<u8>,
+    pub message: Incoming,
 }
 
 fn command(what: &str) -> impl FnOnce(async_imap::error::Error) -> ImapError + '_ {
@@ -180,23 +182,56 @@ pub async fn connect(settings: &ImapSettings) -> Result<(Session, u32), ImapErro
     tokio::time::timeout(settings.timeout, work).await.map_err(|_| ImapError::Timeout { server, after: settings.timeout })?
 }
 
-/// Every message of the selected folder, oldest first.
-pub async fn fetch_all(session: &mut Session) -> Result<Vec<Fetched>, ImapError> {
+/// Every message of the selected folder, oldest first. The sizes come first (`RFC822.SIZE`):
+/// only the messages within `max_bytes` are fetched, the others are listed by their size.
+pub async fn fetch_all(session: &mut Session, max_bytes: u64) -> Result<Vec<Fetched>, ImapError> {
     let uids = session.uid_search("ALL").await.map_err(command("UID SEARCH"))?;
     if uids.is_empty() {
         return Ok(Vec::new());
     }
     let mut sorted: Vec<u32> = uids.into_iter().collect();
     sorted.sort_unstable();
-    let set = sorted.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-    let stream = session.uid_fetch(&set, "(UID BODY.PEEK[])").await.map_err(command("UID FETCH"))?;
-    let fetches: Vec<_> = stream.try_collect().await.map_err(command("UID FETCH"))?;
-    let mut out: Vec<Fetched> = fetches
-        .iter()
-        .filter_map(|f| Some(Fetched { uid: f.uid?, raw: f.body()?.to_vec() }))
-        .collect();
+    let stream = session.uid_fetch(uid_set(&sorted), "(UID RFC822.SIZE)").await.map_err(command("UID FETCH"))?;
+    let sizes: Vec<_> = stream.try_collect().await.map_err(command("UID FETCH"))?;
+    let sizes: Vec<(u32, u64)> = sizes.iter().filter_map(|f| Some((f.uid?, u64::from(f.size?)))).collect();
+    let (small, large) = split_by_size(&sorted, &sizes, max_bytes);
+    let mut out: Vec<Fetched> =
+        large.into_iter().map(|(uid, size)| Fetched { uid, message: Incoming::TooLarge { size } }).collect();
+    if !small.is_empty() {
+        let stream = session.uid_fetch(uid_set(&small), "(UID BODY.PEEK[])").await.map_err(command("UID FETCH"))?;
+        let fetches: Vec<_> = stream.try_collect().await.map_err(command("UID FETCH"))?;
+        out.extend(fetches.iter().filter_map(|f| {
+            let uid = f.uid?;
+            // Only what was asked for: the server may add FETCH responses of its own.
+            small.binary_search(&uid).ok()?;
+            Some(Fetched { uid, message: Incoming::Bytes(f.body()?.to_vec()) })
+        }));
+    }
     out.sort_by_key(|f| f.uid);
+    out.dedup_by_key(|f| f.uid);
     Ok(out)
+}
+
+/// `1,2,5`: a UID set for a command.
+fn uid_set(uids: &[u32]) -> String {
+    uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// The UIDs to fetch (sorted, size known and within `max_bytes`) and those to leave unread with
+/// their size. A UID the server gave no size for is left where it is, with a warning: it is
+/// neither read blind nor lost.
+fn split_by_size(uids: &[u32], sizes: &[(u32, u64)], max_bytes: u64) -> (Vec<u32>, Vec<(u32, u64)>) {
+    let sizes: std::collections::HashMap<u32, u64> = sizes.iter().copied().collect();
+    let mut small = Vec::new();
+    let mut large = Vec::new();
+    for &uid in uids {
+        match sizes.get(&uid) {
+            Some(&size) if size > max_bytes => large.push((uid, size)),
+            Some(_) => small.push(uid),
+            None => tracing::warn!(uid, "The IMAP server gave no size for this message; it stays in the folder."),
+        }
+    }
+    (small, large)
 }
 
 /// Moves a recorded message to the processed folder, flagged for a person unless `used`.
@@ -281,4 +316,18 @@ pub async fn idle(session: Session, timeout: Duration) -> Result<(Session, bool)
     let response = wait.await.map_err(command("IDLE"))?;
     let session = handle.done().await.map_err(command("DONE"))?;
     Ok((session, matches!(response, IdleResponse::NewData(_))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_messages_within_the_limit_are_fetched() {
+        // 7 is exactly the limit; 11 came without a size.
+        let (small, large) = split_by_size(&[3, 5, 7, 9, 11], &[(9, 4096), (3, 10), (5, 50_000), (7, 10_000)], 10_000);
+        assert_eq!(small, [3, 7, 9]);
+        assert_eq!(large, [(5, 50_000)]);
+        assert_eq!(uid_set(&small), "3,7,9");
+    }
 }

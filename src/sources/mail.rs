@@ -3,8 +3,10 @@
 //! in a `;`-separated CSV attachment.
 //!
 //! Pure: bytes in, a [`Notification`] out. A line that looks like a change but does not parse is
-//! kept in `rejected_lines` with its number and reason; prose is ignored. MIME decoding,
-//! charsets and HTML-to-text are `mail-parser`'s; CSV is the `csv` crate's.
+//! kept in `rejected_lines` with its number and reason; prose is ignored. DKIM is read from
+//! one `Authentication-Results` header, the receiving server's topmost, and counts only when
+//! aligned with the From domain. MIME decoding, charsets and HTML-to-text are `mail-parser`'s;
+//! CSV is the `csv` crate's.
 
 use std::collections::BTreeSet;
 
@@ -24,14 +26,27 @@ pub enum Action {
     Close,
 }
 
-/// What the receiving server's `Authentication-Results` say of DKIM.
+/// What the receiving server's `Authentication-Results` say of the From domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dkim {
+    /// A DKIM signature aligned with the From domain passed, or DMARC passed for it.
     Pass,
+    /// Results, but none that vouches for the From domain: a failure, or a pass for another
+    /// domain.
     Fail,
-    /// No DKIM result at all.
+    /// No DKIM or DMARC result in the header that counts.
     None,
+}
+
+impl Dkim {
+    pub fn word(self) -> &'static str {
+        match self {
+            Dkim::Pass => "pass",
+            Dkim::Fail => "fail",
+            Dkim::None => "none",
+        }
+    }
 }
 
 /// One change a notification announces.
@@ -66,6 +81,8 @@ pub struct Notification {
     /// Whether the subject names an opening or a closing (`ouverture`, `fermeture`).
     pub subject_matches: bool,
     pub dkim: Dkim,
+    /// Why `dkim` is what it is (which result, in which header): for the verdict's reason.
+    pub dkim_detail: String,
     pub changes: Vec<MailChange>,
     pub rejected_lines: Vec<RejectedLine>,
 }
@@ -108,12 +125,27 @@ pub fn judge(n: &Notification, allowed_senders: &[String], require_dkim_pass: bo
         return Verdict::Rejected(format!("sender `{from}` is not in notifications.allowed_senders"));
     }
     if require_dkim_pass && n.dkim != Dkim::Pass {
-        return Verdict::Rejected(format!("DKIM {:?} while notifications.require_dkim_pass = true", n.dkim).to_lowercase());
+        return Verdict::Rejected(format!("dkim {} while notifications.require_dkim_pass = true: {}", n.dkim.word(), n.dkim_detail));
     }
     if n.changes.is_empty() {
         return Verdict::NoChange;
     }
     Verdict::Used
+}
+
+/// A message as a mailbox hands it over: its bytes, or only its size when it is larger than
+/// `notifications.max_message_bytes`. A notification is a few kilobytes, and parsing a message
+/// takes several times its size in memory: a larger one is set aside without being read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    Bytes(Vec<u8>),
+    TooLarge { size: u64 },
+}
+
+/// Why a message was set aside unread for its size. It is recorded as unreadable, as bytes
+/// that are not an e-mail are, so that a person looks at it.
+pub fn too_large(size: u64, limit: u64) -> String {
+    format!("the message is {size} bytes, more than notifications.max_message_bytes = {limit}: set aside without being read")
 }
 
 /// Why bytes are not an e-mail at all.
@@ -124,8 +156,8 @@ pub enum MailError {
 }
 
 /// Reads one message. `trusted_authserv_id`, when set, is the receiving server's name
-/// (`mx.chu-exemple.test`): `Authentication-Results` headers of any other server are ignored,
-/// as a sender could have written them.
+/// (`mx.chu-exemple.test`): only its topmost `Authentication-Results` header counts, as a
+/// sender could have written any other (see `authentication`).
 pub fn parse(raw: &[u8], trusted_authserv_id: Option<&str>) -> Result<Notification, MailError> {
     let message = MessageParser::default().parse(raw).ok_or(MailError::NotAMessage)?;
     if message.headers().is_empty() {
@@ -137,6 +169,8 @@ pub fn parse(raw: &[u8], trusted_authserv_id: Option<&str>) -> Result<Notificati
         s.contains("ouverture") || s.contains("fermeture")
     });
     let from = message.from().and_then(|a| a.first()).and_then(|a| a.address()).map(|a| a.trim().to_ascii_lowercase());
+    let from_domain = from.as_deref().and_then(|a| a.rsplit_once('@')).map(|(_, domain)| domain);
+    let (dkim, dkim_detail) = authentication(&message, from_domain, trusted_authserv_id);
     let mut found = Found::default();
     read_parts(&message, &mut found, 0);
     let changes: BTreeSet<MailChange> = found.changes.into_iter().collect();
@@ -145,7 +179,8 @@ pub fn parse(raw: &[u8], trusted_authserv_id: Option<&str>) -> Result<Notificati
         from,
         subject,
         subject_matches,
-        dkim: dkim(&message, trusted_authserv_id),
+        dkim,
+        dkim_detail,
         changes: changes.into_iter().collect(),
         rejected_lines: found.rejected,
     })
@@ -223,18 +258,25 @@ fn action_word(field: &str) -> Option<Action> {
     }
 }
 
+/// The columns of the CSV attachment, as its header names them.
+const CSV_COLUMNS: [&str; 5] = ["action", "date_effet", "numero_amc", "libelle", "domaine"];
+
 /// Lines of the form `ACTION | date | AMC | name | host` (or `;`). A line is a candidate when it
-/// starts with the action word followed by a separator; anything else is prose. Quote marks of
+/// starts with the action word followed by a separator, or when it has the five fields of a
+/// change whatever its first word (`MODIFICATION | …` is reported, never skipped in silence);
+/// anything else is prose (`Ouverture prévue :`), and so is the CSV header line. Quote marks of
 /// a forward (`> `) are stripped.
 fn read_lines(text: &str, label: &str, found: &mut Found) {
     for (i, raw_line) in text.lines().enumerate() {
         let line = raw_line.trim_start_matches(|c: char| c == '>' || c.is_whitespace()).trim_end();
         let Some(sep) = line.find(['|', ';']) else { continue };
-        if action_word(&line[..sep]).is_none() {
-            continue;
-        }
         let sep_char = line[sep..].chars().next().unwrap_or('|');
         let fields: Vec<&str> = line.split(sep_char).map(str::trim).collect();
+        let is_csv_header = fields.iter().map(|f| fold(f)).eq(CSV_COLUMNS);
+        let looks_like_a_change = action_word(&line[..sep]).is_some() || (fields.len() == 5 && !is_csv_header);
+        if !looks_like_a_change {
+            continue;
+        }
         match change(&fields) {
             Ok(c) => found.changes.push(c),
             Err(reason) => found.rejected.push(RejectedLine { part: label.to_owned(), line: i as u64 + 1, text: line.to_owned(), reason }),
@@ -244,7 +286,6 @@ fn read_lines(text: &str, label: &str, found: &mut Found) {
 
 /// The CSV attachment: header `action;date_effet;numero_amc;libelle;domaine`, in any order.
 fn read_csv(text: &str, name: &str, found: &mut Found) {
-    const COLUMNS: [&str; 5] = ["action", "date_effet", "numero_amc", "libelle", "domaine"];
     let mut reader = csv::ReaderBuilder::new().delimiter(b';').flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
     let header: Vec<String> = match reader.headers() {
         Ok(h) => h.iter().map(fold).collect(),
@@ -253,13 +294,13 @@ fn read_csv(text: &str, name: &str, found: &mut Found) {
             return;
         }
     };
-    let positions: Option<Vec<usize>> = COLUMNS.iter().map(|c| header.iter().position(|h| h == c)).collect();
+    let positions: Option<Vec<usize>> = CSV_COLUMNS.iter().map(|c| header.iter().position(|h| h == c)).collect();
     let Some(positions) = positions else {
         found.rejected.push(RejectedLine {
             part: name.to_owned(),
             line: 1,
             text: header.join(";"),
-            reason: format!("the CSV header must name the columns {}", COLUMNS.join(";")),
+            reason: format!("the CSV header must name the columns {}", CSV_COLUMNS.join(";")),
         });
         return;
     };
@@ -295,26 +336,145 @@ fn change(fields: &[&str]) -> Result<MailChange, String> {
     Ok(MailChange { action, effective: effective.to_string(), amc, name: (*name).to_owned(), host })
 }
 
-/// DKIM as the receiving server saw it: `pass` if any trusted result passes, `fail` if one
-/// fails, `none` without a result.
-fn dkim(message: &Message<'_>, trusted: Option<&str>) -> Dkim {
-    let mut result = Dkim::None;
-    for value in message.header_values(HeaderName::AuthenticationResults) {
-        let Some(text) = value.as_text() else { continue };
-        let text = text.to_ascii_lowercase();
-        let authserv = text.split(';').next().unwrap_or("").split_whitespace().next().unwrap_or("");
-        if trusted.is_some_and(|t| !authserv.eq_ignore_ascii_case(t)) {
-            continue;
+/// Judges the receiving server's `Authentication-Results` for the From domain: the verdict,
+/// and which result of which header gave it.
+///
+/// One header counts: the topmost one of the trusted server, since the receiving server adds
+/// its own on top and any lower one, even in its name, may have come with the message (RFC 8601
+/// §5). Without a trusted server, the topmost header counts, whoever wrote it. In that header, a
+/// `dkim=pass` vouches for the sender only when its `header.d` is the From domain or a parent of
+/// it that is not a public suffix (relaxed alignment, as DMARC has it), and a `dmarc=pass` only
+/// when its `header.from` is the From domain; a `dmarc=fail` for the From domain outweighs both.
+fn authentication(message: &Message<'_>, from_domain: Option<&str>, trusted: Option<&str>) -> (Dkim, String) {
+    let trusted = trusted.map(|t| t.trim().to_ascii_lowercase());
+    let header = message
+        .header_values(HeaderName::AuthenticationResults)
+        .filter_map(|value| value.as_text())
+        .map(|text| clauses(&text.to_ascii_lowercase()))
+        .find(|header| trusted.as_deref().is_none_or(|t| authserv_id(header) == t));
+    let Some(header) = header else {
+        let detail = match &trusted {
+            Some(t) => format!("no Authentication-Results header of {t}"),
+            None => "no Authentication-Results header".to_owned(),
+        };
+        return (Dkim::None, detail);
+    };
+    let place = match &trusted {
+        Some(t) => format!("in the topmost Authentication-Results header of {t}"),
+        None => format!(
+            "in the topmost Authentication-Results header, written by {} (notifications.trusted_authserv_id is not set: \
+             only the topmost header counts, whoever wrote it)",
+            shown(authserv_id(&header))
+        ),
+    };
+    let from = from_domain.unwrap_or("").trim_end_matches('.');
+    let mut pass = None;
+    let mut dmarc_fail = None;
+    let mut others = Vec::new();
+    for clause in header.iter().skip(1) {
+        let Some((method, result)) = clause.first().and_then(|t| t.split_once('=')) else { continue };
+        match (method, result) {
+            (_, "none") => {}
+            ("dkim", "pass") => match property(clause, "header.d") {
+                Some(d) if aligned(d, from) => {
+                    pass.get_or_insert_with(|| format!("dkim=pass header.d={}, aligned with the From domain", shown(d)));
+                }
+                Some(d) => others.push(format!("dkim=pass header.d={}, not aligned with the From domain {}", shown(d), shown(from))),
+                None => others.push("dkim=pass without header.d, no signing domain to align with the From domain".to_owned()),
+            },
+            ("dmarc", "pass") => match property(clause, "header.from") {
+                Some(f) if !from.is_empty() && f == from => {
+                    pass.get_or_insert_with(|| format!("dmarc=pass header.from={}", shown(f)));
+                }
+                f => others.push(format!(
+                    "dmarc=pass for {}, not for the From domain {}",
+                    f.map_or_else(|| "no header.from".to_owned(), shown),
+                    shown(from)
+                )),
+            },
+            ("dmarc", _) if property(clause, "header.from").is_none_or(|f| f == from) => {
+                dmarc_fail = Some(format!("dmarc={} for the From domain {}", result.escape_debug(), shown(from)));
+            }
+            ("dkim" | "dmarc", _) => others.push(format!("{method}={}", result.escape_debug())),
+            _ => {}
         }
-        for clause in text.split(';').skip(1) {
-            match clause.trim().strip_prefix("dkim=").map(|v| v.split_whitespace().next().unwrap_or("")) {
-                Some("pass") => return Dkim::Pass,
-                Some("fail" | "permerror" | "temperror" | "neutral" | "policy") => result = Dkim::Fail,
-                _ => {}
+    }
+    if let Some(fail) = dmarc_fail {
+        return (Dkim::Fail, format!("{fail} {place}"));
+    }
+    if let Some(pass) = pass {
+        return (Dkim::Pass, format!("{pass} {place}"));
+    }
+    if others.is_empty() {
+        return (Dkim::None, format!("no DKIM or DMARC result {place}"));
+    }
+    (Dkim::Fail, format!("{} {place}", others.join("; ")))
+}
+
+/// Relaxed alignment: `signer` is the From domain or a parent of it, and not a public suffix (a
+/// signature by `test` or `co.uk` speaks for nobody in particular).
+fn aligned(signer: &str, from: &str) -> bool {
+    let signer = signer.trim_end_matches('.');
+    !signer.is_empty()
+        && (from == signer || from.strip_suffix(signer).is_some_and(|rest| rest.ends_with('.')))
+        && !crate::host::is_public_suffix(signer)
+}
+
+/// An `Authentication-Results` value as its `;`-separated parts, each as its tokens, with the
+/// comments dropped and each quoted string kept whole in its token: a comment or a quoted reason
+/// may hold anything, even `header.d=`.
+fn clauses(text: &str) -> Vec<Vec<String>> {
+    fn flush(clauses: &mut [Vec<String>], token: &mut String) {
+        if !token.is_empty() {
+            if let Some(last) = clauses.last_mut() {
+                last.push(std::mem::take(token));
             }
         }
     }
-    result
+    let mut clauses = vec![Vec::new()];
+    let mut token = String::new();
+    let (mut comment_depth, mut quoted, mut escaped) = (0usize, false, false);
+    for c in text.chars() {
+        if escaped {
+            if comment_depth == 0 {
+                token.push(c);
+            }
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted || comment_depth > 0 => escaped = true,
+            '"' if comment_depth == 0 => quoted = !quoted,
+            _ if quoted => token.push(c),
+            '(' => comment_depth += 1,
+            ')' if comment_depth > 0 => comment_depth -= 1,
+            _ if comment_depth > 0 => {}
+            ';' => {
+                flush(&mut clauses, &mut token);
+                clauses.push(Vec::new());
+            }
+            c if c.is_whitespace() => flush(&mut clauses, &mut token),
+            c => token.push(c),
+        }
+    }
+    flush(&mut clauses, &mut token);
+    clauses
+}
+
+/// The server that wrote a header: the first token of its first part.
+fn authserv_id(header: &[Vec<String>]) -> &str {
+    header.first().and_then(|part| part.first()).map_or("", String::as_str)
+}
+
+/// The value of the property `name` (`header.d`, `header.from`) of one result.
+fn property<'a>(clause: &'a [String], name: &str) -> Option<&'a str> {
+    clause.iter().skip(1).find_map(|t| t.strip_prefix(name)?.strip_prefix('=')).map(|v| v.trim_end_matches('.'))
+}
+
+/// Outside text in a reason a person reads: escaped, quoted and cut short.
+fn shown(text: &str) -> String {
+    let short: String = text.chars().take(100).collect();
+    format!("`{}`", short.escape_debug())
 }
 
 #[cfg(test)]
@@ -415,11 +575,128 @@ mod tests {
 
     #[test]
     fn only_the_trusted_server_counts_for_dkim() {
-        let raw = "From: a@b.test\r\nAuthentication-Results: evil.test; dkim=pass\r\n\
+        let raw = "From: a@b.test\r\nAuthentication-Results: evil.test; dkim=pass header.d=b.test\r\n\
                    Authentication-Results: mx.chu.test; dkim=fail header.d=b.test\r\nSubject: x\r\n\r\nbody\r\n";
-        assert_eq!(parse(raw.as_bytes(), None).unwrap().dkim, Dkim::Pass);
+        // Without a trusted server, the topmost header counts, whoever wrote it, and the reason
+        // says so.
+        let untrusted = parse(raw.as_bytes(), None).unwrap();
+        assert_eq!(untrusted.dkim, Dkim::Pass);
+        assert!(untrusted.dkim_detail.contains("`evil.test`") && untrusted.dkim_detail.contains("trusted_authserv_id is not set"), "{}", untrusted.dkim_detail);
         assert_eq!(parse(raw.as_bytes(), Some("mx.chu.test")).unwrap().dkim, Dkim::Fail);
-        assert_eq!(parse(raw.as_bytes(), Some("other.test")).unwrap().dkim, Dkim::None);
+        assert_eq!(parse(raw.as_bytes(), Some("MX.CHU.TEST")).unwrap().dkim, Dkim::Fail);
+        let other = parse(raw.as_bytes(), Some("other.test")).unwrap();
+        assert_eq!((other.dkim, other.dkim_detail.as_str()), (Dkim::None, "no Authentication-Results header of other.test"));
+    }
+
+    /// A message from `notifications@{from_domain}` with these `Authentication-Results`, topmost
+    /// first.
+    fn with_results(from_domain: &str, results: &[&str]) -> Notification {
+        let headers: String = results.iter().map(|r| format!("Authentication-Results: {r}\r\n")).collect();
+        let raw = format!(
+            "{headers}From: Inter-AMC <notifications@{from_domain}>\r\nSubject: ouverture\r\nMessage-ID: <m@{from_domain}>\r\n\r\n\
+             OUVERTURE | 2026-11-25 | 891234567 | X | idb.a.test\r\n"
+        );
+        parse(raw.as_bytes(), Some("mx.hopital.test")).unwrap()
+    }
+
+    #[test]
+    fn a_dkim_pass_for_another_domain_is_not_a_pass() {
+        let n = with_results("inter-amc.test", &["mx.hopital.test; dkim=pass header.d=attacker.test"]);
+        assert_eq!(n.dkim, Dkim::Fail);
+        assert!(n.dkim_detail.contains("header.d=`attacker.test`, not aligned with the From domain `inter-amc.test`"), "{}", n.dkim_detail);
+        let allowed = vec!["notifications@inter-amc.test".to_owned()];
+        assert!(matches!(judge(&n, &allowed, true), Verdict::Rejected(r) if r.contains("dkim fail") && r.contains("not aligned")));
+        // Aligned: the From domain itself, or a parent of it.
+        assert_eq!(with_results("inter-amc.test", &["mx.hopital.test; dkim=pass header.d=inter-amc.test"]).dkim, Dkim::Pass);
+        assert_eq!(with_results("notif.inter-amc.test", &["mx.hopital.test; dkim=pass header.d=inter-amc.test"]).dkim, Dkim::Pass);
+        assert_eq!(judge(&with_results("inter-amc.test", &["mx.hopital.test; dkim=pass header.d=inter-amc.test."]), &allowed, true), Verdict::Used);
+        // Not aligned: a child, a look-alike suffix, a public suffix, no signing domain.
+        for d in ["notif.inter-amc.test", "amc.test", "r-amc.test", "test", "\"\""] {
+            let results = format!("mx.hopital.test; dkim=pass header.d={d}");
+            let n = with_results("inter-amc.test", &[results.as_str()]);
+            assert_eq!(n.dkim, Dkim::Fail, "header.d={d}: {}", n.dkim_detail);
+        }
+        assert_eq!(with_results("inter-amc.test", &["mx.hopital.test; dkim=pass"]).dkim, Dkim::Fail);
+        // A comment or a quoted reason cannot smuggle a signing domain in.
+        for r in [
+            "mx.hopital.test; dkim=pass (header.d=inter-amc.test) header.d=attacker.test",
+            "mx.hopital.test; dkim=pass reason=\"header.d=inter-amc.test; x\" header.d=attacker.test",
+        ] {
+            let n = with_results("inter-amc.test", &[r]);
+            assert_eq!(n.dkim, Dkim::Fail, "{r}: {}", n.dkim_detail);
+        }
+        // One aligned signature among others passes, as DMARC has it.
+        let n = with_results("inter-amc.test", &["mx.hopital.test; dkim=pass header.d=attacker.test; dkim=pass header.d=inter-amc.test"]);
+        assert_eq!(n.dkim, Dkim::Pass);
+    }
+
+    #[test]
+    fn dmarc_counts_only_for_the_from_domain() {
+        let pass = with_results("inter-amc.test", &["mx.hopital.test; dkim=none; dmarc=pass header.from=inter-amc.test"]);
+        assert_eq!(pass.dkim, Dkim::Pass, "{}", pass.dkim_detail);
+        let other = with_results("inter-amc.test", &["mx.hopital.test; dmarc=pass header.from=attacker.test"]);
+        assert_eq!(other.dkim, Dkim::Fail, "{}", other.dkim_detail);
+        let fail = with_results("inter-amc.test", &["mx.hopital.test; dkim=pass header.d=inter-amc.test; dmarc=fail header.from=inter-amc.test"]);
+        assert_eq!(fail.dkim, Dkim::Fail, "DMARC's failure for the From domain outweighs: {}", fail.dkim_detail);
+        let nothing = with_results("inter-amc.test", &["mx.hopital.test; spf=pass smtp.mailfrom=inter-amc.test"]);
+        assert_eq!(nothing.dkim, Dkim::None, "{}", nothing.dkim_detail);
+    }
+
+    #[test]
+    fn a_lower_pass_does_not_override_the_trusted_servers_fail() {
+        // The receiving server's own header is on top; the one below came with the message.
+        let n = with_results(
+            "inter-amc.test",
+            &["mx.hopital.test; dkim=fail header.d=inter-amc.test", "mx.hopital.test; dkim=pass header.d=inter-amc.test"],
+        );
+        assert_eq!(n.dkim, Dkim::Fail, "{}", n.dkim_detail);
+        assert!(n.dkim_detail.contains("topmost Authentication-Results header of mx.hopital.test"), "{}", n.dkim_detail);
+        // Another server's header above the trusted one is skipped, not counted.
+        let n = with_results(
+            "inter-amc.test",
+            &["relay.test; dkim=pass header.d=inter-amc.test", "mx.hopital.test; dkim=fail header.d=inter-amc.test"],
+        );
+        assert_eq!(n.dkim, Dkim::Fail);
+        // Without a trusted server, the same: only the topmost header counts.
+        let raw = "From: notifications@inter-amc.test\r\n\
+                   Authentication-Results: mx.hopital.test; dkim=fail header.d=inter-amc.test\r\n\
+                   Authentication-Results: mx.hopital.test; dkim=pass header.d=inter-amc.test\r\nSubject: x\r\n\r\nbody\r\n";
+        assert_eq!(parse(raw.as_bytes(), None).unwrap().dkim, Dkim::Fail);
+    }
+
+    #[test]
+    fn authentication_results_are_read_through_comments_quotes_and_folding() {
+        let c = clauses("mx.test 1; dkim=pass (good (nested) signature) header.d=a.test\r\n header.s=sel; dmarc=fail reason=\"a \\\" b\"");
+        assert_eq!(authserv_id(&c), "mx.test");
+        assert_eq!(c[1], ["dkim=pass", "header.d=a.test", "header.s=sel"]);
+        assert_eq!(c[2], ["dmarc=fail", "reason=a \" b"]);
+        assert_eq!(property(&c[1], "header.d"), Some("a.test"));
+        assert_eq!(property(&c[1], "header"), None);
+    }
+
+    #[test]
+    fn five_field_lines_with_an_unknown_action_are_rejected_not_skipped() {
+        let raw = "From: a@inter-amc.test\r\nSubject: ouverture\r\nMessage-ID: <u@y>\r\n\r\n\
+                   Ouverture prevue :\r\n\
+                   MODIFICATION | 2026-11-25 | 891234567 | X | mod.a.test\r\n\
+                   OUVERTURE | 2026-11-25 | 891234567 | OK | ok.a.test\r\n\
+                   Ouvertures ; 2026-11-25 ; 891234567 ; X ; typo.a.test\r\n\
+                   action;date_effet;numero_amc;libelle;domaine\r\n\
+                   Merci; bonne journee | a bientot\r\n";
+        let n = parse(raw.as_bytes(), None).unwrap();
+        assert_eq!(hosts(&n), [(Action::Open, "ok.a.test")]);
+        let lines: Vec<(u64, &str)> = n.rejected_lines.iter().map(|r| (r.line, r.reason.as_str())).collect();
+        assert_eq!(
+            lines,
+            [(2, "`MODIFICATION` is neither OUVERTURE nor FERMETURE"), (4, "`Ouvertures` is neither OUVERTURE nor FERMETURE")]
+        );
+        assert_eq!(n.rejected_lines[0].text, "MODIFICATION | 2026-11-25 | 891234567 | X | mod.a.test");
+    }
+
+    #[test]
+    fn the_reason_for_a_message_over_the_limit_names_size_and_limit() {
+        let reason = too_large(52_000, 10_000);
+        assert!(reason.contains("52000 bytes") && reason.contains("max_message_bytes = 10000"), "{reason}");
     }
 
     #[test]

@@ -4,14 +4,18 @@
 //! Maildir info `:2,S` (seen), or `:2,FS` (flagged for a person) when it was rejected, had no
 //! change or could not be read. Nothing is ever deleted. rocsync records a message before it
 //! moves it, and records each message once (by Message-ID), so a crash in between neither loses
-//! nor doubles one.
+//! nor doubles one. A message larger than the limit is not read at all: it is recorded as
+//! unreadable and flagged, by its size on disk.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::Notify;
+
+use crate::sources::mail::Incoming;
 
 /// A Maildir: a directory with `new/`, `cur/` and `tmp/`.
 #[derive(Debug, Clone)]
@@ -45,6 +49,26 @@ impl Maildir {
             .collect();
         files.sort();
         Ok(files)
+    }
+
+    /// A message's bytes, or only its size when it is larger than `limit`: the size on disk is
+    /// looked at first, and a message that grows meanwhile is still read no further than the
+    /// limit.
+    pub fn read(&self, path: &Path, limit: u64) -> std::io::Result<Incoming> {
+        let file = std::fs::File::open(path)?;
+        let size = file.metadata()?.len();
+        if size > limit {
+            return Ok(Incoming::TooLarge { size });
+        }
+        let mut raw = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        // One byte past the limit tells "exactly the limit" from "more".
+        let mut reader = file.take(limit.saturating_add(1));
+        reader.read_to_end(&mut raw)?;
+        if raw.len() as u64 > limit {
+            let size = reader.get_ref().metadata().map_or(0, |m| m.len()).max(raw.len() as u64);
+            return Ok(Incoming::TooLarge { size });
+        }
+        Ok(Incoming::Bytes(raw))
     }
 
     /// Moves a message of `new/` to `cur/` with `flags` (sorted letters, `S`, `FS`).
@@ -115,6 +139,20 @@ mod tests {
         assert!(moved.ends_with("cur/1700000001.M1.host:2,FS"));
         assert_eq!(md.pending().unwrap().len(), 1);
         assert!(Maildir::open(&dir.path().join("cur")).is_err());
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let md = Maildir::open(dir.path()).unwrap();
+        let path = dir.path().join("new/1700000001.M1.host");
+        std::fs::write(&path, vec![b'x'; 50_000]).unwrap();
+        assert_eq!(md.read(&path, 10_000).unwrap(), Incoming::TooLarge { size: 50_000 });
+        assert_eq!(md.read(&path, 50_000).unwrap(), Incoming::Bytes(vec![b'x'; 50_000]));
+        assert!(md.read(&dir.path().join("new/gone"), 10).is_err());
     }
 
     #[tokio::test]
