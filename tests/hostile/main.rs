@@ -12,4 +12,6 @@
 #[path = "../util/mod.rs"]
 mod util;
 
+mod files;
+mod mail;
 mod values;
