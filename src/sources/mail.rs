@@ -173,11 +173,20 @@ pub fn parse(raw: &[u8], trusted_authserv_id: Option<&str>) -> Result<Notificati
     let (dkim, dkim_detail) = authentication(&message, from_domain, trusted_authserv_id);
     let mut found = Found::default();
     read_parts(&message, &mut found, 0);
-    let changes: BTreeSet<MailChange> = found.changes.into_iter().collect();
+    // Everything a person will read is escaped here, once, where it enters rocsync.
+    let changes: BTreeSet<MailChange> = found
+        .changes
+        .into_iter()
+        .map(|c| MailChange { name: crate::text::excerpt(&c.name, 200), effective: crate::text::excerpt(&c.effective, 40), ..c })
+        .collect();
+    for r in &mut found.rejected {
+        r.text = crate::text::excerpt(&r.text, 200);
+        r.part = crate::text::excerpt(&r.part, 80);
+    }
     Ok(Notification {
-        message_id: message.message_id().map(str::to_owned),
-        from,
-        subject,
+        message_id: message.message_id().map(|m| crate::text::excerpt(m, 200)),
+        from: from.map(|f| crate::text::excerpt(&f, 254)),
+        subject: subject.map(|s| crate::text::excerpt(&s, 300)),
         subject_matches,
         dkim,
         dkim_detail,
