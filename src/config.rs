@@ -8,7 +8,6 @@
 //! Relative paths are resolved against the directory of the configuration file. Secrets are
 //! never written in the file itself: a [`SecretRef`] names a file or an environment variable.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,11 +60,86 @@ impl Default for RawHttp {
 }
 
 /// Where a secret is read from: `{ file = "/etc/rocsync/p12.pass" }` or `{ env = "VAR" }`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+///
+/// Its `Deserialize` is written by hand: a password written inline (`password = "…"`) must be
+/// refused without being repeated, and serde's own message (`invalid type: string "…"`) would
+/// copy it into the terminal and, on SIGHUP, into the journal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecretRef {
     pub file: Option<PathBuf>,
     pub env: Option<String>,
+}
+
+/// Why an inline secret is refused; the value itself is never part of a message.
+pub const INLINE_SECRET: &str =
+    "must be `{ file = \"…\" }` or `{ env = \"…\" }`; an inline secret is refused and not shown";
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<SecretRef, D::Error> {
+        deserializer.deserialize_any(SecretVisitor)
+    }
+}
+
+/// The keys of a [`SecretRef`] table, checked by serde's derive (unknown keys are named, and
+/// a key name is never the secret).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretFields {
+    file: Option<PathBuf>,
+    env: Option<String>,
+}
+
+/// Takes a table; any other value may be the secret itself, so every other `visit_*` that
+/// serde would answer with the value in its message is answered with [`INLINE_SECRET`].
+struct SecretVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SecretVisitor {
+    type Value = SecretRef;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("`{ file = \"…\" }` or `{ env = \"…\" }`")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SecretRef, A::Error> {
+        let SecretFields { file, env } = SecretFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(SecretRef { file, env })
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretRef, E> {
+        Err(E::custom(INLINE_SECRET))
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<SecretRef, E> {
+        Err(E::custom(INLINE_SECRET))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretRef, E> {
+        Err(E::custom(INLINE_SECRET))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretRef, E> {
+        Err(E::custom(INLINE_SECRET))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretRef, E> {
+        Err(E::custom(INLINE_SECRET))
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<SecretRef, E> {
+        Err(E::custom(INLINE_SECRET))
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<SecretRef, E> {
+        Err(E::custom(INLINE_SECRET))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretRef, E> {
+        Err(E::custom(INLINE_SECRET))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<SecretRef, A::Error> {
+        Err(serde::de::Error::custom(INLINE_SECRET))
+    }
 }
 
 impl SecretRef {
@@ -748,31 +822,34 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
             }
         }
     };
-    for (key, value) in [
-        ("annuaire.poll_interval", &a.poll_interval),
-        ("annuaire.poll_jitter", &a.poll_jitter),
-        ("annuaire.connect_timeout", &a.connect_timeout),
-        ("annuaire.timeout", &a.timeout),
-        ("annuaire.backoff_max", &a.backoff_max),
-        ("annuaire.unreachable_alert_after", &a.unreachable_alert_after),
-        ("annuaire.cert_expiry_warning", &a.cert_expiry_warning),
-        ("notifications.debounce", &raw.notifications.debounce),
-        ("notifications.imap.poll_interval", &raw.notifications.imap.poll_interval),
-        ("notifications.imap.timeout", &raw.notifications.imap.timeout),
-        ("resolver.min_ttl", &raw.resolver.min_ttl),
-        ("resolver.max_ttl", &raw.resolver.max_ttl),
-        ("resolver.grace", &raw.resolver.grace),
-        ("resolver.timeout", &raw.resolver.timeout),
-        ("alerts.dedup_window", &raw.alerts.dedup_window),
-        ("alerts.smtp.timeout", &raw.alerts.smtp.timeout),
-        ("review.remind_after", &raw.review.remind_after),
+    let (floor, why) = poll_floor(&source);
+    let between_polls = Bounds { min: floor, max: WEEK, why };
+    let timeout_bounds = Bounds::new(SECOND, HOUR);
+    for (key, value, bounds) in [
+        ("annuaire.poll_interval", &a.poll_interval, between_polls),
+        ("annuaire.poll_jitter", &a.poll_jitter, Bounds::new(Duration::ZERO, DAY)),
+        ("annuaire.connect_timeout", &a.connect_timeout, Bounds::new(SECOND, 5 * MINUTE)),
+        ("annuaire.timeout", &a.timeout, timeout_bounds),
+        ("annuaire.backoff_max", &a.backoff_max, between_polls),
+        ("annuaire.unreachable_alert_after", &a.unreachable_alert_after, Bounds::new(MINUTE, 30 * DAY)),
+        ("annuaire.cert_expiry_warning", &a.cert_expiry_warning, Bounds::new(DAY, 365 * DAY)),
+        ("notifications.debounce", &raw.notifications.debounce, Bounds { max: HOUR, ..between_polls }),
+        ("notifications.imap.poll_interval", &raw.notifications.imap.poll_interval, Bounds::new(10 * SECOND, DAY)),
+        ("notifications.imap.timeout", &raw.notifications.imap.timeout, timeout_bounds),
+        ("resolver.min_ttl", &raw.resolver.min_ttl, Bounds::new(SECOND, DAY)),
+        ("resolver.max_ttl", &raw.resolver.max_ttl, Bounds::new(SECOND, WEEK)),
+        ("resolver.grace", &raw.resolver.grace, Bounds::new(Duration::ZERO, 30 * DAY)),
+        ("resolver.timeout", &raw.resolver.timeout, Bounds::new(SECOND, 5 * MINUTE)),
+        ("alerts.dedup_window", &raw.alerts.dedup_window, Bounds::new(MINUTE, 30 * DAY)),
+        ("alerts.smtp.timeout", &raw.alerts.smtp.timeout, timeout_bounds),
+        ("review.remind_after", &raw.review.remind_after, Bounds::new(SECOND, 365 * DAY)),
     ] {
-        if let Err(e) = duration(value) {
+        if let Err(e) = bounds.check(value) {
             bad(key, e);
         }
     }
     if let Some(rescan) = &raw.notifications.maildir.rescan_interval {
-        if let Err(e) = duration(rescan) {
+        if let Err(e) = Bounds::new(SECOND, DAY).check(rescan) {
             bad("notifications.maildir.rescan_interval", e);
         }
     }
@@ -824,9 +901,26 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
     if raw.store.keep_applied_states == 0 {
         bad("store.keep_applied_states", "must be at least 1 (the state in force)".into());
     }
+    // An empty path is the configuration's own directory once resolved: rocsync's files would
+    // land among the configuration's.
+    if raw.store.state_dir.as_os_str().is_empty() {
+        bad("store.state_dir", "is empty: give the directory that holds rocsync's state".into());
+    }
+    for (key, path) in [
+        ("notifications.maildir.path", &raw.notifications.maildir.path),
+        ("watch.squid_access_log", &raw.watch.squid_access_log),
+        ("watch.nft_log", &raw.watch.nft_log),
+        ("watch.journal_directory", &raw.watch.journal_directory),
+    ] {
+        if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            bad(key, "is empty: give a path, or leave the key out".into());
+        }
+    }
 
     let names = n.names();
     let mut exports = Vec::new();
+    // Each export's file as the file system knows it, to find two that write one file.
+    let mut targets: Vec<(&str, PathBuf, Target)> = Vec::new();
     let e = &raw.exports;
     for (name, raw_export, export) in [
         ("squid", &e.squid, Export::Squid),
@@ -840,18 +934,24 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         if x.wildcard_style.is_some() && name != "plain" {
             bad(&format!("exports.{name}.wildcard_style"), "only [exports.plain] takes a wildcard style".into());
         }
-        let timeout = duration(&x.post_write_timeout).unwrap_or_else(|err| {
+        let timeout = timeout_bounds.check(&x.post_write_timeout).unwrap_or_else(|err| {
             bad(&format!("exports.{name}.post_write_timeout"), err);
             Duration::from_secs(30)
         });
         let post_write = (!x.post_write_command.is_empty()).then(|| PostWrite { argv: x.post_write_command.clone(), timeout });
-        exports.push(FileExport { export, path: resolve(&x.path), post_write });
-    }
-    let mut seen = BTreeSet::new();
-    for f in &exports {
-        if !seen.insert(f.path.clone()) {
-            bad("exports", format!("two exports write {}", f.path.display()));
+        let key = format!("exports.{name}.path");
+        let path = resolve(&x.path);
+        if x.path.as_os_str().is_empty() {
+            bad(&key, "is empty: give the file to write".into());
+        } else if let Some(target) = Target::of(&path) {
+            if let Some((other, other_path, _)) = targets.iter().find(|(_, _, t)| *t == target) {
+                bad(&key, format!("`{}` is the same file as exports.{other}.path (`{}`)", path.display(), other_path.display()));
+            }
+            targets.push((name, path.clone(), target));
+        } else {
+            bad(&key, format!("`{}` names no file", x.path.display()));
         }
+        exports.push(FileExport { export, path, post_write });
     }
     if exports.iter().any(|e| e.export == Export::Stormshield) && !raw.resolver.enabled {
         bad("exports.stormshield", "host objects need addresses: enable [resolver]".into());
@@ -978,8 +1078,7 @@ fn check_notifications(n: &RawNotifications, base: &Path, bad: &mut Bad<'_>) {
             if let Some(ca) = &n.imap.ca_bundle {
                 check_file(bad, "notifications.imap.ca_bundle", base, ca);
             }
-            let loopback = matches!(n.imap.server.as_str(), "localhost" | "127.0.0.1" | "::1");
-            if n.imap.security == TlsMode::None && !loopback {
+            if n.imap.security == TlsMode::None && !is_loopback(&n.imap.server) {
                 bad("notifications.imap.security", "\"none\" sends the password in clear: only for a server on loopback".into());
             }
             if n.imap.folder == n.imap.processed_folder {
@@ -1042,6 +1141,10 @@ fn check_alerts(a: &RawAlerts, base: &Path, bad: &mut Bad<'_>) {
     if let Some(secret) = &a.smtp.password {
         check_secret(bad, "alerts.smtp.password", base, secret);
     }
+    // As for IMAP: lettre would send AUTH PLAIN, and the alerts, in clear across the network.
+    if a.smtp.security == TlsMode::None && !a.smtp.server.is_empty() && !is_loopback(&a.smtp.server) {
+        bad("alerts.smtp.security", "\"none\" sends the alerts and the password in clear: only for a server on loopback; use \"starttls\" or \"tls\"".into());
+    }
     let r = &a.recipients;
     if r.dsi.is_empty() && r.helpdesk.is_empty() && r.rssi.is_empty() {
         bad("alerts.recipients", "no recipient at all".into());
@@ -1056,9 +1159,60 @@ fn check_alerts(a: &RawAlerts, base: &Path, bad: &mut Bad<'_>) {
 }
 
 fn check_file(bad: &mut Bad<'_>, key: &str, base: &Path, path: &Path) {
+    if path.as_os_str().is_empty() {
+        bad(key, "is empty: give a file".into());
+        return;
+    }
     let full = base.join(path);
-    if let Err(e) = std::fs::File::open(&full) {
-        bad(key, format!("cannot read {}: {e}", full.display()));
+    match std::fs::File::open(&full) {
+        Err(e) => bad(key, format!("cannot read {}: {e}", full.display())),
+        // Opening a directory succeeds; reading it would not.
+        Ok(_) if full.is_dir() => bad(key, format!("{} is a directory, not a file", full.display())),
+        Ok(_) => {}
+    }
+}
+
+/// The directory entry an export's file is. rocsync replaces the file by a rename in its
+/// directory, so two paths write one file when their directories are one (device and inode,
+/// whatever symlinks lead there) and their names are equal. A directory that does not exist
+/// yet is known by its canonical path, through its nearest ancestor that exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Entry { dev: u64, ino: u64, name: std::ffi::OsString },
+    Path(PathBuf),
+}
+
+impl Target {
+    /// `None` when `path` names no file (`/`, `..`).
+    fn of(path: &Path) -> Option<Target> {
+        use std::os::unix::fs::MetadataExt as _;
+        let name = path.file_name()?.to_owned();
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        Some(match std::fs::metadata(dir) {
+            Ok(m) => Target::Entry { dev: m.dev(), ino: m.ino(), name },
+            Err(_) => Target::Path(canonical_through_ancestors(dir).join(name)),
+        })
+    }
+}
+
+/// `dir` made canonical through its nearest ancestor that exists, the missing rest as written.
+fn canonical_through_ancestors(dir: &Path) -> PathBuf {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    loop {
+        if let Ok(real) = at.canonicalize() {
+            return missing.iter().rev().fold(real, |path: PathBuf, part| path.join(part));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name);
+                at = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            }
+            _ => return dir.to_owned(),
+        }
     }
 }
 
@@ -1078,6 +1232,84 @@ fn is_nft_identifier(s: &str) -> bool {
 /// `10m`, `1h 30m`, `30d`…
 pub fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. `90s`, `10m`, `2h`, `30d`"))
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+const WEEK: Duration = Duration::from_secs(7 * 86_400);
+
+/// The range a configured duration must fall in. The floors keep rocsync from flooding what it
+/// calls (`poll_interval = "0s"` made some 250 polls a second); the ceilings catch a unit typed
+/// wrong and keep every deadline computed from a duration far from overflowing
+/// (`Instant::now() + 18446744073709551615s` panics).
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    min: Duration,
+    max: Duration,
+    /// Why nothing shorter is taken, when the floor needs saying.
+    why: &'static str,
+}
+
+impl Bounds {
+    const fn new(min: Duration, max: Duration) -> Bounds {
+        Bounds { min, max, why: "" }
+    }
+
+    /// Parses `text` and checks it against the range.
+    fn check(&self, text: &str) -> Result<Duration, String> {
+        let d = duration(text)?;
+        if d < self.min {
+            let why = if self.why.is_empty() { String::new() } else { format!(" {}", self.why) };
+            return Err(format!("`{text}` is too short: at least {}{why}", human(self.min)));
+        }
+        if d > self.max {
+            return Err(format!("`{text}` is too long: at most {}", human(self.max)));
+        }
+        Ok(d)
+    }
+}
+
+/// The least time between two polls of the annuaire (`poll_interval`, `backoff_max`, and
+/// `notifications.debounce` for the polls that notifications trigger): 30 s for the web
+/// service, which is a national one; 1 s for a saved file or a server on this host (a relay,
+/// a test), which nobody else shares.
+fn poll_floor(source: &AnnuaireSource) -> (Duration, &'static str) {
+    match source {
+        AnnuaireSource::Https(url) if !url_on_loopback(url) => {
+            (30 * SECOND, "between two calls to the annuaire web service, a national service that every hospital polls")
+        }
+        _ => (SECOND, ""),
+    }
+}
+
+/// Whether `url` names this host: `localhost`, 127.0.0.0/8 or `::1`.
+fn url_on_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => is_loopback(name),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Whether a server name is this host: `localhost`, or a loopback address (127.0.0.0/8, `::1`,
+/// with or without brackets). What goes there in clear does not leave the machine.
+fn is_loopback(server: &str) -> bool {
+    let bare = server.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(server);
+    bare.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A bound as it would be written in the file: `30s`, `5m`, `1h`, `7d`.
+fn human(d: Duration) -> String {
+    match d.as_secs() {
+        0 => "0s".to_owned(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 #[cfg(test)]
@@ -1160,10 +1392,228 @@ mod tests {
     fn secrets_are_never_inline() {
         let text = format!("{MINIMAL}[alerts.smtp]\npassword = \"hunter2\"\n");
         let err = load(&text).unwrap_err();
-        assert!(err.problems[0].message.contains("invalid type"), "{err}");
+        assert_eq!(err.problems[0].message, INLINE_SECRET, "{err}");
         let text = format!("{MINIMAL}[alerts.smtp]\npassword = {{ value = \"hunter2\" }}\n");
         let err = load(&text).unwrap_err();
         assert!(err.problems[0].message.contains("valid keys here: file, env"), "{err}");
+    }
+
+    /// Refusing `password = "Inline-S3cret-IMAP"` printed `invalid type: string
+    /// "Inline-S3cret-IMAP"`, and on SIGHUP the journal kept it.
+    #[test]
+    fn an_inline_secret_is_refused_without_being_shown() {
+        let values = [
+            ("\"Inline-S3cret-IMAP\"", "Inline-S3cret-IMAP"),
+            ("'Inline-S3cret-IMAP'", "Inline-S3cret-IMAP"),
+            ("\"\"\"Inline-S3cret-IMAP\"\"\"", "Inline-S3cret-IMAP"),
+            ("987654321987", "987654321987"),
+            ("-987654321987", "987654321987"),
+            ("98765432109876543210987", "98765432109876543210987"),
+            ("3.14159265", "14159265"),
+            ("[\"Inline-S3cret-IMAP\"]", "Inline-S3cret-IMAP"),
+            ("1979-05-27T07:32:00Z", "1979"),
+            ("{ file = \"pass\", value = \"Inline-S3cret-IMAP\" }", "Inline-S3cret-IMAP"),
+        ];
+        for (section, key) in [("annuaire", "client_password"), ("notifications.imap", "password"), ("alerts.smtp", "password")] {
+            for (value, secret) in values {
+                let text = match section {
+                    "annuaire" => format!(
+                        "[annuaire]\nurl = \"file:tests/fixtures/annuaire/urls-v1.json\"\n{key} = {value}\n[exports.squid]\npath = \"out/squid.acl\"\n"
+                    ),
+                    _ => format!("{MINIMAL}[{section}]\n{key} = {value}\n"),
+                };
+                let err = load(&text).unwrap_err();
+                let shown = err.to_string();
+                assert!(!shown.contains(secret), "{section}.{key} = {value} shown:\n{shown}");
+                for p in &err.problems {
+                    assert!(!p.message.contains(secret) && !format!("{p:?}").contains(secret), "{p:?}");
+                }
+                // The key is named (or the key inside its table that is wrong), with its place.
+                let named = format!("{section}.{key}");
+                let p = err.problems.iter().find(|p| p.key.as_deref().is_some_and(|k| k.starts_with(&named))).unwrap_or_else(|| panic!("{shown}"));
+                assert!(p.at.is_some(), "{p:?}");
+            }
+        }
+        let err = load(&format!("{MINIMAL}[notifications.imap]\npassword = \"Inline-S3cret-IMAP\"\n")).unwrap_err();
+        assert_eq!(
+            err.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            ["line 6, column 12: `notifications.imap.password`: must be `{ file = \"…\" }` or `{ env = \"…\" }`; an inline secret is refused and not shown"]
+        );
+    }
+
+    /// MINIMAL with `key = "value"` under `[section]`.
+    fn with(section: &str, key: &str, value: &str) -> String {
+        let url = "url = \"file:tests/fixtures/annuaire/urls-v1.json\"";
+        match section {
+            "annuaire" => format!("[annuaire]\n{url}\n{key} = \"{value}\"\n[exports.squid]\npath = \"out/squid.acl\"\n"),
+            "exports.squid" => format!("[annuaire]\n{url}\n[exports.squid]\npath = \"out/squid.acl\"\n{key} = \"{value}\"\n"),
+            _ => format!("{MINIMAL}[{section}]\n{key} = \"{value}\"\n"),
+        }
+    }
+
+    /// The message of the problem with `key`, if there is one.
+    fn problem(text: &str, key: &str) -> Option<String> {
+        let err = load(text).err()?;
+        err.problems.iter().find(|p| p.key.as_deref() == Some(key)).map(|p| {
+            assert!(p.at.is_some(), "a place for {p:?}");
+            p.message.clone()
+        })
+    }
+
+    /// Whether `key` is refused for its range (other problems with it do not count: min_ttl
+    /// longer than max_ttl, say).
+    fn out_of_range(text: &str, key: &str) -> bool {
+        problem(text, key).is_some_and(|m| m.contains("too short") || m.contains("too long"))
+    }
+
+    /// `poll_interval = "0s"` was taken (some 250 polls a second), and
+    /// `post_write_timeout = "18446744073709551615s"` made `once` panic: every duration has a
+    /// floor and a ceiling, checked with the key, the place and the reason.
+    #[test]
+    fn every_duration_has_a_floor_and_a_ceiling() {
+        // (section, key, below the floor, floor, ceiling, above the ceiling), file source.
+        let cases = [
+            ("annuaire", "poll_interval", Some("999ms"), "1s", "7d", "8d"),
+            ("annuaire", "poll_jitter", None, "0s", "1d", "25h"),
+            ("annuaire", "connect_timeout", Some("0s"), "1s", "5m", "301s"),
+            ("annuaire", "timeout", Some("0s"), "1s", "1h", "61m"),
+            ("annuaire", "backoff_max", Some("0s"), "1s", "7d", "8d"),
+            ("annuaire", "unreachable_alert_after", Some("59s"), "1m", "30d", "31d"),
+            ("annuaire", "cert_expiry_warning", Some("23h"), "1d", "365d", "366d"),
+            ("notifications", "debounce", Some("0s"), "1s", "1h", "2h"),
+            ("notifications.imap", "poll_interval", Some("9s"), "10s", "1d", "2d"),
+            ("notifications.imap", "timeout", Some("0s"), "1s", "1h", "2h"),
+            ("notifications.maildir", "rescan_interval", Some("0s"), "1s", "1d", "2d"),
+            ("resolver", "min_ttl", Some("0s"), "1s", "1d", "2d"),
+            ("resolver", "max_ttl", Some("0s"), "1s", "7d", "8d"),
+            ("resolver", "grace", None, "0s", "30d", "31d"),
+            ("resolver", "timeout", Some("0s"), "1s", "5m", "6m"),
+            ("alerts", "dedup_window", Some("59s"), "1m", "30d", "31d"),
+            ("alerts.smtp", "timeout", Some("0s"), "1s", "1h", "2h"),
+            ("review", "remind_after", Some("0s"), "1s", "365d", "366d"),
+            ("exports.squid", "post_write_timeout", Some("0s"), "1s", "1h", "18446744073709551615s"),
+        ];
+        for (section, key, below, floor, ceiling, above) in cases {
+            let full = format!("{section}.{key}");
+            if let Some(below) = below {
+                assert_eq!(
+                    problem(&with(section, key, below), &full),
+                    Some(format!("`{below}` is too short: at least {floor}")),
+                    "{full}"
+                );
+            }
+            assert!(!out_of_range(&with(section, key, floor), &full), "{full} = {floor}");
+            assert!(!out_of_range(&with(section, key, ceiling), &full), "{full} = {ceiling}");
+            assert_eq!(problem(&with(section, key, above), &full), Some(format!("`{above}` is too long: at most {ceiling}")), "{full}");
+        }
+    }
+
+    /// Over https, `poll_interval = "0s"` would flood the national web service.
+    #[test]
+    fn the_annuaire_web_service_is_polled_at_most_twice_a_minute() {
+        let https = |url: &str, key: &str, value: &str| {
+            format!("[annuaire]\nurl = \"{url}\"\n{key} = \"{value}\"\n[exports.squid]\npath = \"out/squid.acl\"\n")
+        };
+        let national = "https://annuaire-amc.test/urls";
+        let why = "between two calls to the annuaire web service, a national service that every hospital polls";
+        for key in ["poll_interval", "backoff_max"] {
+            assert_eq!(
+                problem(&https(national, key, "0s"), &format!("annuaire.{key}")),
+                Some(format!("`0s` is too short: at least 30s {why}"))
+            );
+            assert!(out_of_range(&https(national, key, "29s"), &format!("annuaire.{key}")));
+            assert!(!out_of_range(&https(national, key, "30s"), &format!("annuaire.{key}")));
+        }
+        let debounce = format!("[annuaire]\nurl = \"{national}\"\n[notifications]\ndebounce = \"5s\"\n[exports.squid]\npath = \"x\"\n");
+        assert_eq!(problem(&debounce, "notifications.debounce"), Some(format!("`5s` is too short: at least 30s {why}")));
+        // A server on this host (a relay, a test) is nobody else's: a file's floor.
+        for url in ["https://127.0.0.1:8443/urls", "https://localhost/urls", "https://[::1]:8443/urls"] {
+            assert!(!out_of_range(&https(url, "poll_interval", "3s"), "annuaire.poll_interval"), "{url}");
+            assert!(out_of_range(&https(url, "poll_interval", "0s"), "annuaire.poll_interval"), "{url}");
+        }
+    }
+
+    #[test]
+    fn loopback_is_localhost_or_a_loopback_address() {
+        for yes in ["localhost", "LOCALHOST", "127.0.0.1", "127.0.0.53", "::1", "[::1]"] {
+            assert!(is_loopback(yes), "{yes}");
+        }
+        for no in ["", "mail.hopital.test", "localhost.hopital.test", "10.0.0.1", "::", "0.0.0.0", "[::1"] {
+            assert!(!is_loopback(no), "{no}");
+        }
+        assert_eq!(human(Duration::from_secs(300)), "5m");
+        assert_eq!(human(Duration::from_secs(90)), "90s");
+        assert_eq!(human(WEEK), "7d");
+    }
+
+    /// SMTP `security = "none"` to another host passed, and lettre sent AUTH PLAIN in clear.
+    #[test]
+    fn smtp_without_tls_is_refused_beyond_loopback() {
+        let alerts = |server: &str, security: &str| {
+            format!(
+                "{MINIMAL}[alerts]\nenabled = true\nfrom = \"rocsync@hopital.test\"\n\
+                 [alerts.smtp]\nserver = \"{server}\"\nsecurity = \"{security}\"\npassword = {{ env = \"PATH\" }}\n\
+                 [alerts.recipients]\ndsi = [\"dsi@hopital.test\"]\n"
+            )
+        };
+        let refused = problem(&alerts("smtp.hopital.test", "none"), "alerts.smtp.security").expect("refused");
+        assert!(refused.contains("in clear") && refused.contains("loopback"), "{refused}");
+        for server in ["127.0.0.1", "localhost", "::1"] {
+            assert_eq!(problem(&alerts(server, "none"), "alerts.smtp.security"), None, "{server}");
+        }
+        for security in ["starttls", "tls"] {
+            assert_eq!(problem(&alerts("smtp.hopital.test", security), "alerts.smtp.security"), None, "{security}");
+        }
+    }
+
+    /// `state_dir = ""` and an export's `path = ""` were taken, and rocsync wrote its files
+    /// among the configuration's.
+    #[test]
+    fn empty_paths_are_refused() {
+        assert_eq!(problem(&with("store", "state_dir", ""), "store.state_dir"), Some("is empty: give the directory that holds rocsync's state".into()));
+        let empty_export = "[annuaire]\nurl = \"file:tests/fixtures/annuaire/urls-v1.json\"\n[exports.squid]\npath = \"\"\n";
+        assert_eq!(problem(empty_export, "exports.squid.path"), Some("is empty: give the file to write".into()));
+        assert!(problem(&format!("{MINIMAL}[exports.plain]\npath = \"/\"\n"), "exports.plain.path").is_some_and(|m| m.contains("names no file")));
+        for key in ["squid_access_log", "nft_log", "journal_directory"] {
+            assert!(problem(&with("watch", key, ""), &format!("watch.{key}")).is_some_and(|m| m.starts_with("is empty")), "{key}");
+        }
+        let https = "[annuaire]\nurl = \"https://annuaire-amc.test/urls\"\nclient_cert = \"\"\nclient_key = \"\"\nca_bundle = \"\"\n[exports.squid]\npath = \"x\"\n";
+        for key in ["client_cert", "client_key", "ca_bundle"] {
+            assert_eq!(problem(https, &format!("annuaire.{key}")), Some("is empty: give a file".into()), "{key}");
+        }
+        // A directory opens as a file would; it is not one.
+        let dir = "[annuaire]\nurl = \"https://annuaire-amc.test/urls\"\nclient_pkcs12 = \"tests\"\nclient_password = { env = \"PATH\" }\nca_bundle = \"tests/fixtures\"\n[exports.squid]\npath = \"x\"\n";
+        assert!(problem(dir, "annuaire.client_pkcs12").is_some_and(|m| m.ends_with("is a directory, not a file")));
+        assert!(problem(dir, "annuaire.ca_bundle").is_some_and(|m| m.ends_with("is a directory, not a file")));
+    }
+
+    /// Two exports reaching one file through a symlinked directory passed check-config, and the
+    /// Squid ACL then held the plain list.
+    #[test]
+    fn two_exports_writing_one_file_are_refused_whatever_the_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("out")).unwrap();
+        std::os::unix::fs::symlink("out", dir.path().join("link")).unwrap();
+        let answer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/annuaire/urls-v1.json");
+        let text = |squid: &str, plain: &str| {
+            format!(
+                "[annuaire]\nurl = \"file:{}\"\n[exports.squid]\npath = \"{squid}\"\n[exports.plain]\npath = \"{plain}\"\n",
+                answer.display()
+            )
+        };
+        let shared = |squid: &str, plain: &str| -> Option<String> {
+            let err = Config::load(&text(squid, plain), "test.toml", dir.path()).err()?;
+            err.problems.iter().find(|p| p.key.as_deref() == Some("exports.plain.path")).map(|p| p.message.clone())
+        };
+        let through_link = shared("out/roc.txt", "link/roc.txt").expect("refused");
+        assert!(through_link.contains("is the same file as exports.squid.path"), "{through_link}");
+        assert!(through_link.contains("link/roc.txt") && through_link.contains("out/roc.txt"), "the pair: {through_link}");
+        assert!(shared("out/roc.txt", "out/../out/roc.txt").is_some());
+        assert!(shared("out/roc.txt", "out/roc.txt").is_some());
+        // Directories that do not exist yet: compared by their canonical path.
+        assert!(shared("link/new/roc.txt", "out/new/roc.txt").is_some());
+        assert!(shared("out/new/roc.txt", "out/new/other.txt").is_none());
+        assert!(shared("out/squid.acl", "link/roc.txt").is_none());
     }
 
     #[test]

@@ -176,7 +176,8 @@ impl AddressBook {
         match result {
             Ok(answer) => {
                 let ttl = answer.iter().map(|(_, ttl)| Duration::from_secs(u64::from(*ttl))).min().unwrap_or(policy.min_ttl);
-                state.next_refresh = now + ms(ttl.clamp(policy.min_ttl, policy.max_ttl));
+                // Not `clamp`, which panics when min > max (the configuration refuses that too).
+                state.next_refresh = now.saturating_add(ms(ttl.max(policy.min_ttl).min(policy.max_ttl)));
                 state.last_error = None;
                 let (refused, fresh): (BTreeSet<IpAddr>, BTreeSet<IpAddr>) =
                     answer.iter().map(|(ip, _)| *ip).partition(|ip| policy.refuses(*ip).is_some());
@@ -212,7 +213,7 @@ impl AddressBook {
             Err(reason) => {
                 // Keep what we had; ask again soon.
                 state.last_error = Some(reason);
-                state.next_refresh = now + ms(policy.min_ttl);
+                state.next_refresh = now.saturating_add(ms(policy.min_ttl));
             }
         }
         change
@@ -255,7 +256,7 @@ impl AddressBook {
                     }
                     Some(since) => {
                         let end = ends.entry(*ip).or_insert(0);
-                        *end = (*end).max(since + ms(grace));
+                        *end = (*end).max(since.saturating_add(ms(grace)));
                     }
                 }
             }

@@ -2,10 +2,16 @@
 //! pull an external list, as plain text (`/roc-hosts.txt`) and JSON (`/roc-hosts.json`), each
 //! with an `ETag` so that an unchanged list costs a 304; and `/metrics` in the Prometheus text
 //! format. Read-only: GET and HEAD only.
+//!
+//! Whoever can reach the port can open connections: at most `MAX_CONNECTIONS` (64) are served at
+//! once, each for at most `CONNECTION_TIME_LIMIT` (30 s), and a failing `accept` (out of
+//! descriptors) pauses the loop and is logged once a minute, so that the passes keep the
+//! descriptors and the journal its space.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -14,6 +20,7 @@ use hyper::header::{CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// A published document and its entity tag.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -100,19 +107,58 @@ pub struct Published {
 
 pub type Shared = Arc<RwLock<Published>>;
 
+/// At most this many connections are served at once. The next ones wait in the kernel's
+/// listen backlog, where they hold none of the daemon's file descriptors: 10,000 idle
+/// connections once took them all, and the passes failed with them.
+const MAX_CONNECTIONS: usize = 64;
+/// A client has this long to send its request headers (a slow one holds a slot).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection is closed after this long, whatever it is doing: a firewall pulls a list in
+/// well under a second, and keep-alive must not let a few clients hold every slot.
+const CONNECTION_TIME_LIMIT: Duration = Duration::from_secs(30);
+
 /// Serves until `shutdown` completes.
 pub async fn serve(listener: TcpListener, shared: Shared, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut errors = AcceptErrors::default();
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("HTTP endpoint: {e}");
-                    continue;
-                }
+        // A slot before `accept`: over the cap, connections wait unaccepted.
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
             },
             () = &mut shutdown => return,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                errors.succeeded();
+                stream
+            }
+            Err(e) => {
+                // Out of descriptors, `accept` fails at once and forever: without a pause the
+                // loop spins, and without a limit it writes the same line millions of times.
+                let (log, pause) = errors.failed(Instant::now());
+                match log {
+                    Some(0) => tracing::warn!("HTTP endpoint: cannot accept a connection: {e}"),
+                    Some(suppressed) => tracing::warn!(
+                        suppressed,
+                        "HTTP endpoint: cannot accept a connection: {e} ({suppressed} more since the last such line, not logged)"
+                    ),
+                    None => {}
+                }
+                drop(permit);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = &mut shutdown => return,
+                }
+                continue;
+            }
         };
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -122,12 +168,59 @@ pub async fn serve(listener: TcpListener, shared: Shared, shutdown: impl std::fu
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
-                tracing::debug!("HTTP connection: {e}");
+            match tokio::time::timeout(CONNECTION_TIME_LIMIT, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!("HTTP connection: {e}"),
+                Err(_) => tracing::debug!("HTTP connection closed after {CONNECTION_TIME_LIMIT:?}."),
             }
+            // The slot is free once the connection is closed (dropping it closes the socket).
+            drop(permit);
         });
+    }
+}
+
+/// The first pause after a failed `accept`; it doubles while `accept` keeps failing.
+const ACCEPT_PAUSE_FIRST: Duration = Duration::from_millis(100);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+/// At most one log line per this period about failed `accept`s.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// What the accept loop does after errors: pauses that double from 100 ms to 1 s while
+/// `accept` fails, and a log line at most once a minute, which tells how many it left out.
+#[derive(Debug, Default)]
+struct AcceptErrors {
+    /// Failures since the last success.
+    in_a_row: u32,
+    /// When a failure was last logged.
+    logged_at: Option<Instant>,
+    /// Failures since then that were not logged.
+    suppressed: u64,
+}
+
+impl AcceptErrors {
+    /// Counts a failure at `now`: `Some(n)` when it is to be logged, `n` being how many were
+    /// left out since the last line; and how long to pause before the next `accept`.
+    fn failed(&mut self, now: Instant) -> (Option<u64>, Duration) {
+        self.in_a_row = self.in_a_row.saturating_add(1);
+        let doublings = (self.in_a_row - 1).min(4);
+        let pause = ACCEPT_PAUSE_FIRST.saturating_mul(1 << doublings).min(ACCEPT_PAUSE_MAX);
+        let log = match self.logged_at {
+            Some(at) if now.saturating_duration_since(at) < ACCEPT_LOG_EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.logged_at = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        };
+        (log, pause)
+    }
+
+    fn succeeded(&mut self) {
+        self.in_a_row = 0;
     }
 }
 
@@ -174,6 +267,31 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Out of descriptors, the accept loop spun and wrote "HTTP endpoint: Too many open
+    /// files" some 21 million times.
+    #[test]
+    fn accept_errors_pause_and_are_logged_once_a_minute() {
+        let mut errors = AcceptErrors::default();
+        let t0 = Instant::now();
+        let pauses: Vec<u128> = (0..7).map(|i| errors.failed(t0 + Duration::from_millis(i)).1.as_millis()).collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1000, 1000, 1000]);
+        errors.succeeded();
+        assert_eq!(errors.failed(t0 + Duration::from_secs(1)).1, ACCEPT_PAUSE_FIRST, "a success starts the pauses again");
+
+        let mut errors = AcceptErrors::default();
+        let mut lines = Vec::new();
+        // One failure a millisecond for three minutes.
+        for ms in 0..180_000u64 {
+            if let (Some(suppressed), _) = errors.failed(t0 + Duration::from_millis(ms)) {
+                lines.push((ms, suppressed));
+            }
+        }
+        assert_eq!(lines, [(0, 0), (60_000, 59_999), (120_000, 59_999)]);
+        assert!(errors.failed(t0 + Duration::from_secs(3600)).0.is_some());
+        let mut errors = AcceptErrors { in_a_row: u32::MAX, ..AcceptErrors::default() };
+        assert_eq!(errors.failed(t0).1, ACCEPT_PAUSE_MAX);
+    }
 
     #[test]
     fn etags_follow_the_content() {

@@ -4,8 +4,11 @@
 //! timeouts, dumps and the expressions rocsync needs go through `nftnl-sys` (see
 //! NFTABLES.md in the design notes for the facts this rests on).
 //!
-//! Every pointer allocated here is freed by a guard in the same function.
+//! Every pointer allocated here is freed by a guard in the same function, and every
+//! allocation is checked: libnftnl answers null when memory runs out (and, for an expression,
+//! when it does not know the name), and that is an error of the pass, not a crash.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, c_void};
 use std::io;
@@ -31,6 +34,18 @@ const RECV_BUFFER: usize = 256 * 1024;
 const ELEMENTS_PER_MESSAGE: usize = 512;
 /// At most this many reads of a set's elements (see `get_elements`).
 const DUMP_READS: usize = 5;
+/// What a callback returns to stop reading (MNL_CB_STOP): used when a message cannot be read
+/// for want of memory, which the caller then reports.
+const CB_STOP: libc::c_int = 0;
+
+/// A libnftnl object just allocated, or the error that says it could not be.
+fn allocated<T>(pointer: *mut T, what: &str) -> io::Result<NonNull<T>> {
+    NonNull::new(pointer).ok_or_else(|| not_allocated(what))
+}
+
+fn not_allocated(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::OutOfMemory, format!("libnftnl could not allocate {what}"))
+}
 
 /// Reads what the kernel holds of the layout's table.
 pub fn snapshot(layout: &Layout) -> io::Result<Kernel> {
@@ -138,9 +153,11 @@ fn add_chain(
     }
     batch.add(&chain, MsgType::Add);
     for rule in managed.rules() {
+        // Every expression is allocated before the rule takes one: a failure is an error here.
+        let built = expressions(rule, layout, managed, set_ids).iter().map(Expr::build).collect::<io::Result<Vec<_>>>()?;
         let mut r = nftnl::Rule::new(&chain);
-        for expr in expressions(rule, layout, managed, set_ids) {
-            r.add_expr(&expr);
+        for expr in &built {
+            r.add_expr(expr);
         }
         r.set_comment(cstring(rule.comment())?).map_err(io::Error::other)?;
         batch.add(&r, MsgType::Add);
@@ -247,13 +264,16 @@ impl Expr {
     }
 }
 
-impl Expression for Expr {
-    fn to_expr(&self, _rule: &nftnl::Rule) -> NonNull<sys::nftnl_expr> {
-        // SAFETY: the expression is freshly allocated (allocation failure aborts, as in
-        // nftnl); every value is copied by libnftnl before this returns.
+impl Expr {
+    /// Allocates the libnftnl expression and sets its attributes. Done before a rule asks for
+    /// it: nftnl's `Expression::to_expr` cannot fail, and aborting the daemon is no answer.
+    fn build(&self) -> io::Result<BuiltExpr> {
+        // SAFETY: the expression is freshly allocated and owned by the `BuiltExpr` (freed by
+        // its Drop unless a rule took it); every value is copied by libnftnl.
         unsafe {
-            let expr = sys::nftnl_expr_alloc(self.name.as_ptr());
-            let Some(expr) = NonNull::new(expr) else { std::process::abort() };
+            let what = format!("the expression `{}` (out of memory, or unknown to this libnftnl)", self.name.to_string_lossy());
+            let expr = allocated(sys::nftnl_expr_alloc(self.name.as_ptr()), &what)?;
+            let built = BuiltExpr(Cell::new(Some(expr)));
             for (attr, value) in &self.attrs {
                 match value {
                     Value::U32(v) => sys::nftnl_expr_set_u32(expr.as_ptr(), *attr, *v),
@@ -265,7 +285,29 @@ impl Expression for Expr {
                     }
                 }
             }
-            expr
+            Ok(built)
+        }
+    }
+}
+
+/// An expression allocated and filled, waiting for `Rule::add_expr`, which takes it over.
+struct BuiltExpr(Cell<Option<NonNull<sys::nftnl_expr>>>);
+
+impl Expression for BuiltExpr {
+    fn to_expr(&self, _rule: &nftnl::Rule) -> NonNull<sys::nftnl_expr> {
+        match self.0.take() {
+            Some(expr) => expr,
+            // Handed over twice, the rule would free it twice: `add_chain` adds each once.
+            None => std::process::abort(),
+        }
+    }
+}
+
+impl Drop for BuiltExpr {
+    fn drop(&mut self) {
+        if let Some(expr) = self.0.take() {
+            // SAFETY: allocated in `Expr::build`, never handed to a rule, freed once.
+            unsafe { sys::nftnl_expr_free(expr.as_ptr()) }
         }
     }
 }
@@ -281,7 +323,7 @@ impl SetMsg {
     fn new(table: &CStr, name: &CStr, family: Family, id: u32) -> io::Result<SetMsg> {
         // SAFETY: a fresh set, freed by Drop; libnftnl copies the strings.
         unsafe {
-            let set = NonNull::new(sys::nftnl_set_alloc()).ok_or_else(io::Error::last_os_error)?;
+            let set = allocated(sys::nftnl_set_alloc(), "a set")?;
             let s = set.as_ptr();
             let (key_type, key_len) = family.key();
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FAMILY as u16, u32::from(INET));
@@ -302,7 +344,7 @@ impl SetMsg {
         let key = key_bytes(element);
         // SAFETY: the element is handed over to the set, which frees it.
         unsafe {
-            let e = NonNull::new(sys::nftnl_set_elem_alloc()).ok_or_else(io::Error::last_os_error)?;
+            let e = allocated(sys::nftnl_set_elem_alloc(), "a set element")?;
             sys::nftnl_set_elem_set(e.as_ptr(), sys::NFTNL_SET_ELEM_KEY as u16, key.as_ptr().cast::<c_void>(), key.len() as u32);
             if let Some(ms) = timeout {
                 sys::nftnl_set_elem_set_u64(e.as_ptr(), sys::NFTNL_SET_ELEM_TIMEOUT as u16, ms);
@@ -458,7 +500,7 @@ fn get_table(socket: &mnl::Socket, name: &CStr) -> io::Result<()> {
     let mut request = vec![0u8; 4096];
     // SAFETY: a table freed below; only its name is set.
     unsafe {
-        let t = sys::nftnl_table_alloc();
+        let t = allocated(sys::nftnl_table_alloc(), "a table")?.as_ptr();
         sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, name.as_ptr());
         let nlh = header(&mut request, libc::NFT_MSG_GETTABLE, 0, 1);
         sys::nftnl_table_nlmsg_build_payload(nlh, t);
@@ -476,7 +518,7 @@ fn get_set(socket: &mnl::Socket, table: &CStr, name: &CStr) -> io::Result<Kernel
     let mut request = vec![0u8; 4096];
     // SAFETY: a set freed below; only table and name are set.
     unsafe {
-        let s = sys::nftnl_set_alloc();
+        let s = allocated(sys::nftnl_set_alloc(), "a set")?.as_ptr();
         sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, table.as_ptr());
         sys::nftnl_set_set_str(s, sys::NFTNL_SET_NAME as u16, name.as_ptr());
         let nlh = header(&mut request, libc::NFT_MSG_GETSET, 0, 2);
@@ -484,19 +526,24 @@ fn get_set(socket: &mnl::Socket, table: &CStr, name: &CStr) -> io::Result<Kernel
         sys::nftnl_set_free(s);
     }
     let len = message_len(&request);
-    let mut found = KernelSet::default();
+    // The set, and whether a message could not be read for want of memory.
+    let mut found = (KernelSet::default(), false);
     talk(
         socket,
         &request[..len],
         2,
-        |nlh, found: &mut KernelSet| {
+        |nlh, found: &mut (KernelSet, bool)| {
             // SAFETY: `nlh` is a message the kernel sent; the set is freed here.
             unsafe {
                 let s = sys::nftnl_set_alloc();
+                if s.is_null() {
+                    found.1 = true;
+                    return CB_STOP;
+                }
                 if sys::nftnl_set_nlmsg_parse(ptr::from_ref(nlh).cast(), s) >= 0 {
-                    found.key_type = sys::nftnl_set_get_u32(s, sys::NFTNL_SET_KEY_TYPE as u16);
-                    found.key_len = sys::nftnl_set_get_u32(s, sys::NFTNL_SET_KEY_LEN as u16);
-                    found.flags = sys::nftnl_set_get_u32(s, sys::NFTNL_SET_FLAGS as u16);
+                    found.0.key_type = sys::nftnl_set_get_u32(s, sys::NFTNL_SET_KEY_TYPE as u16);
+                    found.0.key_len = sys::nftnl_set_get_u32(s, sys::NFTNL_SET_KEY_LEN as u16);
+                    found.0.flags = sys::nftnl_set_get_u32(s, sys::NFTNL_SET_FLAGS as u16);
                 }
                 sys::nftnl_set_free(s);
             }
@@ -504,20 +551,25 @@ fn get_set(socket: &mnl::Socket, table: &CStr, name: &CStr) -> io::Result<Kernel
         },
         &mut found,
     )?;
-    Ok(found)
+    if found.1 {
+        return Err(not_allocated("a set to read the kernel's answer into"));
+    }
+    Ok(found.0)
 }
 
 struct ElementDump {
     family: Family,
     now: Millis,
     elements: Elements,
+    /// A message could not be read for want of memory: the dump is incomplete.
+    failed: bool,
 }
 
 fn get_elements(socket: &mnl::Socket, table: &CStr, name: &CStr, family: Family) -> io::Result<Elements> {
     let mut request = vec![0u8; 4096];
     // SAFETY: as in `get_set`.
     unsafe {
-        let s = sys::nftnl_set_alloc();
+        let s = allocated(sys::nftnl_set_alloc(), "a set")?.as_ptr();
         sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, table.as_ptr());
         sys::nftnl_set_set_str(s, sys::NFTNL_SET_NAME as u16, name.as_ptr());
         let nlh = header(&mut request, libc::NFT_MSG_GETSETELEM, libc::NLM_F_DUMP, 3);
@@ -534,8 +586,11 @@ fn get_elements(socket: &mnl::Socket, table: &CStr, name: &CStr, family: Family)
             // Two reads disagreed: give the resize time to finish.
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let mut dump = ElementDump { family, now: crate::resolve::now_millis(), elements: Elements::new() };
+        let mut dump = ElementDump { family, now: crate::resolve::now_millis(), elements: Elements::new(), failed: false };
         talk(socket, &request[..len], 3, parse_elements, &mut dump)?;
+        if dump.failed {
+            return Err(not_allocated("a set to read the kernel's elements into"));
+        }
         let count = dump.elements.len();
         seen.extend(dump.elements);
         if last == Some(count) {
@@ -551,10 +606,17 @@ fn parse_elements(nlh: &mlibc::nlmsghdr, dump: &mut ElementDump) -> libc::c_int 
     // freed here; a key is read within the length libnftnl reports.
     unsafe {
         let s = sys::nftnl_set_alloc();
+        if s.is_null() {
+            dump.failed = true;
+            return CB_STOP;
+        }
         let rc = sys::nftnl_set_elems_nlmsg_parse(ptr::from_ref(nlh).cast(), s);
         if rc >= 0 {
             let iter = sys::nftnl_set_elems_iter_create(s);
-            if !iter.is_null() {
+            // An iterator is an allocation too: without it, the elements would go unread.
+            if iter.is_null() {
+                dump.failed = true;
+            } else {
                 let mut e = sys::nftnl_set_elems_iter_next(iter);
                 while !e.is_null() {
                     let mut len = 0u32;
@@ -575,14 +637,14 @@ fn parse_elements(nlh: &mlibc::nlmsghdr, dump: &mut ElementDump) -> libc::c_int 
         }
         sys::nftnl_set_free(s);
     }
-    1
+    if dump.failed { CB_STOP } else { 1 }
 }
 
 fn get_chain(socket: &mnl::Socket, table: &CStr, name: &CStr) -> io::Result<Option<u32>> {
     let mut request = vec![0u8; 4096];
     // SAFETY: as in `get_set`.
     unsafe {
-        let c = sys::nftnl_chain_alloc();
+        let c = allocated(sys::nftnl_chain_alloc(), "a chain")?.as_ptr();
         sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_TABLE as u16, table.as_ptr());
         sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_NAME as u16, name.as_ptr());
         let nlh = header(&mut request, libc::NFT_MSG_GETCHAIN, 0, 4);
@@ -590,19 +652,24 @@ fn get_chain(socket: &mnl::Socket, table: &CStr, name: &CStr) -> io::Result<Opti
         sys::nftnl_chain_free(c);
     }
     let len = message_len(&request);
-    let mut hook = None;
+    // The chain's hook, and whether a message could not be read for want of memory.
+    let mut hook = (None, false);
     talk(
         socket,
         &request[..len],
         4,
-        |nlh, hook: &mut Option<u32>| {
+        |nlh, hook: &mut (Option<u32>, bool)| {
             // SAFETY: as in `get_set`.
             unsafe {
                 let c = sys::nftnl_chain_alloc();
+                if c.is_null() {
+                    hook.1 = true;
+                    return CB_STOP;
+                }
                 if sys::nftnl_chain_nlmsg_parse(ptr::from_ref(nlh).cast(), c) >= 0
                     && sys::nftnl_chain_is_set(c, sys::NFTNL_CHAIN_HOOKNUM as u16)
                 {
-                    *hook = Some(sys::nftnl_chain_get_u32(c, sys::NFTNL_CHAIN_HOOKNUM as u16));
+                    hook.0 = Some(sys::nftnl_chain_get_u32(c, sys::NFTNL_CHAIN_HOOKNUM as u16));
                 }
                 sys::nftnl_chain_free(c);
             }
@@ -610,19 +677,24 @@ fn get_chain(socket: &mnl::Socket, table: &CStr, name: &CStr) -> io::Result<Opti
         },
         &mut hook,
     )?;
-    Ok(hook)
+    if hook.1 {
+        return Err(not_allocated("a chain to read the kernel's answer into"));
+    }
+    Ok(hook.0)
 }
 
 struct RuleDump {
     chain: CString,
     comments: Vec<String>,
+    /// A message could not be read for want of memory: the dump is incomplete.
+    failed: bool,
 }
 
 fn get_rule_comments(socket: &mnl::Socket, table: &CStr, chain: &CStr) -> io::Result<Vec<String>> {
     let mut request = vec![0u8; 4096];
     // SAFETY: as in `get_set`.
     unsafe {
-        let r = sys::nftnl_rule_alloc();
+        let r = allocated(sys::nftnl_rule_alloc(), "a rule")?.as_ptr();
         sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, table.as_ptr());
         sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_CHAIN as u16, chain.as_ptr());
         let nlh = header(&mut request, libc::NFT_MSG_GETRULE, libc::NLM_F_DUMP, 5);
@@ -630,8 +702,11 @@ fn get_rule_comments(socket: &mnl::Socket, table: &CStr, chain: &CStr) -> io::Re
         sys::nftnl_rule_free(r);
     }
     let len = message_len(&request);
-    let mut dump = RuleDump { chain: chain.to_owned(), comments: Vec::new() };
+    let mut dump = RuleDump { chain: chain.to_owned(), comments: Vec::new(), failed: false };
     talk(socket, &request[..len], 5, parse_rule, &mut dump)?;
+    if dump.failed {
+        return Err(not_allocated("a rule to read the kernel's answer into"));
+    }
     Ok(dump.comments)
 }
 
@@ -639,6 +714,10 @@ fn parse_rule(nlh: &mlibc::nlmsghdr, dump: &mut RuleDump) -> libc::c_int {
     // SAFETY: as in `parse_elements`.
     unsafe {
         let r = sys::nftnl_rule_alloc();
+        if r.is_null() {
+            dump.failed = true;
+            return CB_STOP;
+        }
         if sys::nftnl_rule_nlmsg_parse(ptr::from_ref(nlh).cast(), r) >= 0 {
             let chain = sys::nftnl_rule_get_str(r, sys::NFTNL_RULE_CHAIN as u16);
             if !chain.is_null() && CStr::from_ptr(chain) == dump.chain.as_c_str() {
@@ -686,6 +765,21 @@ mod tests {
         }
         assert_eq!(key_bytes(&Element { addr: "198.18.0.7".parse().unwrap(), port: 443 }), [198, 18, 0, 7, 1, 187, 0, 0]);
         assert_eq!(element_of(&[1, 2, 3], Family::V4), None);
+    }
+
+    /// libnftnl's `*_alloc` results were used unchecked, and an expression that could not be
+    /// allocated aborted the daemon.
+    #[test]
+    fn allocations_that_fail_are_errors() {
+        let err = allocated(ptr::null_mut::<sys::nftnl_set>(), "a set").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory);
+        assert_eq!(err.to_string(), "libnftnl could not allocate a set");
+        // libnftnl answers null for an expression it does not know, as when memory runs out.
+        let err = Expr::new(c"no-such-expression").build().err().expect("an error, not an abort");
+        assert!(err.to_string().contains("`no-such-expression`"), "{err}");
+        let log = Expr::new(c"log").str(sys::NFTNL_EXPR_LOG_PREFIX, c"x".to_owned()).build().expect("log");
+        // Never handed to a rule: freed by its Drop.
+        drop(log);
     }
 
     #[test]

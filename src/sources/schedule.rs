@@ -22,9 +22,10 @@ pub struct PollSchedule {
 }
 
 impl PollSchedule {
-    /// The delay after a good poll; `random` is in [0, 1).
+    /// The delay after a good poll; `random` is in [0, 1). The configuration bounds both
+    /// terms; the sum saturates anyway, so that no schedule can panic.
     pub fn after_success(&self, random: f64) -> Duration {
-        self.interval + self.jitter.mul_f64(random.clamp(0.0, 1.0))
+        self.interval.saturating_add(self.jitter.mul_f64(random.clamp(0.0, 1.0)))
     }
 
     /// The delay after `failures` (≥ 1) polls in a row failed: 30 s, 1 min, 2 min … capped at
@@ -32,7 +33,7 @@ impl PollSchedule {
     pub fn after_failure(&self, failures: u32, random: f64) -> Duration {
         let doubled = FIRST_RETRY.saturating_mul(1u32 << failures.saturating_sub(1).min(20));
         let base = doubled.min(self.backoff_max).min(self.interval.max(FIRST_RETRY));
-        base + base.mul_f64(0.1 * random.clamp(0.0, 1.0))
+        base.saturating_add(base.mul_f64(0.1 * random.clamp(0.0, 1.0)))
     }
 }
 
@@ -86,8 +87,10 @@ where
             () = tokio::time::sleep(delay) => {}
             () = wake.notified() => {
                 tracing::info!("A notification arrived: polling the annuaire.");
+                // What is left of the gap, rather than `started + min_gap`: an `Instant` plus a
+                // duration can overflow, and tokio's `sleep` caps what it is given.
                 tokio::select! {
-                    () = tokio::time::sleep_until(started + schedule.min_gap) => {}
+                    () = tokio::time::sleep(schedule.min_gap.saturating_sub(started.elapsed())) => {}
                     () = &mut shutdown => return polls,
                 }
             }
@@ -131,6 +134,13 @@ mod tests {
         assert_eq!(short.after_failure(10, 0.0), 2 * MIN);
         assert_eq!(s.after_failure(u32::MAX, 0.0), 5 * MIN);
         assert_eq!(s.after_failure(1, 1.0).as_secs(), 33);
+    }
+
+    #[test]
+    fn no_schedule_overflows() {
+        let huge = PollSchedule { interval: Duration::MAX, jitter: Duration::MAX, backoff_max: Duration::MAX, min_gap: Duration::MAX };
+        assert_eq!(huge.after_success(0.99), Duration::MAX);
+        assert!(huge.after_failure(u32::MAX, 0.99) >= FIRST_RETRY);
     }
 
     /// Records when each poll happened, on tokio's paused clock.
