@@ -12,6 +12,7 @@
 #[path = "../util/mod.rs"]
 mod util;
 
+mod config;
 mod files;
 mod mail;
 mod values;
