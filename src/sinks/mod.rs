@@ -13,6 +13,7 @@ pub mod nftables;
 pub mod plain;
 pub mod squid;
 pub mod stormshield;
+pub mod readback;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
