@@ -271,7 +271,7 @@ fn amc_part(part: &str) -> Option<(AmcNumber, AmcUse)> {
     let (number, rest) = part.split_once(' ')?;
     let number = AmcNumber::parse(number).ok()?;
     let is_code = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric());
-    let (name, services) = match rest.strip_suffix(')').and_then(|r| r.rsplit_once(" (")) {
+    let (name, services): (&str, BTreeSet<String>) = match rest.strip_suffix(')').and_then(|r| r.rsplit_once(" (")) {
         Some((name, list)) if list.split(", ").all(is_code) => (name, list.split(", ").map(str::to_owned).collect()),
         _ => (rest, BTreeSet::new()),
     };
