@@ -33,7 +33,6 @@ use crate::sources::https::{AnnuaireClient, CertInfo, FetchError, Fetched, TlsSe
 use crate::sources::{SourceError, read_limited};
 use crate::store::{Applied, CachedAnswer, Decision, NotificationRecord, SourceRead, Store, StoreError};
 use crate::sinks::readback::{self, ReadBack, ReadError};
-use crate::store::RECOVERY_SOURCE;
 
 /// Why a command could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -389,7 +388,7 @@ impl Engine {
         let applied = self.store.applied()?;
         let ctx = Context { mode: self.config.mode, guard: self.config.guard, rejected_values: read.answer.rejected.len() };
         let mut proposals = propose(&applied.state, &read.desired, &ctx);
-        if applied.plan_id != 0 && self.store.plan(applied.plan_id)?.source == RECOVERY_SOURCE {
+        if self.store.rests_on_recovery()? {
             hold_closings(&mut proposals, RECOVERED_BASE);
         }
         let open = self.store.open_plans()?;
@@ -953,7 +952,8 @@ impl Engine {
     }
 }
 
-/// Why the plans computed against a recovered state hold their closings.
+/// Why the plans computed against a recovered state hold their closings, until a person has
+/// approved one ([`Store::rests_on_recovery`]).
 const RECOVERED_BASE: &str = "computed against a state recovered from the outputs (rocsync recover): \
     a closing may come from what the outputs could not tell (ports, provenance)";
 

@@ -475,6 +475,28 @@ impl Store {
         })
     }
 
+    /// Whether what is in force rests on a state recovered from the outputs: a recovery was
+    /// applied, and no plan applied since closed anything (the first closing after a recovery
+    /// is one a person approved).
+    pub fn rests_on_recovery(&self) -> Result<bool, StoreError> {
+        let recovery: Option<i64> = self.conn.query_row(
+            "SELECT max(seq) FROM applied WHERE plan_id IN (SELECT id FROM plans WHERE source = ?1)",
+            [RECOVERY_SOURCE],
+            |r| r.get(0),
+        )?;
+        let Some(recovery) = recovery else { return Ok(false) };
+        let later: Vec<i64> = {
+            let mut stmt = self.conn.prepare("SELECT plan_id FROM applied WHERE seq > ?1 ORDER BY seq")?;
+            stmt.query_map([recovery], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        for id in later {
+            if self.plan(id)?.diff.closings() > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Stores new plans computed against the state of plan `base`, in order, each based on the
     /// one before (hybrid mode's openings, then the rest). Every plan still open is superseded:
     /// it was computed from an older read of the source.
@@ -1451,6 +1473,26 @@ mod tests {
         assert!(!store.is_new().unwrap());
         let again = store.record_recovery(&recovered, &files, "rssi", "t2").unwrap_err();
         assert!(matches!(again, StoreError::NotLost { current } if current == plan.id), "{again}");
+    }
+
+    #[test]
+    fn closings_rest_on_a_recovery_until_one_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let (v1, v2) = (state("urls-v1.json"), state("urls-v2.json"));
+        assert!(!store.rests_on_recovery().unwrap(), "no recovery");
+        let recovery = store.record_recovery(&v1, &["out/x".to_owned()], "rssi", "t1").unwrap();
+        assert!(store.rests_on_recovery().unwrap());
+        // Hybrid mode: the openings apply and still rest on the recovery; the closing, once
+        // applied, ends it.
+        let plans = store.insert_plans(&propose(&v1, &v2, &ctx(Mode::Hybrid)), recovery.id, "file:v2", None, "t2").unwrap();
+        let mut current = v1.clone();
+        for (i, plan) in plans.iter().enumerate() {
+            let next = plan.diff.apply_to(&current, "t3");
+            store.commit_apply(plan, &next, "rssi", "t3").unwrap();
+            current = next;
+            assert_eq!(store.rests_on_recovery().unwrap(), i == 0, "after plan {}", plan.id);
+        }
     }
 
     #[test]
