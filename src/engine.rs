@@ -6,7 +6,11 @@
 //! force stays in force.
 
 use std::fs::File;
+use std::fs::TryLockError;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -28,6 +32,7 @@ use crate::sources::annuaire::Answer;
 use crate::sources::https::{AnnuaireClient, CertInfo, FetchError, Fetched, TlsSetupError, load_identity};
 use crate::sources::{SourceError, read_limited};
 use crate::store::{Applied, CachedAnswer, Decision, NotificationRecord, SourceRead, Store, StoreError};
+use crate::sinks::readback::{self, ReadBack, ReadError};
 
 /// Why a command could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -73,14 +78,41 @@ pub enum EngineError {
         #[source]
         source: SinkError,
     },
-    /// Another rocsync holds the apply lock and did not release it.
+    /// The apply lock's file cannot be opened or locked.
     #[error("cannot take the apply lock {}", path.display())]
     Lock {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// Another rocsync held the apply lock longer than [`LOCK_WAIT`].
+    #[error(
+        "{holder} held the apply lock {} for more than {waited} s; nothing was planned or applied: try again once it is done",
+        path.display()
+    )]
+    LockTimeout { path: PathBuf, holder: String, waited: u64 },
+    /// The store has never held a plan while outputs that rocsync wrote exist: its memory was
+    /// lost. Planning from the empty state would close what they allow, unapproved.
+    #[error(
+        "the state store in {} holds no plan, but outputs that rocsync wrote exist: {found}. rocsync does not plan from an empty state: \
+         that would close, without approval, what those files allow. If the store was lost, record what the outputs hold as the state \
+         in force with `rocsync recover --by NAME`, then run `rocsync once`: what it closes waits for approval",
+        state_dir.display()
+    )]
+    StoreLost { state_dir: PathBuf, found: String },
+    /// `rocsync recover` found nothing to recover from.
+    #[error("nothing to recover: {0}")]
+    NothingToRecover(String),
+    /// An output that exists cannot be read back.
+    #[error(transparent)]
+    ReadBack(#[from] ReadError),
 }
+
+/// How long a command waits for another rocsync's pass or apply before giving up.
+pub const LOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// The file the apply lock is held on, in the state directory.
+const APPLY_LOCK: &str = "apply.lock";
 
 /// The current time, as the store and the outputs write it.
 pub fn now() -> String {
@@ -167,17 +199,41 @@ pub struct PlanRun {
     pub addresses: Option<BookChange>,
 }
 
+/// What `rocsync recover` read and recorded.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    /// The applied plan that records the recovered state.
+    pub plan: Plan,
+    /// How many hosts it put in force.
+    pub hosts: usize,
+    /// The outputs read, each with what it holds.
+    pub files: Vec<ReadBack>,
+    /// Hosts whose port no output keeps, recorded on tcp/443.
+    pub without_port: usize,
+    /// Hosts that not every complete list holds, with the files that hold them.
+    pub disagreements: Vec<(Host, Vec<PathBuf>)>,
+}
+
 pub struct Engine {
     pub config: Config,
     pub store: Store,
     /// The web service client, built on first use.
     client: Option<AnnuaireClient>,
+    /// The apply lock, while this engine holds it (see [`Engine::locked`]).
+    apply_lock: Option<File>,
 }
 
 impl Engine {
     pub fn open(config: Config) -> Result<Engine, EngineError> {
         let store = Store::open(&config.state_dir)?.with_retention(config.raw.store.keep_applied_states);
-        Ok(Engine { config, store, client: None })
+        Ok(Engine { config, store, client: None, apply_lock: None })
+    }
+
+    /// For the commands that only show: the store is opened read-only (nothing created,
+    /// migrated or written), so that they answer on a full disk.
+    pub fn open_read_only(config: Config) -> Result<Engine, EngineError> {
+        let store = Store::open_read_only(&config.state_dir)?;
+        Ok(Engine { config, store, client: None, apply_lock: None })
     }
 
     fn sinks(&self) -> Vec<&dyn Sink> {
@@ -319,8 +375,17 @@ impl Engine {
     }
 
     /// Reads the source and stores the plans that take what is in force to what it lists.
-    /// With `dry_run`, stores nothing (the read is still recorded).
+    /// With `dry_run`, stores nothing (the read is still recorded). Under the apply lock, so
+    /// that no other pass applies between the read of what is in force and the plans.
     pub fn plan(&mut self, file: Option<&Path>, dry_run: bool) -> Result<PlanRun, EngineError> {
+        if dry_run {
+            return self.plan_unlocked(file, true);
+        }
+        self.locked(|e| e.plan_unlocked(file, false))
+    }
+
+    fn plan_unlocked(&mut self, file: Option<&Path>, dry_run: bool) -> Result<PlanRun, EngineError> {
+        self.refuse_if_lost()?;
         let mut read = self.read_source(file)?;
         self.add_notified_hosts(&mut read.desired)?;
         let applied = self.store.applied()?;
@@ -338,7 +403,10 @@ impl Engine {
             rejected_values: read.answer.rejected.len(),
             stale_serial,
         };
-        let proposals = propose(&applied.state, &read.desired, &ctx);
+        let mut proposals = propose(&applied.state, &read.desired, &ctx);
+        if self.store.rests_on_recovery()? {
+            hold_closings(&mut proposals, RECOVERED_BASE);
+        }
         let open = self.store.open_plans()?;
         let plans = if dry_run {
             Vec::new()
@@ -363,10 +431,21 @@ impl Engine {
         Ok(PlanRun { read, applied, plans, proposals, repaired: Vec::new(), mail: MailRun::default(), addresses: None })
     }
 
-    /// One reconcile pass: plan, apply what needs no approval, repair drifted outputs.
+    /// One reconcile pass: plan, apply what needs no approval, repair drifted outputs. The
+    /// whole pass holds the apply lock: a second pass started meanwhile (the timer and the
+    /// Maildir path unit) waits for it, then plans against what it applied.
     pub fn once(&mut self, dry_run: bool) -> Result<PlanRun, EngineError> {
+        if dry_run {
+            return self.once_unlocked(true);
+        }
+        self.locked(|e| e.once_unlocked(false))
+    }
+
+    fn once_unlocked(&mut self, dry_run: bool) -> Result<PlanRun, EngineError> {
         let span = info_span!("reconcile");
         let _enter = span.enter();
+        // A lost store is refused before anything is read or moved.
+        self.refuse_if_lost()?;
         // Notifications first: they are hints, and the poll that follows is their re-poll.
         let mail = if dry_run {
             MailRun::default()
@@ -375,7 +454,7 @@ impl Engine {
             mail.add(&self.process_imap()?);
             mail
         };
-        let mut run = self.plan(None, dry_run)?;
+        let mut run = self.plan_unlocked(None, dry_run)?;
         run.mail = mail;
         if dry_run {
             return Ok(run);
@@ -393,7 +472,10 @@ impl Engine {
     /// Applies plan `id`, after the open plans it is based on (hybrid mode's openings come
     /// before the rest). Every plan of the chain must be ready or approved.
     pub fn apply(&mut self, id: i64, actor: &str) -> Result<Vec<Plan>, EngineError> {
-        let _lock = self.lock()?;
+        self.locked(|e| e.apply_locked(id, actor))
+    }
+
+    fn apply_locked(&mut self, id: i64, actor: &str) -> Result<Vec<Plan>, EngineError> {
         let in_force = self.store.applied()?.plan_id;
         let mut chain = vec![self.store.plan(id)?];
         while let Some(first) = chain.first() {
@@ -656,11 +738,14 @@ impl Engine {
 
     /// Rewrites outputs that no longer match what is in force (deleted or edited by hand).
     pub fn repair_drift(&mut self) -> Result<Vec<String>, EngineError> {
+        self.locked(|e| e.repair_drift_locked())
+    }
+
+    fn repair_drift_locked(&mut self) -> Result<Vec<String>, EngineError> {
         let applied = self.store.applied()?;
         if applied.plan_id == 0 {
             return Ok(Vec::new());
         }
-        let _lock = self.lock()?;
         let resolved = self.resolved()?;
         let mut drifted = Vec::new();
         let mut repaired = Vec::new();
@@ -794,23 +879,170 @@ impl Engine {
         );
         info!(plan = applied.plan_id, "Addresses changed: {detail}.");
         self.store.audit("rocsync", "addresses.changed", Some(applied.plan_id), &detail, &now())?;
-        if applied.plan_id != 0 {
-            let _lock = self.lock()?;
-            self.enforce(&applied.state, applied.plan_id, &resolved, &now(), |_| true)?;
-        }
+        self.locked(|e| {
+            // What is in force now: another process may have applied a plan since the read above.
+            let applied = e.store.applied()?;
+            if applied.plan_id == 0 {
+                return Ok(());
+            }
+            e.enforce(&applied.state, applied.plan_id, &resolved, &now(), |_| true)
+        })?;
         Ok(Some(change))
     }
 
-    /// One apply at a time across processes; the lock goes with the returned file.
-    fn lock(&self) -> Result<File, EngineError> {
-        let path = self.config.state_dir.join("apply.lock");
-        let file = File::options()
+    /// Runs `f` holding the apply lock: one pass or apply at a time across processes. Nested
+    /// calls (a pass applies, then repairs) take it once.
+    fn locked<T>(&mut self, f: impl FnOnce(&mut Engine) -> Result<T, EngineError>) -> Result<T, EngineError> {
+        if self.apply_lock.is_some() {
+            return f(self);
+        }
+        self.apply_lock = Some(self.acquire_lock()?);
+        let result = f(self);
+        // Closing the file releases the lock.
+        self.apply_lock = None;
+        result
+    }
+
+    /// Takes the apply lock, waiting up to [`LOCK_WAIT`] (and saying so) while another rocsync
+    /// holds it. The lock goes with the returned file, which names the holder's pid.
+    fn acquire_lock(&self) -> Result<File, EngineError> {
+        let path = self.config.state_dir.join(APPLY_LOCK);
+        let mut file = File::options()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|source| EngineError::Lock { path: path.clone(), source })?;
-        file.lock().map_err(|source| EngineError::Lock { path, source })?;
+        let started = Instant::now();
+        let mut told = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(source)) => return Err(EngineError::Lock { path: path.clone(), source }),
+            }
+            let holder = lock_holder(&path);
+            if started.elapsed() >= LOCK_WAIT {
+                return Err(EngineError::LockTimeout { path: path.clone(), holder, waited: LOCK_WAIT.as_secs() });
+            }
+            if !told {
+                warn!(lock = %path.display(), "Waiting for the apply lock: {holder} is planning or applying (up to {} s).", LOCK_WAIT.as_secs());
+                told = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if file.set_len(0).is_ok() {
+            let _ = writeln!(file, "{}", std::process::id());
+        }
         Ok(file)
+    }
+
+    /// Outputs that rocsync wrote, found while the store has never held a plan: its memory was
+    /// lost (`rm state.db`, a disk replaced). `None` when the store has its history, or when no
+    /// such output exists (a first run).
+    pub fn lost_store(&self) -> Result<Option<Vec<ReadBack>>, EngineError> {
+        if !self.store.is_new()? {
+            return Ok(None);
+        }
+        let found: Vec<ReadBack> =
+            readback::read(&self.config.files.exports)?.into_iter().filter(ReadBack::written_by_rocsync).collect();
+        Ok((!found.is_empty()).then_some(found))
+    }
+
+    /// Refuses to plan from an empty state while outputs hold what was in force.
+    fn refuse_if_lost(&self) -> Result<(), EngineError> {
+        match self.lost_store()? {
+            None => Ok(()),
+            Some(found) => Err(EngineError::StoreLost {
+                state_dir: self.config.state_dir.clone(),
+                found: found.iter().map(ReadBack::describe).collect::<Vec<_>>().join(", "),
+            }),
+        }
+    }
+
+    /// Records what the outputs hold as the state in force, after the store was lost: the
+    /// next pass plans against it, and what it closes waits for approval.
+    pub fn recover(&mut self, by: &str) -> Result<Recovery, EngineError> {
+        self.locked(|e| e.recover_locked(by))
+    }
+
+    fn recover_locked(&mut self, by: &str) -> Result<Recovery, EngineError> {
+        let current = self.store.applied()?.plan_id;
+        if current != 0 {
+            return Err(StoreError::NotLost { current }.into());
+        }
+        let files: Vec<ReadBack> =
+            readback::read(&self.config.files.exports)?.into_iter().filter(ReadBack::written_by_rocsync).collect();
+        if files.is_empty() {
+            let configured: Vec<String> = self.config.files.exports.iter().map(|f| f.path.display().to_string()).collect();
+            return Err(EngineError::NothingToRecover(format!(
+                "no output that rocsync wrote was found (configured: {}); `rocsync once` starts from the empty state",
+                if configured.is_empty() { "none".to_owned() } else { configured.join(", ") }
+            )));
+        }
+        let state = readback::merge(&files);
+        let names: Vec<String> = files.iter().map(ReadBack::describe).collect();
+        let plan = self.store.record_recovery(&state, &names, by, &now())?;
+        warn!(plan = plan.id, hosts = state.len(), by = %by, "Recovered the state in force from the outputs.");
+        Ok(Recovery {
+            plan,
+            hosts: state.len(),
+            without_port: readback::hosts_without_port(&files).len(),
+            disagreements: readback::disagreements(&files),
+            files,
+        })
+    }
+}
+
+/// Why the plans computed against a recovered state hold their closings, until a person has
+/// approved one ([`Store::rests_on_recovery`]).
+const RECOVERED_BASE: &str = "computed against a state recovered from the outputs (rocsync recover): \
+    a closing may come from what the outputs could not tell (ports, provenance)";
+
+/// Makes every proposal that closes something wait for approval, for `reason`.
+fn hold_closings(proposals: &mut [Proposal], reason: &str) {
+    for p in proposals.iter_mut().filter(|p| p.diff.closings() > 0) {
+        if !p.reasons.iter().any(|r| r == reason) {
+            p.reasons.push(reason.to_owned());
+        }
+        p.needs_approval = true;
+    }
+}
+
+/// Who holds the apply lock, as its file tells: `another rocsync (pid 4242)`.
+fn lock_holder(path: &Path) -> String {
+    match std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse::<u32>().ok()) {
+        Some(pid) => format!("another rocsync (pid {pid})"),
+        None => "another rocsync".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Mode;
+    use crate::testing::{ctx, state};
+
+    #[test]
+    fn closings_computed_against_a_recovered_state_wait_in_every_mode() {
+        let (v1, v2) = (state("urls-v1.json"), state("urls-v2.json"));
+        for mode in [Mode::Auto, Mode::Hybrid, Mode::Review] {
+            let mut proposals = propose(&v1, &v2, &ctx(mode));
+            hold_closings(&mut proposals, RECOVERED_BASE);
+            for p in &proposals {
+                let closes = p.diff.closings() > 0;
+                assert!(!closes || p.needs_approval, "{mode}: a closing applies without approval");
+                assert_eq!(closes, p.reasons.iter().any(|r| r == RECOVERED_BASE), "{mode}");
+            }
+            // Openings alone are not held (hybrid mode applies them at once).
+            if mode == Mode::Hybrid {
+                assert!(!proposals[0].needs_approval && proposals[0].diff.closings() == 0);
+            }
+            let again = proposals.clone();
+            hold_closings(&mut proposals, RECOVERED_BASE);
+            assert_eq!(proposals, again, "holding twice adds nothing");
+        }
     }
 }

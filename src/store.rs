@@ -4,17 +4,29 @@
 //! restored), every plan with its diff and status, every approval and rejection, each source
 //! read, and an append-only audit log (triggers refuse any update or delete of it). Every
 //! change of several rows is one transaction: a crash leaves the old rows or the new ones.
+//!
+//! The directory is created its owner's only (0700), and so are the database and SQLite's
+//! `-wal` and `-shm` beside it (0600), whatever the umask: plans name the hospital's
+//! openings. The commands that only show (`status`, `audit`, `plan list`, …) open it with
+//! [`Store::open_read_only`], which writes nothing, so that they answer on a full disk.
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
+use tracing::warn;
 
 use crate::alerts::Alert;
 use crate::catalogue::State;
 use crate::plan::{HostDiff, Plan, Proposal, Status};
 
 const SCHEMA_VERSION: i64 = 5;
+
+/// The database's file name in the state directory.
+pub const DB_FILE: &str = "state.db";
+
+/// The source of the plan that records a state recovered from the outputs (`rocsync recover`).
+pub const RECOVERY_SOURCE: &str = "recovery";
 
 const SCHEMA: &str = r#"
 CREATE TABLE plans (
@@ -155,6 +167,17 @@ pub enum StoreError {
     /// The database was written by a newer rocsync.
     #[error("the state store has schema version {found}; this rocsync knows version {SCHEMA_VERSION} at most")]
     Version { found: i64 },
+    /// A command that only reads found a database of an older rocsync: it does not migrate it.
+    #[error(
+        "the state store {} has schema version {found}, older than this rocsync's {SCHEMA_VERSION}; a command that only reads does not migrate it: run one that writes first (`rocsync once`, or start `rocsync run`)",
+        path.display()
+    )]
+    Outdated { path: PathBuf, found: i64 },
+    /// `rocsync recover` on a store that has a state in force: it was not lost.
+    #[error(
+        "plan {current} is in force: the state store was not lost and there is nothing to recover (`rocsync rollback` returns to an earlier state)"
+    )]
+    NotLost { current: i64 },
     /// A query failed.
     #[error("state store query failed")]
     Sql(#[from] rusqlite::Error),
@@ -276,17 +299,65 @@ pub struct Store {
 pub const KEEP_APPLIED_STATES: usize = 100;
 
 impl Store {
-    /// Opens (creating if needed) `state.db` in `state_dir`, which is created readable by its
-    /// owner only: plans name the hospital's openings.
+    /// Opens (creating if needed) `state.db` in `state_dir`. The directory is created 0700 and
+    /// the database 0600 before SQLite writes anything; SQLite gives its `-wal` and `-shm` files
+    /// the database's mode.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
         let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open { path: state_dir.to_owned(), source };
-        create_private_dir(state_dir).map_err(|e| open_err(Box::new(e)))?;
-        let conn = Connection::open(state_dir.join("state.db")).map_err(|e| open_err(Box::new(e)))?;
+        let path = state_dir.join(DB_FILE);
+        create_state_dir(state_dir).map_err(|e| open_err(Box::new(e)))?;
+        create_private_file(&path).map_err(|e| open_err(Box::new(e)))?;
+        let conn = Connection::open(&path).map_err(|e| open_err(Box::new(e)))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| open_err(Box::new(e)))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Those an older rocsync left readable by others.
+        for suffix in ["-wal", "-shm"] {
+            restrict(&sidecar(&path, suffix), 0o600);
+        }
         let mut store = Store { conn, keep_states: KEEP_APPLIED_STATES };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens the store to read it only: nothing is created, migrated or written, so that the
+    /// commands that only show answer on a full disk or from a directory they may not write. A
+    /// store that does not exist yet reads as empty; one of an older schema is an error.
+    pub fn open_read_only(state_dir: &Path) -> Result<Store, StoreError> {
+        let path = state_dir.join(DB_FILE);
+        match std::fs::metadata(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Store::empty(),
+            Err(e) => return Err(StoreError::Open { path: path.clone(), source: Box::new(e) }),
+        }
+        let conn = match read_connection(&path, "mode=ro") {
+            Ok(conn) => conn,
+            // SQLite could not set up the WAL index beside the database (a full disk, a
+            // directory this user may not write): read without it.
+            Err(first) if needs_to_write(&first) => read_without_writing(&path, first)
+                .map_err(|e| StoreError::Open { path: path.clone(), source: Box::new(e) })?,
+            Err(e) => return Err(StoreError::Open { path: path.clone(), source: Box::new(e) }),
+        };
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Version { found: version });
+        }
+        if version < SCHEMA_VERSION {
+            let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0))?;
+            // Created and never written (a crash before the first pass): nothing to read.
+            if version == 0 && tables == 0 {
+                return Store::empty();
+            }
+            return Err(StoreError::Outdated { path: path.clone(), found: version });
+        }
+        Ok(Store { conn, keep_states: KEEP_APPLIED_STATES })
+    }
+
+    /// A store that holds nothing, in memory: what a command that only reads sees before the
+    /// first pass.
+    fn empty() -> Result<Store, StoreError> {
+        let mut store = Store { conn: Connection::open_in_memory()?, keep_states: KEEP_APPLIED_STATES };
         store.migrate()?;
         Ok(store)
     }
@@ -302,6 +373,10 @@ impl Store {
         let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::Version { found: version });
+        }
+        if version == SCHEMA_VERSION {
+            // Opening a current store writes nothing.
+            return Ok(());
         }
         if version < 1 {
             tx.execute_batch(SCHEMA)?;
@@ -355,6 +430,79 @@ impl Store {
         let serial: Option<i64> =
             self.conn.query_row("SELECT MAX(serial) FROM plans WHERE status = 'applied'", [], |r| r.get(0))?;
         Ok(serial.map(|s| s as u64))
+    }
+
+    /// Whether the store has never held a plan: new, or lost and created again.
+    pub fn is_new(&self) -> Result<bool, StoreError> {
+        let n: i64 = self.conn.query_row("SELECT (SELECT count(*) FROM plans) + (SELECT count(*) FROM applied)", [], |r| r.get(0))?;
+        Ok(n == 0)
+    }
+
+    /// Records `state`, read back from the outputs after the store was lost, as the state in
+    /// force: one applied plan from the empty state, whose source is [`RECOVERY_SOURCE`],
+    /// audited `store.recovered` with the files it was read from. Refuses when a state is in
+    /// force already.
+    pub fn record_recovery(&mut self, state: &State, files: &[String], by: &str, now: &str) -> Result<Plan, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current = applied_in(&tx)?.plan_id;
+        if current != 0 {
+            return Err(StoreError::NotLost { current });
+        }
+        supersede_open_in(&tx, "the state in force was recovered from the outputs", now)?;
+        let diff = HostDiff::between(&State::default(), state).unwrap_or_default();
+        let reasons = vec![format!("recovered by {by} from the outputs after the state store was lost: {}", files.join(", "))];
+        tx.execute(
+            "INSERT INTO plans (created, base, source, serial, status, needs_approval, reasons, diff)
+             VALUES (?1, 0, ?2, NULL, ?3, 0, ?4, ?5)",
+            params![
+                now,
+                RECOVERY_SOURCE,
+                Status::Applied.as_str(),
+                serde_json::to_string(&reasons).expect("strings serialise"),
+                serde_json::to_string(&diff).expect("a diff serialises"),
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO applied (plan_id, applied_at, state) VALUES (?1, ?2, ?3)",
+            params![id, now, serde_json::to_string(state).expect("a state serialises")],
+        )?;
+        let detail = format!("{} host(s) recorded as in force, read back from {}", state.len(), files.join(", "));
+        audit_in(&tx, now, by, "store.recovered", Some(id), &detail)?;
+        tx.commit()?;
+        Ok(Plan {
+            id,
+            created: now.to_owned(),
+            base: 0,
+            source: RECOVERY_SOURCE.to_owned(),
+            serial: None,
+            status: Status::Applied,
+            needs_approval: false,
+            reasons,
+            diff,
+        })
+    }
+
+    /// Whether what is in force rests on a state recovered from the outputs: a recovery was
+    /// applied, and no plan applied since closed anything (the first closing after a recovery
+    /// is one a person approved).
+    pub fn rests_on_recovery(&self) -> Result<bool, StoreError> {
+        let recovery: Option<i64> = self.conn.query_row(
+            "SELECT max(seq) FROM applied WHERE plan_id IN (SELECT id FROM plans WHERE source = ?1)",
+            [RECOVERY_SOURCE],
+            |r| r.get(0),
+        )?;
+        let Some(recovery) = recovery else { return Ok(false) };
+        let later: Vec<i64> = {
+            let mut stmt = self.conn.prepare("SELECT plan_id FROM applied WHERE seq > ?1 ORDER BY seq")?;
+            stmt.query_map([recovery], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        for id in later {
+            if self.plan(id)?.diff.closings() > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Stores new plans computed against the state of plan `base`, in order, each based on the
@@ -833,9 +981,119 @@ fn audit_in(conn: &Connection, now: &str, actor: &str, action: &str, plan_id: Op
     Ok(())
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+/// Creates the state directory readable by its owner only, 0700 whatever the umask (its missing
+/// parents get the usual mode: the exports may live beside it). Every path that creates the
+/// state directory goes through here. An existing one is left as it is, with a warning when
+/// others may enter it: it may be shared on purpose, and the files rocsync keeps in it are its
+/// owner's only anyway.
+pub fn create_state_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        // The umask may have taken bits off 0700: the mode is set as it should be.
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {
+            let mode = std::fs::metadata(dir).map_or(0o700, |m| m.permissions().mode() & 0o7777);
+            if mode & 0o077 != 0 {
+                warn!(dir = %dir.display(), "The state directory is open to other users (mode {mode:o}); the files in it are not. `chmod 0700` it unless that is meant.");
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates `path` empty with mode 0600 whatever the umask, or restricts an existing one to its
+/// owner: SQLite then gives the same mode to the `-wal` and `-shm` files it creates beside it.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(file) => file.set_permissions(std::fs::Permissions::from_mode(0o600)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            restrict(path, 0o600);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes from `path` the permission bits beyond `allowed` (a file or directory an older rocsync
+/// left readable by others). A missing file stays missing; a failure (another owner) is logged:
+/// the command still runs.
+fn restrict(path: &Path, allowed: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = match std::fs::metadata(path) {
+        Ok(m) => m.permissions().mode() & 0o7777,
+        Err(_) => return,
+    };
+    if mode & !allowed == 0 {
+        return;
+    }
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & allowed)) {
+        Ok(()) => warn!(path = %path.display(), "Restricted to its owner: mode {:o}, was {mode:o}.", mode & allowed),
+        Err(e) => warn!(path = %path.display(), "Readable by others (mode {mode:o}), and cannot be restricted: {e}."),
+    }
+}
+
+/// `state.db-wal` for `state.db` and `-wal`.
+fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The `file:` URI of `path`, every byte but the unreserved ones and `/` percent-encoded.
+fn file_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri
+}
+
+/// A read-only connection to `path` with the URI parameters `params`, its first read done:
+/// SQLite opens lazily, and the errors of setting up the WAL index come out here.
+fn read_connection(path: &Path, params: &str) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(format!("{}?{params}", file_uri(path)), flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))?;
+    Ok(conn)
+}
+
+/// Whether a read failed because SQLite had to write beside the database: the first reader
+/// of a WAL database creates and sizes the `-wal` and `-shm` files.
+fn needs_to_write(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied)
+    )
+}
+
+/// Reads a WAL database without writing beside it. Through the `-shm` file if there is one,
+/// opened read-only (SQLite then reads the WAL into memory when no writer holds the index);
+/// else, when the WAL holds nothing, from the database file alone (`immutable`: no locks, no
+/// index). Otherwise `first` stands.
+fn read_without_writing(path: &Path, first: rusqlite::Error) -> rusqlite::Result<Connection> {
+    let mut last = first;
+    if sidecar(path, "-shm").exists() {
+        match read_connection(path, "mode=ro&readonly_shm=1") {
+            Ok(conn) => return Ok(conn),
+            Err(e) => last = e,
+        }
+    }
+    let wal_empty = std::fs::metadata(sidecar(path, "-wal")).map_or(true, |m| m.len() == 0);
+    if wal_empty {
+        return read_connection(path, "mode=ro&immutable=1");
+    }
+    Err(last)
 }
 
 /// Where a followed log was read up to.
@@ -1132,6 +1390,128 @@ mod tests {
         conn.pragma_update(None, "user_version", 9).unwrap();
         drop(conn);
         assert!(matches!(Store::open(dir.path()), Err(StoreError::Version { found: 9 })));
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn the_state_directory_and_database_are_their_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut store = Store::open(&state).unwrap();
+        store.audit("me", "test", None, "x", "t").unwrap();
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join(DB_FILE)), 0o600);
+        // The WAL and its index exist while the connection is open.
+        assert_eq!(mode(&state.join("state.db-wal")), 0o600);
+        assert_eq!(mode(&state.join("state.db-shm")), 0o600);
+        drop(store);
+        // A database an older rocsync left readable by others is restricted; a directory is
+        // left as it is (it may be shared on purpose).
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(state.join(DB_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = Store::open(&state).unwrap();
+        assert_eq!((mode(&state), mode(&state.join(DB_FILE))), (0o755, 0o600));
+        assert_eq!(store.audit_log(5).unwrap()[0].action, "test");
+    }
+
+    #[test]
+    fn a_read_only_open_creates_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let empty = Store::open_read_only(&state).unwrap();
+        assert!(empty.is_new().unwrap() && empty.audit_log(5).unwrap().is_empty());
+        assert!(!state.exists(), "a command that only reads creates no state directory");
+        let mut store = Store::open(&state).unwrap();
+        let proposals = propose(&State::default(), &state_of_fixture(), &ctx(Mode::Auto));
+        let plan = store.insert_plans(&proposals, 0, "file:v1", Some(4182), "t1").unwrap().remove(0);
+        store.commit_apply(&plan, &plan.diff.apply_to(&State::default(), "t1"), "x", "t1").unwrap();
+        drop(store);
+        let before = std::fs::read(state.join(DB_FILE)).unwrap();
+        let mut reader = Store::open_read_only(&state).unwrap();
+        assert_eq!(reader.applied().unwrap().plan_id, plan.id);
+        assert_eq!(reader.plans(10).unwrap().len(), 1);
+        assert!(!reader.is_new().unwrap());
+        let err = reader.audit("me", "test", None, "x", "t2").unwrap_err();
+        assert!(err.to_string().contains("query failed"), "{err}");
+        drop(reader);
+        assert_eq!(std::fs::read(state.join(DB_FILE)).unwrap(), before, "the database is as it was");
+        // A database created and never written reads as empty.
+        let fresh = dir.path().join("fresh");
+        std::fs::create_dir(&fresh).unwrap();
+        std::fs::write(fresh.join(DB_FILE), b"").unwrap();
+        assert!(Store::open_read_only(&fresh).unwrap().is_new().unwrap());
+    }
+
+    fn state_of_fixture() -> State {
+        state("urls-v1.json")
+    }
+
+    #[test]
+    fn an_older_schema_is_not_migrated_by_a_read_only_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(SCHEMA_2).unwrap();
+        conn.execute_batch(SCHEMA_3).unwrap();
+        conn.execute_batch(SCHEMA_4).unwrap();
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        drop(conn);
+        let err = Store::open_read_only(dir.path()).err().expect("refused");
+        assert!(matches!(err, StoreError::Outdated { found: 4, .. }), "{err}");
+        assert!(err.to_string().contains("older than this rocsync's 5"), "{err}");
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, 4, "not migrated");
+    }
+
+    #[test]
+    fn a_recovery_is_an_applied_plan_audited_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        assert!(store.is_new().unwrap());
+        let recovered = state("urls-v1.json");
+        let files = ["out/squid.acl (plan 7)".to_owned()];
+        let plan = store.record_recovery(&recovered, &files, "rssi", "t1").unwrap();
+        assert_eq!((plan.status, plan.base, plan.source.as_str()), (Status::Applied, 0, RECOVERY_SOURCE));
+        assert_eq!(store.applied().unwrap(), Applied { plan_id: plan.id, at: Some("t1".into()), state: recovered.clone() });
+        assert_eq!(store.plan(plan.id).unwrap(), plan);
+        let audit = store.audit_log(5).unwrap();
+        assert_eq!((audit[0].action.as_str(), audit[0].actor.as_str()), ("store.recovered", "rssi"));
+        assert!(audit[0].detail.contains("12 host(s)") && audit[0].detail.contains("out/squid.acl (plan 7)"), "{}", audit[0].detail);
+        assert!(!store.is_new().unwrap());
+        let again = store.record_recovery(&recovered, &files, "rssi", "t2").unwrap_err();
+        assert!(matches!(again, StoreError::NotLost { current } if current == plan.id), "{again}");
+    }
+
+    #[test]
+    fn closings_rest_on_a_recovery_until_one_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let (v1, v2) = (state("urls-v1.json"), state("urls-v2.json"));
+        assert!(!store.rests_on_recovery().unwrap(), "no recovery");
+        let recovery = store.record_recovery(&v1, &["out/x".to_owned()], "rssi", "t1").unwrap();
+        assert!(store.rests_on_recovery().unwrap());
+        // Hybrid mode: the openings apply and still rest on the recovery; the closing, once
+        // applied, ends it.
+        let plans = store.insert_plans(&propose(&v1, &v2, &ctx(Mode::Hybrid)), recovery.id, "file:v2", None, "t2").unwrap();
+        let mut current = v1.clone();
+        for (i, plan) in plans.iter().enumerate() {
+            let next = plan.diff.apply_to(&current, "t3");
+            store.commit_apply(plan, &next, "rssi", "t3").unwrap();
+            current = next;
+            assert_eq!(store.rests_on_recovery().unwrap(), i == 0, "after plan {}", plan.id);
+        }
+    }
+
+    #[test]
+    fn file_uris_escape_what_sqlite_would_read() {
+        assert_eq!(file_uri(Path::new("/var/lib/rocsync/state.db")), "file:/var/lib/rocsync/state.db");
+        assert_eq!(file_uri(Path::new("a b/%x?y#z.db")), "file:a%20b/%25x%3Fy%23z.db");
     }
 
     #[test]

@@ -25,6 +25,7 @@ Examples:
   rocsync approve 4 --by 'J. Martin (RSSI)' --comment 'ticket 1234'
   rocsync status
   rocsync audit --limit 20
+  rocsync recover --by 'J. Martin (RSSI)'   # after the state store was lost
   rocsync inspect annuaire answer.json --json
   rocsync inspect mail notification.eml";
 
@@ -112,6 +113,16 @@ pub enum Command {
         #[arg(long, value_name = "PLAN")]
         to: Option<i64>,
         /// Who asks, for the audit log.
+        #[arg(long)]
+        by: String,
+    },
+    /// After the state store was lost: record what the output files hold as the state in force,
+    /// so that the next pass plans against it and what it closes waits for approval.
+    #[command(after_help = "Example:\n  rocsync recover --by 'J. Martin (RSSI)'\n\n\
+        The JSON export keeps every entry whole; otherwise the nft script gives hosts, ports and AMCs, and\n\
+        the Squid, HAProxy and plain lists the hosts, recorded on tcp/443 when no output keeps their port.")]
+    Recover {
+        /// Who recovers, for the audit log.
         #[arg(long)]
         by: String,
     },
@@ -275,7 +286,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let text = String::from_utf8_lossy(&text);
             // The catalogue: the file given, or the last good answer the store kept; what is
             // in force: the store's, when there is a configuration to find it.
-            let engine = if annuaire.is_none() || cli.config.exists() { Some(open(&cli.config)?) } else { None };
+            let engine = if annuaire.is_none() || cli.config.exists() { Some(open_read_only(&cli.config)?) } else { None };
             let answer = match (&annuaire, &engine) {
                 (Some(path), _) => read_annuaire_file(path, 64 * 1024 * 1024)?,
                 (None, Some(engine)) => {
@@ -342,7 +353,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { action: Some(PlanAction::List { all, json }), .. } => {
-            let engine = open(&cli.config)?;
+            let engine = open_read_only(&cli.config)?;
             let limit = if all { usize::MAX >> 1 } else { 20 };
             let mut plans = engine.store.plans(limit)?;
             if !all {
@@ -355,7 +366,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { action: Some(PlanAction::Show { id, format }), .. } => {
-            let engine = open(&cli.config)?;
+            let engine = open_read_only(&cli.config)?;
             let plan = engine.store.plan(id)?;
             let decisions = engine.store.decisions(id)?;
             match format {
@@ -377,7 +388,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Resolve { json } => {
-            let engine = open(&cli.config)?;
+            let engine = open_read_only(&cli.config)?;
             let applied = engine.store.applied()?;
             let r = &engine.config.resolver;
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -392,18 +403,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Notifications { limit, json } => {
-            let engine = open(&cli.config)?;
+            let engine = open_read_only(&cli.config)?;
             output::notifications(&mut out, &engine.store.notifications(limit)?, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Alerts { limit, json } => {
-            let engine = open(&cli.config)?;
+            let engine = open_read_only(&cli.config)?;
             let lang = engine.config.raw.alerts.language.clone();
             output::alerts(&mut out, &engine.store.recent_alerts(limit)?, &lang, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { limit, json } => {
-            let engine = open(&cli.config)?;
+            let engine = open_read_only(&cli.config)?;
             output::audit(&mut out, &engine.store.audit_log(limit)?, json)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -413,9 +424,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output::plan_text(&mut out, &plan, &[])?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Recover { by } => {
+            let by = by.trim();
+            anyhow::ensure!(!by.is_empty(), "--by must name who recovers");
+            let mut engine = open(&cli.config)?;
+            let recovery = engine.recover(by)?;
+            print_recovery(&mut out, &recovery)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { json } => {
-            let engine = open(&cli.config)?;
+            let engine = open_read_only(&cli.config)?;
             output::status(&mut out, &engine, json)?;
+            // A lost store shows as "nothing yet": say what the outputs tell.
+            if let Ok(Some(found)) = engine.lost_store() {
+                let files: Vec<String> = found.iter().map(|f| f.describe()).collect();
+                writeln!(
+                    anstream::stderr(),
+                    "rocsync: the state store holds no plan, but outputs that rocsync wrote exist: {}; if the store was lost, run `rocsync recover --by NAME`",
+                    files.join(", ")
+                )?;
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -424,6 +452,33 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn open(config: &Path) -> anyhow::Result<Engine> {
     let config = Config::from_path(config)?;
     Ok(Engine::open(config)?)
+}
+
+/// For the commands that only read the store: they create, migrate and write nothing, and
+/// answer on a full disk.
+fn open_read_only(config: &Path) -> anyhow::Result<Engine> {
+    let config = Config::from_path(config)?;
+    Ok(Engine::open_read_only(config)?)
+}
+
+/// What `rocsync recover` read and recorded.
+fn print_recovery(out: &mut impl Write, r: &crate::engine::Recovery) -> std::io::Result<()> {
+    for f in &r.files {
+        let unread = if f.unreadable > 0 { format!(", {} line(s) not read as rocsync writes them", f.unreadable) } else { String::new() };
+        writeln!(out, "Read {} ({}): {} host(s){unread}.", f.describe(), f.kind, f.hosts.len())?;
+    }
+    writeln!(out, "Plan {} records the {} host(s) these outputs allow as the state in force (audited as store.recovered).", r.plan.id, r.hosts)?;
+    if r.without_port > 0 {
+        writeln!(out, "{} host(s) have no port in any output: recorded on tcp/443.", r.without_port)?;
+    }
+    if !r.disagreements.is_empty() {
+        writeln!(out, "Hosts that not every list holds (edited by hand?), recorded as in force all the same; check them:")?;
+        for (host, holders) in &r.disagreements {
+            let holders: Vec<String> = holders.iter().map(|p| p.display().to_string()).collect();
+            writeln!(out, "  {host}: only in {}", holders.join(", "))?;
+        }
+    }
+    writeln!(out, "Next: `rocsync once` plans against this state; what it closes waits for approval (`rocsync plan list`).")
 }
 
 /// A source error is reported with what it means for the firewall.

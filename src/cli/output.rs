@@ -47,6 +47,9 @@ fn host_json(host: &Host, entry: &Entry) -> Value {
 enum Group {
     Amc { name: String, number: String },
     Origin(Origin),
+    /// Neither an AMC nor the configuration: a host recovered from an output that keeps no
+    /// provenance (`rocsync recover`).
+    Unknown,
 }
 
 impl Group {
@@ -58,6 +61,7 @@ impl Group {
             Group::Origin(Origin::Config) => "Configuration (policy.extra_hosts)".into(),
             Group::Origin(Origin::Notification) => "Inter-AMC notification only (not listed by the annuaire)".into(),
             Group::Origin(Origin::Annuaire) => "Annuaire".into(),
+            Group::Unknown => "Provenance unknown (recovered from the outputs)".into(),
         }
     }
 }
@@ -71,7 +75,12 @@ fn grouped_lines(diff: &HostDiff) -> BTreeMap<Group, Vec<(Style, String)>> {
     };
     // A notification names its AMC, so its hosts are listed under that AMC, marked.
     let other_groups = |entry: &Entry| -> Vec<Group> {
-        entry.origins.iter().filter(|o| **o == Origin::Config).map(|o| Group::Origin(*o)).collect()
+        let mut groups: Vec<Group> = entry.origins.iter().filter(|o| **o == Origin::Config).map(|o| Group::Origin(*o)).collect();
+        // Shown all the same, so that no line of a plan goes missing.
+        if groups.is_empty() && entry.amcs.is_empty() {
+            groups.push(Group::Unknown);
+        }
+        groups
     };
     for change in &diff.changes {
         let host = &change.host;
@@ -148,7 +157,8 @@ fn changed_lines(
         }
     }
     for g in before_other.difference(&after_other).cloned() {
-        groups.entry(g).or_default().push((MOD, format!("~ {host:<40} no longer allowed by this origin")));
+        let note = if g == Group::Unknown { "provenance now known" } else { "no longer allowed by this origin" };
+        groups.entry(g).or_default().push((MOD, format!("~ {host:<40} {note}")));
     }
 }
 

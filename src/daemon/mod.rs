@@ -20,6 +20,7 @@ pub mod mailer;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -74,11 +75,14 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
 }
 
 async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.state_dir).ok();
+    // Owner-only before anything is written in it: plans name the hospital's openings.
+    crate::store::create_state_dir(&config.state_dir)
+        .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
     let mut lock = File::options()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(config.state_dir.join(LOCK_FILE))
         .with_context(|| format!("cannot open {}", config.state_dir.join(LOCK_FILE).display()))?;
     lock.try_lock().map_err(|_| anyhow::anyhow!("another rocsync run holds {}", config.state_dir.join(LOCK_FILE).display()))?;

@@ -15,6 +15,7 @@ pub mod plain;
 pub mod post_write;
 pub mod squid;
 pub mod stormshield;
+pub mod readback;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -15,4 +15,5 @@ mod util;
 mod config;
 mod files;
 mod mail;
+mod state;
 mod values;
