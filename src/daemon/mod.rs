@@ -436,6 +436,10 @@ impl Worker {
                 warn!("Pass failed; what is in force stays: {text}");
                 if let EngineError::Sink { plan, .. } = &e {
                     self.raise(Alert::ApplyFailed { plan: *plan, error: text.clone() });
+                } else if matches!(e, EngineError::StoreLost { .. } | EngineError::LockTimeout { .. }) {
+                    // rocsync's own state, not the annuaire: the error says what to do, and an
+                    // "annuaire unreachable" alert would send the DSI the wrong way.
+                    error!("{text}");
                 } else {
                     if let Ok(mut p) = self.shared.write() {
                         p.metrics.polls_failed += 1;
