@@ -375,4 +375,20 @@ mod tests {
         let answer = annuaire::parse(xml, None).unwrap();
         assert!(answer.amcs.is_empty() && answer.held == [amc("111111111")], "{answer:?}");
     }
+
+    /// Found by the attacker helper: an `<organisme>` nested in another made the outer one
+    /// vanish without a word, so its hosts would have closed as if the annuaire had dropped them.
+    #[test]
+    fn a_nested_organisme_is_reported_and_the_outer_amc_held() {
+        let xml = br#"<listeUrls serie="3"><organisme numeroAmc="423456789" libelle="OUT" etat="cercle_de_confiance">
+            <service code="IDB"><url>https://idb.out.test/</url></service>
+            <organisme numeroAmc="523456789" libelle="IN" etat="cercle_de_confiance"><domaine>in.evil.test</domaine></organisme>
+            <domaine>outer.evil.test</domaine></organisme>
+            <organisme numeroAmc="623456789" libelle="OK" etat="cercle_de_confiance"><domaine>ok.a.test</domaine></organisme></listeUrls>"#;
+        let answer = annuaire::parse(xml, None).unwrap();
+        assert_eq!(answer.amcs.iter().map(|a| a.number.as_str()).collect::<Vec<_>>(), ["623456789"]);
+        assert_eq!(answer.held, [amc("423456789")]);
+        assert!(answer.rejected.iter().any(|r| r.reason.contains("nested")), "{:?}", answer.rejected);
+        assert!(answer.rejected.len() >= 2, "{:?}", answer.rejected);
+    }
 }

@@ -793,7 +793,13 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         AnnuaireSource::File(path)
     } else {
         match url::Url::parse(&a.url) {
-            Ok(u) if u.scheme() == "https" => {
+            Ok(mut u) if u.scheme() == "https" => {
+                if !u.username().is_empty() || u.password().is_some() {
+                    // Never shown: the URL is printed by check-config and status, and stored.
+                    bad("annuaire.url", "carries credentials (`user:password@`), refused and not shown: the annuaire knows the hospital by its certificate".into());
+                    let _ = u.set_username("");
+                    let _ = u.set_password(None);
+                }
                 check_tls_client(a, base, &mut bad);
                 let password = a.client_password.as_ref().and_then(|s| s.read(base).ok());
                 https = Some(HttpsSettings {
@@ -922,6 +928,16 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
     // Each export's file as the file system knows it, to find two that write one file.
     let mut targets: Vec<(&str, PathBuf, Target)> = Vec::new();
     let e = &raw.exports;
+    // rocsync's own files, which no export may overwrite: the store and its locks, and a
+    // `file:` source.
+    let state_dir = resolve(&raw.store.state_dir);
+    let mut own: Vec<(String, Target)> = ["state.db", "state.db-wal", "state.db-shm", "state.db-journal", "apply.lock", "daemon.lock"]
+        .iter()
+        .filter_map(|f| Target::of(&state_dir.join(f)).map(|t| (format!("the state store's {f}"), t)))
+        .collect();
+    if let AnnuaireSource::File(p) = &source {
+        own.extend(Target::of(p).map(|t| ("the annuaire source (annuaire.url)".to_owned(), t)));
+    }
     for (name, raw_export, export) in [
         ("squid", &e.squid, Export::Squid),
         ("plain", &e.plain, Export::Plain(e.plain.as_ref().and_then(|p| p.wildcard_style).unwrap_or_default())),
@@ -946,6 +962,9 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         } else if let Some(target) = Target::of(&path) {
             if let Some((other, other_path, _)) = targets.iter().find(|(_, _, t)| *t == target) {
                 bad(&key, format!("`{}` is the same file as exports.{other}.path (`{}`)", path.display(), other_path.display()));
+            }
+            if let Some((what, _)) = own.iter().find(|(_, t)| *t == target) {
+                bad(&key, format!("`{}` is {what}: an export must not overwrite rocsync's own files", path.display()));
             }
             targets.push((name, path.clone(), target));
         } else {

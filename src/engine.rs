@@ -391,8 +391,8 @@ impl Engine {
         let applied = self.store.applied()?;
         crate::catalogue::hold(&mut read.desired, &applied.state, &read.answer.held, &self.config.policy);
         let stale_serial = match (read.answer.serial, self.store.highest_applied_serial()?) {
-            (Some(answer), Some(in_force)) if answer < in_force => {
-                warn!(serial = answer, in_force, "The answer is older than what is in force; its plans wait for approval.");
+            (answer, Some(in_force)) if answer.is_none_or(|a| a < in_force) => {
+                warn!(serial = ?answer, in_force, "The answer is older than what is in force, or has no serial; its plans wait for approval.");
                 Some((answer, in_force))
             }
             _ => None,

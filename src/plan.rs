@@ -224,10 +224,10 @@ pub struct Context {
     /// How many values of the source's answer were rejected. When some were, a closing may be
     /// the effect of a value rocsync could not read, so closings wait.
     pub rejected_values: usize,
-    /// `(answer, in force)` when the answer's serial is lower than the highest serial applied:
-    /// an older answer (replayed, or from a stale cache) would undo decisions, so every plan
-    /// made from it waits.
-    pub stale_serial: Option<(u64, u64)>,
+    /// `(answer, in force)` when the answer's serial is lower than the highest serial applied,
+    /// or missing (`None`) once a serial has been applied: an older answer (replayed, or from a
+    /// stale cache) would undo decisions, so every plan made from it waits.
+    pub stale_serial: Option<(Option<u64>, u64)>,
 }
 
 /// A plan before it is stored: a diff and whether, and why, it waits for a person.
@@ -293,9 +293,14 @@ pub fn propose(applied: &State, desired: &State, ctx: &Context) -> Vec<Proposal>
     if let Some((answer, in_force)) = ctx.stale_serial {
         for plan in &mut plans {
             plan.needs_approval = true;
-            plan.reasons.push(format!(
-                "the answer's serial {answer} is older than serial {in_force}, already applied: an older answer (replayed, or a stale cache) never applies without approval"
-            ));
+            plan.reasons.push(match answer {
+                Some(answer) => format!(
+                    "the answer's serial {answer} is older than serial {in_force}, already applied: an older answer (replayed, or a stale cache) never applies without approval"
+                ),
+                None => format!(
+                    "the answer has no valid serial while serial {in_force} is applied: it cannot be told newer, so it never applies without approval"
+                ),
+            });
         }
     }
     plans
@@ -461,7 +466,7 @@ mod tests {
     fn an_older_serial_never_applies_without_approval() {
         let (v1, v2) = (state("urls-v1.json"), state("urls-v2.json"));
         for mode in [Mode::Auto, Mode::Hybrid] {
-            let plans = propose(&v1, &v2, &Context { stale_serial: Some((4182, 4183)), ..ctx(mode) });
+            let plans = propose(&v1, &v2, &Context { stale_serial: Some((Some(4182), 4183)), ..ctx(mode) });
             assert!(!plans.is_empty());
             for p in &plans {
                 assert!(p.needs_approval, "{mode}: {p:?}");

@@ -52,6 +52,10 @@ pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
                 forbidden_v4(v4)
             } else if seg[..6] == [0; 6] {
                 forbidden_v4(v6.to_ipv4().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED))
+            } else if seg[0] == 0x2001 && seg[1] == 0 {
+                Some("Teredo (2001::/32)")
+            } else if seg[..3] == [0x64, 0xff9b, 1] {
+                Some("local-use NAT64 (64:ff9b:1::/48)")
             } else if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || seg[0] == 0x2002 {
                 let v4 = if seg[0] == 0x2002 { [seg[1], seg[2]] } else { [seg[6], seg[7]] };
                 let embedded = std::net::Ipv4Addr::new((v4[0] >> 8) as u8, v4[0] as u8, (v4[1] >> 8) as u8, v4[1] as u8);
@@ -87,6 +91,8 @@ fn forbidden_v4(ip: std::net::Ipv4Addr) -> Option<&'static str> {
         Some("link-local (169.254.0.0/16)")
     } else if ip.is_multicast() {
         Some("multicast")
+    } else if o[..3] == [192, 0, 0] {
+        Some("IETF protocol assignments (192.0.0.0/24)")
     } else if o[0] >= 240 {
         Some("reserved (240.0.0.0/4)")
     } else {
@@ -484,6 +490,7 @@ mod tests {
             "10.0.0.5", "192.168.1.1", "172.16.3.4", "127.0.0.1", "0.0.0.0", "169.254.169.254", "255.255.255.255",
             "224.0.0.1", "100.64.1.1", "240.0.0.1", "::1", "::", "fe80::1", "fc00::1", "fd12::1", "ff02::1",
             "::ffff:10.0.0.5", "::ffff:127.0.0.1", "::10.0.0.5", "64:ff9b::a00:5", "2002:a00:5::1", "fec0::1",
+            "64:ff9b:1::a00:1", "2001:0:4136:e378::1", "192.0.0.8",
         ] {
             assert!(forbidden(ip(bad)).is_some(), "{bad} must be refused");
         }

@@ -667,7 +667,8 @@ pub fn notifications(out: &mut impl Write, rows: &[crate::store::NotificationRow
             r.sender.as_deref().unwrap_or("-"),
             r.reason.as_deref().map(|x| format!(": {x}")).unwrap_or_default()
         )?;
-        writeln!(out, "    {DIM}{} — {}{DIM:#}", r.origin, r.subject.as_deref().unwrap_or(""))?;
+        // A Maildir file name is chosen by whoever delivers: escaped like any outside text.
+        writeln!(out, "    {DIM}{} — {}{DIM:#}", crate::text::Untrusted(&r.origin), crate::text::Untrusted(r.subject.as_deref().unwrap_or("")))?;
         for c in r.changes.as_array().into_iter().flatten() {
             let word = if c["action"] == "open" { "opening" } else { "closing" };
             writeln!(

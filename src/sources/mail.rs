@@ -168,7 +168,15 @@ pub fn parse(raw: &[u8], trusted_authserv_id: Option<&str>) -> Result<Notificati
         let s = fold(s);
         s.contains("ouverture") || s.contains("fermeture")
     });
-    let from = message.from().and_then(|a| a.first()).and_then(|a| a.address()).map(|a| a.trim().to_ascii_lowercase());
+    // One sender only: a message `From:` several addresses (or with several `From:` headers)
+    // cannot be told to come from the allowed one, so it has no sender.
+    let senders = message.header_values("From").count();
+    let from = match message.from() {
+        Some(list) if senders == 1 && list.iter().count() == 1 => {
+            list.first().and_then(|a| a.address()).map(|a| a.trim().to_ascii_lowercase())
+        }
+        _ => None,
+    };
     let from_domain = from.as_deref().and_then(|a| a.rsplit_once('@')).map(|(_, domain)| domain);
     let (dkim, dkim_detail) = authentication(&message, from_domain, trusted_authserv_id);
     let mut found = Found::default();

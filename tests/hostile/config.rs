@@ -75,6 +75,25 @@ fn hostile_files() -> Vec<(&'static str, String, String)> {
             ),
             "is the same file as exports.squid.path".into(),
         ),
+        // Found by the attacker helper: an export pointed at the store replaced state.db with a
+        // host list (a malformed database), one pointed at the source overwrote it.
+        (
+            "an export over the state store",
+            format!("{ANNUAIRE}[exports.plain]\npath = \"state/state.db\"\n[store]\nstate_dir = \"state\"\n"),
+            "`exports.plain.path`: `".into(),
+        ),
+        (
+            "an export over the annuaire source",
+            format!("{ANNUAIRE}[exports.plain]\npath = \"annuaire.json\"\n[store]\nstate_dir = \"state\"\n"),
+            "is the annuaire source (annuaire.url): an export must not overwrite rocsync's own files".into(),
+        ),
+        // Found by the attacker helper: a password in the annuaire's URL was shown by
+        // check-config and status, and stored.
+        (
+            "credentials in the annuaire URL",
+            format!("[annuaire]\nurl = \"https://user:hunter2@annuaire-amc.test/urls\"\n{OUTPUTS}"),
+            "`annuaire.url`: carries credentials (`user:password@`), refused and not shown".into(),
+        ),
     ]
 }
 
@@ -89,6 +108,10 @@ fn check_config_refuses_each_hostile_file_naming_the_key() {
         assert_eq!(code, Some(1), "{what}: check-config must refuse it\n{err}{out}");
         assert!(err.contains(&expected), "{what}: no `{expected}` in:\n{err}");
         assert!(!err.contains("panicked"), "{what}: {err}");
+        assert!(!err.contains("hunter2") && !out.contains("hunter2"), "{what}: a secret shown\n{err}{out}");
+        if what == "an export over the state store" {
+            assert!(err.contains("is the state store's state.db"), "{err}");
+        }
         // Every command refuses it the same way, and writes nothing among the configuration.
         let (code, err, _) = run(&sb, &["once"]);
         assert_eq!(code, Some(1), "{what}: once\n{err}");

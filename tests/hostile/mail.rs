@@ -219,3 +219,31 @@ fn a_size_limit_of_zero_is_a_config_error() {
     let err = stderr(&out);
     assert!(err.contains("notifications.max_message_bytes") && err.contains("must be more than 0"), "{err}");
 }
+
+/// Found by the attacker helper: a Maildir file name holding a newline (chosen by whoever
+/// delivers) added a forged line to `rocsync notifications`.
+#[test]
+fn a_maildir_file_name_with_a_newline_forges_no_line() {
+    let (sb, root) = sandbox(&config(SENDER));
+    let name = "m3\u{1b}[31m\nforged.h:2,";
+    deliver(&root, name, &message("forged-name@inter-amc.test", SENDER, &[ALIGNED], &opening("neuf.hostile.test")));
+    sb.ok(&["once"]);
+    let shown = sb.ok(&["notifications"]);
+    assert!(!shown.lines().any(|l| l.trim_start().starts_with("forged.h")), "{shown}");
+    assert!(!shown.contains('\u{1b}'), "{shown:?}");
+    assert!(shown.contains("m3\\u{1b}[31m\\nforged.h:2,"), "{shown}");
+}
+
+/// Found by the attacker helper: `From:` with two addresses counted as the first one.
+#[test]
+fn a_message_from_several_senders_has_no_sender() {
+    let (sb, root) = sandbox(&config(SENDER));
+    let text = message("two-senders@inter-amc.test", SENDER, &[ALIGNED], &opening("deux.hostile.test"))
+        .replacen(&format!("From: Inter-AMC <{SENDER}>"), &format!("From: <{SENDER}>, <evil@attacker.test>"), 1);
+    assert!(text.contains("evil@attacker.test"), "the test message has two senders");
+    deliver(&root, "two-senders", &text);
+    sb.ok(&["once"]);
+    let list = sb.json(&["notifications", "--json"]);
+    assert!(list.to_string().contains("\"rejected\""), "{list:#}");
+}
+

@@ -236,6 +236,32 @@ fn an_older_serial_does_not_undo_an_approved_closing() {
     assert!(shown.contains("serial 4182 is older than serial 4183"), "{shown}");
 }
 
+/// Found by the attacker helper: an answer whose `serie` was removed (or unreadable) skipped the
+/// older-serial check and applied a closing in auto mode.
+#[test]
+fn an_answer_without_a_serial_after_one_was_applied_waits() {
+    let sb = Sandbox::new("auto", "urls-v1.json");
+    sb.ok(&["once"]);
+    let before = sb.outputs();
+    for serial in [None, Some("null"), Some("-1"), Some("1e30")] {
+        let mut answer: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(util::fixture("annuaire/urls-v2.json")).unwrap()).unwrap();
+        match serial {
+            None => {
+                answer.as_object_mut().unwrap().remove("serie");
+            }
+            Some(text) => answer["serie"] = serde_json::from_str(text).unwrap(),
+        }
+        std::fs::write(sb.path("annuaire.json"), serde_json::to_string(&answer).unwrap()).unwrap();
+        sb.ok(&["once"]);
+        assert_eq!(sb.outputs(), before, "serie {serial:?}: applied without approval");
+        let plans = sb.json(&["plan", "list", "--json"]);
+        let pending = plans.as_array().unwrap().iter().find(|p| p["status"] == "pending").expect("waits");
+        let shown = sb.ok(&["plan", "show", &pending["id"].to_string()]);
+        assert!(shown.contains("no valid serial while serial 4182 is applied"), "{shown}");
+    }
+}
+
 #[test]
 fn an_amc_listed_twice_changes_nothing_of_it() {
     let sb = Sandbox::new("auto", "urls-v1.json");

@@ -63,6 +63,14 @@ pub(crate) fn parse(bytes: &[u8], transcoded: bool) -> Result<RawAnswer, AnswerE
                     }
                     ("Fault", _) => fault = Some(String::new()),
                     ("faultstring", _) if fault.is_some() => collect = Collect::FaultString,
+                    ("organisme", true) if org.is_some() => {
+                        // An organism inside another: which AMC its contents belong to cannot be
+                        // told; the outer one is rejected whole (held), the inner one too.
+                        if let Some(o) = org.as_mut() {
+                            o.ambiguous.push(format!("another <organisme> is nested inside it at line {line}"));
+                        }
+                        raw.rejected.push(Rejected::new(None, "<organisme>", "an <organisme> nested inside another is not read".into(), place()));
+                    }
                     ("organisme", true) => {
                         let mut o = RawOrganisme { place: place(), ..RawOrganisme::default() };
                         o.ambiguous.extend(repeated_attributes(e).map(|names| format!("the organism has the attribute(s) {names} more than once")));
