@@ -282,6 +282,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Inspect(Inspect::Annuaire { file, json }) => inspect_annuaire(&file, json, &mut out),
         Command::Inspect(Inspect::Log { file, kind, annuaire, json }) => {
+            anyhow::ensure!(
+                std::fs::metadata(&file).with_context(|| format!("cannot read {}", file.display()))?.is_file(),
+                "{} is not a regular file",
+                file.display()
+            );
             let text = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let text = String::from_utf8_lossy(&text);
             // The catalogue: the file given, or the last good answer the store kept; what is
@@ -315,8 +320,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect(Inspect::Mail { file, json }) => {
-            let raw = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            match crate::sources::mail::parse(&raw, None) {
+            // Judged as the passes judge it: with the configuration's limit and trusted server.
+            let notifications = if cli.config.exists() { open_read_only(&cli.config).ok().map(|e| e.config.raw.notifications) } else { None };
+            let limit = notifications.as_ref().map_or(4 * 1024 * 1024, |n| n.max_message_bytes);
+            let raw = crate::sources::read_limited(&file, limit)?;
+            let trusted = notifications.as_ref().and_then(|n| n.trusted_authserv_id.as_deref());
+            match crate::sources::mail::parse(&raw, trusted) {
                 Ok(n) => {
                     output::inspect_mail(&mut out, &file, &n, json)?;
                     Ok(ExitCode::SUCCESS)

@@ -25,6 +25,9 @@ pub enum SourceError {
     /// kilobytes, so this is something else.
     #[error("{input} is larger than the limit of {limit} bytes")]
     TooLarge { input: String, limit: u64 },
+    /// A FIFO, a device, a directory: reading it could block forever or never end.
+    #[error("{} is not a regular file", path.display())]
+    NotAFile { path: PathBuf },
     /// The body is not an annuaire answer.
     #[error("{input} is not an annuaire answer")]
     Answer {
@@ -46,6 +49,10 @@ pub fn read_annuaire_file(path: &Path, limit: u64) -> Result<annuaire::Answer, S
 /// A file's bytes, refused beyond `limit`.
 pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, SourceError> {
     let io = |source| SourceError::Io { path: path.to_owned(), source };
+    // Checked before opening: opening a FIFO for reading blocks until a writer comes.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(SourceError::NotAFile { path: path.to_owned() });
+    }
     let file = std::fs::File::open(path).map_err(io)?;
     let mut body = Vec::new();
     // Read one byte past the limit to tell "exactly the limit" from "more".

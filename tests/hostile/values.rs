@@ -331,3 +331,33 @@ fn dns_answers_into_internal_ranges_are_refused_audited_and_shown() {
     let script = sb.read("out/rocsync.nft");
     assert!(script.contains("10.0.0.5 . 443") && !script.contains("127.0.0.1"), "{script}");
 }
+
+/// Found by the attacker helper: `inspect annuaire|mail|log` and `plan --source` on a FIFO hung
+/// until killed, and `inspect mail` read any size and ignored the configured trusted server.
+#[test]
+fn inspect_commands_refuse_what_is_not_a_regular_file_and_judge_as_the_passes() {
+    let sb = Sandbox::new("auto", "urls-v1.json");
+    let fifo = sb.path("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let fifo = fifo.to_str().unwrap();
+    for args in [
+        &["inspect", "annuaire", fifo][..],
+        &["inspect", "mail", fifo],
+        &["inspect", "log", fifo, "--kind", "squid", "--annuaire", util::fixture("annuaire/urls-v1.json").to_str().unwrap()],
+        &["plan", "--source", fifo],
+    ] {
+        let out = sb.cmd().args(args).timeout(std::time::Duration::from_secs(20)).output().unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded on a FIFO");
+        assert!(util::stderr(&out).contains("is not a regular file"), "{args:?}: {}", util::stderr(&out));
+    }
+    // The configuration's trusted server counts for `inspect mail` as for a pass.
+    let config = std::fs::read_to_string(sb.path("rocsync.toml")).unwrap();
+    sb.write_config(&format!("{config}[notifications]\ntrusted_authserv_id = \"mx.hopital.test\"\n"));
+    let forged = "Authentication-Results: mx.hopital.test.evil; dkim=pass header.d=inter-amc.test\r\n\
+        From: <notifications@inter-amc.test>\r\nSubject: ouverture\r\nMessage-ID: <x@test>\r\n\r\n\
+        OUVERTURE | 2026-11-25 | 123456789 | MUTUELLE | a.roc.test\r\n";
+    std::fs::write(sb.path("forged.eml"), forged).unwrap();
+    let shown = sb.json(&["inspect", "mail", sb.path("forged.eml").to_str().unwrap(), "--json"]);
+    assert_ne!(shown["dkim"], "pass", "{shown:#}");
+}
+

@@ -371,7 +371,8 @@ fn service_endpoint(text: &str) -> Result<(Host, u16), String> {
         return Err("no URL".into());
     }
     let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
-    if !matches!(url.scheme(), "https" | "http") {
+    // AMC services are SOAP over TLS: a plain `http` URL would open port 80 for nothing.
+    if url.scheme() != "https" {
         return Err(format!("scheme `{}` is not https", url.scheme()));
     }
     let host = match url.host() {
@@ -447,7 +448,7 @@ mod tests {
             {"numero_amc": "12AB", "libelle": "X", "services": []},
             {"numero_amc": "123456789", "libelle": "OK", "etat": "nouvel_etat",
              "services": [{"code": "IDB", "url": "https://idb.ok.test/x"},
-                          {"code": "SIM", "url": "ftp://sim.ok.test/"},
+                          {"code": "SIM", "url": "http://sim.ok.test/"},
                           {"code": "CLC", "url": "https://198.18.0.1/clc"},
                           {"url": "https://nocode.ok.test/"}],
              "domaines": ["*.test", "bad host.test", "good.ok.test", 42]}]}"#;
@@ -463,7 +464,7 @@ mod tests {
             vec![
                 ("42", "organismes[1].domaines[3]"),
                 ("12AB", "organismes[0]"),
-                ("ftp://sim.ok.test/", "organismes[1].services[1]"),
+                ("http://sim.ok.test/", "organismes[1].services[1]"),
                 ("https://198.18.0.1/clc", "organismes[1].services[2]"),
                 ("https://nocode.ok.test/", "organismes[1].services[3]"),
                 ("*.test", "organismes[1].domaines[0]"),
