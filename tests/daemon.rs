@@ -7,97 +7,12 @@ mod util;
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use util::Sandbox;
+use util::daemon::Daemon;
 use util::smtp::SmtpSink;
-
-/// A running `rocsync run`, stopped (SIGTERM) when dropped.
-struct Daemon {
-    child: Option<Child>,
-    log: std::path::PathBuf,
-}
-
-impl Daemon {
-    fn start(sb: &Sandbox) -> Daemon {
-        Daemon::start_in(sb, None)
-    }
-
-    fn start_in(sb: &Sandbox, netns: Option<&str>) -> Daemon {
-        let log = sb.path("daemon.log");
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let bin = assert_cmd::cargo::cargo_bin("rocsync");
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        let child = cmd
-            .arg("--config")
-            .arg(sb.path("rocsync.toml"))
-            .arg("run")
-            .current_dir(sb.dir.path())
-            .env("RUST_LOG", "info")
-            .env("RUST_BACKTRACE", "0")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("rocsync run");
-        let d = Daemon { child: Some(child), log };
-        d.wait_log("rocsync run: ready.", Duration::from_secs(20));
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the log holds `text` (counting from the start of the file).
-    fn wait_log(&self, text: &str, timeout: Duration) {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if self.log().contains(text) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("no `{text}` in the daemon's log after {timeout:?}:\n{}", self.log());
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-
-    /// SIGTERM and wait; the exit status.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        self.signal("-TERM");
-        self.child.take().unwrap().wait().unwrap()
-    }
-
-    fn kill9(&mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

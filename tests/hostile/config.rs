@@ -6,10 +6,9 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::util::daemon::Daemon;
 use crate::util::{OUTPUTS, Sandbox, answer_json, stderr, stdout};
 
 const ANNUAIRE: &str = "[annuaire]\nurl = \"file:annuaire.json\"\n";
@@ -164,7 +163,7 @@ fn an_inline_secret_is_shown_neither_by_check_config_nor_after_sighup() {
     }
 
     sb.write_config(&format!("{ANNUAIRE}[review]\nmode = \"auto\"\n{OUTPUTS}"));
-    let mut daemon = Daemon::start(&sb, None);
+    let mut daemon = Daemon::start(&sb);
     sb.write_config(&format!("{ANNUAIRE}[review]\nmode = \"auto\"\n[notifications.imap]\npassword = \"{SECRET}\"\n{OUTPUTS}"));
     daemon.signal("-HUP");
     daemon.wait_log("the configuration is refused", Duration::from_secs(10));
@@ -190,7 +189,7 @@ fn a_connection_flood_leaves_the_daemon_its_descriptors() {
          [review]\nmode = \"auto\"\n[http]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n"
     ));
     std::fs::write(sb.path("annuaire.json"), answer_json(&[("111111111", "idb.a.test")])).unwrap();
-    let mut daemon = Daemon::start(&sb, Some(NOFILE));
+    let mut daemon = Daemon::start_with_nofile(&sb, NOFILE);
     assert!(sb.read("out/hosts.txt").contains("idb.a.test"));
 
     // Idle connections, as many as the kernel lets through (up to CONNECTIONS, within 20 s):
@@ -238,72 +237,6 @@ fn a_connection_flood_leaves_the_daemon_its_descriptors() {
     assert!(daemon.stop().success(), "{log}");
 }
 
-/// A running `rocsync run`, stopped (SIGTERM) when dropped.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// Starts `rocsync run` on the sandbox, with at most `nofile` descriptors when given (set
-    /// by the shell's `ulimit` before it becomes rocsync), and waits until it is ready.
-    fn start(sb: &Sandbox, nofile: Option<u32>) -> Daemon {
-        let log = sb.path("daemon.log");
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let limit = nofile.map(|n| format!("ulimit -n {n} && ")).unwrap_or_default();
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{limit}exec \"$0\" \"$@\""))
-            .arg(env!("CARGO_BIN_EXE_rocsync"))
-            .arg("--config")
-            .arg(sb.path("rocsync.toml"))
-            .arg("run")
-            .current_dir(sb.dir.path())
-            .env("RUST_LOG", "info")
-            .env("RUST_BACKTRACE", "0")
-            .env_remove("ROCSYNC_FAILPOINT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("rocsync run");
-        let d = Daemon { child: Some(child), log };
-        d.wait_log("rocsync run: ready.", Duration::from_secs(20));
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_log(&self, text: &str, timeout: Duration) {
-        assert!(wait_until(timeout, || self.log().contains(text)), "no `{text}` in the daemon's log after {timeout:?}:\n{}", self.log());
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-
-    /// SIGTERM and wait; the exit status.
-    fn stop(&mut self) -> ExitStatus {
-        self.signal("-TERM");
-        self.child.take().unwrap().wait().unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

@@ -10,6 +10,7 @@ use std::process::Output;
 use assert_cmd::Command;
 
 pub mod annuaire_server;
+pub mod daemon;
 pub mod dnsmasq;
 pub mod dovecot;
 pub mod lab;
