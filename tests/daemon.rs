@@ -363,3 +363,34 @@ fn nftables_drops_in_the_journal_raise_an_alert_from_where_it_stopped() {
     let second = mails.iter().filter(|m| m.subject().contains("bloqu")).nth(1).unwrap_or_else(|| panic!("{mails:?}"));
     assert!(second.body().contains("198.18.3.41") && second.body().contains("Nombre de requêtes : 1,"), "{}", second.body());
 }
+
+/// Under systemd, a stop waited for the next watchdog ping (half of `WatchdogSec=5min`), longer
+/// than `TimeoutStopSec`, and ended in SIGKILL. Started as systemd starts it (a notify socket and
+/// a watchdog period), SIGTERM must end the run within seconds.
+#[test]
+fn sigterm_ends_the_run_within_seconds_whatever_the_watchdog_timer() {
+    let sb = Sandbox::with_config("[annuaire]\nurl = \"file:annuaire.json\"\npoll_interval = \"1h\"\n[review]\nmode = \"auto\"\n");
+    sb.set_answer("urls-v1.json");
+    let socket_path = sb.path("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut daemon = Daemon::start_with_env(&sb, &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "300000000")]);
+    let mut buf = [0u8; 512];
+    let mut said = String::new();
+    while !said.contains("READY=1") {
+        let n = socket.recv(&mut buf).expect("the daemon tells systemd it is ready");
+        said.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let status = daemon.stop();
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
+    assert!(took < Duration::from_secs(5), "stopping took {took:?}");
+    socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    while let Ok(n) = socket.recv(&mut buf) {
+        said.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(said.contains("WATCHDOG=1") && said.contains("STOPPING=1"), "{said}");
+}
+

@@ -131,16 +131,25 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
 
     if let Some(period) = sd_notify::watchdog_enabled() {
         let jobs = jobs.clone();
-        let stop = stop_rx.clone();
+        let mut stop = stop_rx.clone();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(period / 2);
-            while !*stop.borrow() {
-                tick.tick().await;
+            loop {
+                // Both waits end at once on SIGTERM: a stop never waits for the next ping
+                // (half the watchdog period, longer than systemd's stop timeout).
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
                 // The worker answers between jobs: a worker stuck in one job longer than the
                 // watchdog period gets the service restarted.
                 let (tx, rx) = oneshot::channel();
-                if jobs.send(Job::Ping(tx)).await.is_ok() && tokio::time::timeout(period, rx).await.is_ok() {
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                let answered = async { jobs.send(Job::Ping(tx)).await.is_ok() && tokio::time::timeout(period, rx).await.is_ok() };
+                tokio::select! {
+                    ok = answered => if ok {
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    },
+                    _ = stop.wait_for(|s| *s) => return,
                 }
             }
         });

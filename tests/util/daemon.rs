@@ -18,6 +18,13 @@ impl Daemon {
         Daemon::launch(sb, Command::new(assert_cmd::cargo::cargo_bin("rocsync")))
     }
 
+    /// With extra environment variables (`NOTIFY_SOCKET`, `WATCHDOG_USEC`, as systemd sets them).
+    pub fn start_with_env(sb: &Sandbox, env: &[(&str, &str)]) -> Daemon {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin("rocsync"));
+        c.envs(env.iter().copied());
+        Daemon::launch(sb, c)
+    }
+
     /// Inside network namespace `netns`, when given.
     pub fn start_in(sb: &Sandbox, netns: Option<&str>) -> Daemon {
         match netns {
