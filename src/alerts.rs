@@ -79,6 +79,16 @@ impl Alert {
         }
     }
 
+    /// Who a blocked-request alert is about: its AMC numbers, or its target when no AMC is
+    /// known. The hourly limit never holds an alert about someone not yet alerted this hour.
+    pub fn subjects(&self) -> Vec<String> {
+        match self {
+            Alert::Blocked { amcs, host, ip, .. } if amcs.is_empty() => vec![host.clone().or_else(|| ip.clone()).unwrap_or_default()],
+            Alert::Blocked { amcs, .. } => amcs.iter().map(|a| a.number.clone()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Alert::Blocked { .. } => "blocked",

@@ -1242,14 +1242,17 @@ impl Store {
         Ok(())
     }
 
-    /// How many alerts were sent since `since` (RFC 3339).
-    pub fn alerts_sent_since(&self, since: &str) -> Result<usize, StoreError> {
-        let n: i64 = self.conn.query_row(
-            "SELECT count(*) FROM alerts WHERE status = 'sent' AND sent_at >= ?1 AND kind != 'digest'",
-            [since],
-            |r| r.get(0),
-        )?;
-        Ok(n as usize)
+    /// The blocked-request alerts sent since `since` (RFC 3339): what `alerts.max_per_hour`
+    /// counts (review mails, failures and digests never hold back the helpdesk's alert).
+    pub fn blocked_alerts_sent_since(&self, since: &str) -> Result<Vec<Alert>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT id, detail FROM alerts WHERE kind = 'blocked' AND status = 'sent' AND sent_at >= ?1")?;
+        let rows = stmt.query_map([since], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut alerts = Vec::new();
+        for row in rows {
+            let (id, detail) = row?;
+            alerts.push(serde_json::from_str(&detail).map_err(|source| StoreError::Corrupt { what: format!("alert {id}"), source })?);
+        }
+        Ok(alerts)
     }
 
     /// Whether an alert with this key was raised since `since_ms` (to raise some alerts once).

@@ -166,6 +166,32 @@ fn a_burst_of_blocked_idb_requests_is_one_alert_and_rotation_loses_nothing() {
     assert_eq!(smtp.mails().iter().filter(|m| m.subject().contains("bloqu")).count(), 1, "no flood");
 }
 
+/// Review mails counted against `alerts.max_per_hour` held an IDB "Filtrage cassé" alert back
+/// for the hourly digest. The limit counts blocked-request alerts only, and an AMC not yet
+/// alerted this hour is never held behind alerts about others.
+#[test]
+fn review_mails_and_other_amcs_never_hold_back_a_blocked_alert() {
+    let smtp = SmtpSink::start();
+    let port = free_port();
+    let sb = Sandbox::with_config(&config(&smtp, "review", port).replace("max_per_hour = 20", "max_per_hour = 1"));
+    sb.set_answer("urls-v1.json");
+    std::fs::create_dir_all(sb.path("squid")).unwrap();
+    let log = sb.path("squid/access.log");
+    append(&log, "");
+    let _daemon = Daemon::start(&sb);
+    smtp.wait_for(1, Duration::from_secs(10)); // the review mail of plan 1: not a blocked alert
+    append(&log, &denied("idb.roc.mutuelle-exemple.test", "198.18.1.20", 3));
+    append(&log, &denied("ws.caisse-solidaire.test", "198.18.1.21", 2));
+    let mails = smtp.wait_for(3, Duration::from_secs(40));
+    let blocked: Vec<String> = mails.iter().map(|m| m.subject()).filter(|s| s.contains("bloqu")).collect();
+    assert_eq!(blocked.len(), 2, "both AMCs alerted although the limit is 1: {blocked:?}");
+    assert!(blocked.iter().any(|s| s.contains("MUTUELLE EXEMPLE")) && blocked.iter().any(|s| s.contains("CAISSE SOLIDAIRE")), "{blocked:?}");
+    // The same AMC again within the hour, over the limit: held for the digest, not mailed.
+    append(&log, &denied("clc.roc.mutuelle-exemple.test", "198.18.1.20", 1));
+    assert!(wait_until(Duration::from_secs(30), || sb.ok(&["alerts", "--json"]).contains("\"held\"")), "{}", sb.ok(&["alerts"]));
+    assert_eq!(smtp.mails().len(), 3, "{:?}", smtp.mails().iter().map(|m| m.subject()).collect::<Vec<_>>());
+}
+
 #[test]
 fn an_smtp_outage_and_a_sigkill_lose_no_alert_and_send_none_twice() {
     if !util::have("curl", false) {

@@ -91,7 +91,9 @@ impl Mailer {
         let now = OffsetDateTime::now_utc();
         let hour_ago = (now - time::Duration::hours(1)).format(&Rfc3339).unwrap_or_default();
         let limit = self.settings.max_per_hour as usize;
-        let mut sent_this_hour = store.alerts_sent_since(&hour_ago)?;
+        let sent = store.blocked_alerts_sent_since(&hour_ago)?;
+        let mut sent_this_hour = sent.len();
+        let mut alerted: std::collections::BTreeSet<String> = sent.iter().flat_map(Alert::subjects).collect();
         let held = store.held_alerts()?;
         if !held.is_empty() && sent_this_hour < limit {
             let lines: Vec<String> = held
@@ -109,7 +111,10 @@ impl Mailer {
         }
         for queued in store.due_alerts(now_millis())? {
             let limited = matches!(queued.alert, Alert::Blocked { .. });
-            if limited && sent_this_hour >= limit {
+            // Over the limit, an alert waits for the digest only when everyone it is about was
+            // alerted this hour already: a new AMC's blocked IDB is never held behind others.
+            let news = queued.alert.subjects().iter().any(|s| !alerted.contains(s));
+            if limited && sent_this_hour >= limit && !news {
                 store.alert_status(queued.id, "held")?;
                 round.held += 1;
                 continue;
@@ -127,6 +132,7 @@ impl Mailer {
                     round.sent += 1;
                     if limited {
                         sent_this_hour += 1;
+                        alerted.extend(queued.alert.subjects());
                     }
                 }
                 Err(e) => {
