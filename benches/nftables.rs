@@ -1,8 +1,8 @@
 //! nftables through netlink against `nft -f`, on the same machine, in a network namespace of
 //! its own (so it needs root; without it, it says so and stops).
 //!
-//!     sudo cargo bench --bench nftables
-//!     sudo ROCSYNC_BENCH_ELEMENTS=14000 cargo bench --bench nftables
+//!     sudo cargo bench --features netlink --bench nftables
+//!     sudo ROCSYNC_BENCH_ELEMENTS=14000 cargo bench --features netlink --bench nftables
 //!
 //! Measures, median of 7 runs each: loading 100,000 elements into empty sets, and changing
 //! 10 of them (5 out, 5 in) in sets of 100,000 — with rocsync's sink path (read the kernel,

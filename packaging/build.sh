@@ -8,7 +8,8 @@
 #   packaging/build.sh [--rpm]
 set -eu
 cd "$(dirname "$0")/.."
-cargo build --release --locked
+# The packages drive nftables themselves: the netlink feature (libnftnl, libmnl) is on.
+cargo build --release --locked --features netlink
 bin="${CARGO_TARGET_DIR:-target}/release/rocsync"
 # cargo-deb maps target/release/ to CARGO_TARGET_DIR; the generated assets stay in target/assets.
 assets=target/assets

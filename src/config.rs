@@ -975,6 +975,9 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
     if exports.iter().any(|e| e.export == Export::Stormshield) && !raw.resolver.enabled {
         bad("exports.stormshield", "host objects need addresses: enable [resolver]".into());
     }
+    if n.enabled && !cfg!(feature = "netlink") {
+        bad("nftables.enabled", crate::sinks::nftables::NO_NETLINK.into());
+    }
     if n.enabled && !raw.resolver.enabled {
         bad("nftables.enabled", "the sets hold addresses: enable [resolver] too".into());
     }
@@ -1660,4 +1663,14 @@ mod tests {
         assert_eq!(err.problems.len(), 1);
         assert_eq!(err.problems[0].at.map(|(l, _)| l), Some(2), "{err}");
     }
+
+    /// A build without the `netlink` feature (the default, which needs only the Rust toolchain)
+    /// refuses `[nftables] enabled = true` with what to do instead; a build with it takes it.
+    #[test]
+    fn nftables_without_the_netlink_feature_says_what_to_do() {
+        let text = "[annuaire]\nurl = \"file:a.json\"\n[resolver]\nenabled = true\n[nftables]\nenabled = true\n";
+        let refused = problem(text, "nftables.enabled").is_some_and(|p| p.contains("built without the `netlink` feature") && p.contains("exports.nft_script"));
+        assert_eq!(refused, !cfg!(feature = "netlink"), "{:?}", problem(text, "nftables.enabled"));
+    }
 }
+

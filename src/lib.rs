@@ -29,6 +29,9 @@
 //! - [`text`]: text from outside made safe to show (controls and bidi overrides escaped).
 //! - [`cli`]: the `rocsync` command line on top of it all.
 
+// Unsafe code lives in one module, `sinks::netlink`, which says so itself.
+#![deny(unsafe_code)]
+
 pub mod alerts;
 pub mod amc;
 pub mod catalogue;

@@ -257,6 +257,7 @@ fn sighup_with_a_broken_configuration_keeps_the_old_one() {
 }
 
 /// The annuaire answer listing `amcs` (number, IDB host).
+#[cfg(feature = "netlink")]
 fn answer_for(amcs: &[(&str, &str)]) -> util::annuaire_server::Reply {
     let body = util::answer_json(amcs);
     util::annuaire_server::Reply::Answer { body: body.into_bytes(), content_type: "application/json".into(), etag: format!("\"{}\"", amcs.len()) }
@@ -266,6 +267,7 @@ fn answer_for(amcs: &[(&str, &str)]) -> util::annuaire_server::Reply {
 /// a real annuaire over mutual TLS, real nftables (managed forward chain), a real DNS server
 /// and an SMTP receiver there; a client and a server namespace on either side.
 #[test]
+#[cfg(feature = "netlink")]
 fn end_to_end_in_namespaces_auto_then_review() {
     if !util::have("dnsmasq", true) || !util::have("nft", true) {
         return;

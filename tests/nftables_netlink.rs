@@ -1,6 +1,9 @@
 //! rocsync's nftables sink against real nftables, through netlink, in network namespaces the
 //! test creates: a client, a router where rocsync runs in `managed` forward mode (with a real
-//! DNS server, dnsmasq, in the router's namespace), and a server with HTTPS listeners.
+//! DNS server, dnsmasq, in the router's namespace), and a server with HTTPS listeners. Built
+//! with the `netlink` feature only (CI turns it on).
+
+#![cfg(feature = "netlink")]
 
 mod util;
 

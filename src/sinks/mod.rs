@@ -8,7 +8,27 @@
 pub mod files;
 pub mod haproxy;
 pub mod json;
+#[cfg(feature = "netlink")]
 pub mod netlink;
+/// Without the `netlink` feature: the same calls, each an error naming the feature. The
+/// configuration refuses `[nftables] enabled = true` on such a build, so they are not reached.
+#[cfg(not(feature = "netlink"))]
+pub mod netlink {
+    use crate::resolve::Millis;
+    use crate::sinks::nftables::{Kernel, Layout, Steps};
+
+    fn unavailable() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::Unsupported, crate::sinks::nftables::NO_NETLINK)
+    }
+
+    pub fn snapshot(_layout: &Layout) -> std::io::Result<Kernel> {
+        Err(unavailable())
+    }
+
+    pub fn commit(_layout: &Layout, _steps: &Steps, _now: Millis) -> std::io::Result<()> {
+        Err(unavailable())
+    }
+}
 pub mod nft_script;
 pub mod nftables;
 pub mod plain;

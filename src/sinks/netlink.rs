@@ -8,6 +8,8 @@
 //! allocation is checked: libnftnl answers null when memory runs out (and, for an expression,
 //! when it does not know the name), and that is an error of the pass, not a crash.
 
+#![allow(unsafe_code)]
+
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, c_void};

@@ -363,6 +363,11 @@ pub fn element_commands(before: &Elements, after: &Elements, names: &NftNames) -
     out
 }
 
+/// Why `[nftables]` cannot be used by a build without the `netlink` feature, and what to do.
+pub const NO_NETLINK: &str = "this rocsync was built without the `netlink` feature, so it cannot drive nftables itself: \
+install the Debian or RPM package (built with it), build with `cargo build --release --features netlink` \
+(needs libnftnl-dev and libmnl-dev), or use `[exports.nft_script]` with `post_write_command = [\"nft\", \"-f\", PATH]`";
+
 /// The sink: rocsync's table through netlink (needs CAP_NET_ADMIN, not the `nft` binary).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NftablesSink {
