@@ -12,7 +12,7 @@ pub mod journal;
 pub mod nftlog;
 pub mod squid;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -74,16 +74,37 @@ pub struct Correlator<'a> {
     in_force: &'a State,
     /// Address → hosts, from the resolver.
     addresses: BTreeMap<IpAddr, Vec<Host>>,
+    /// The catalogue's exact hosts by name, and its wildcards by base: a line is looked up in
+    /// a few hash probes (the name, then each parent domain) instead of a scan of every host.
+    exact: HashMap<&'a str, &'a Host>,
+    wildcards: HashMap<&'a str, &'a Host>,
 }
 
 impl<'a> Correlator<'a> {
     pub fn new(catalogue: &'a Catalogue, in_force: &'a State, addresses: BTreeMap<IpAddr, Vec<Host>>) -> Self {
-        Correlator { catalogue, in_force, addresses }
+        let (mut exact, mut wildcards) = (HashMap::new(), HashMap::new());
+        for host in catalogue.hosts.keys() {
+            if host.is_wildcard() {
+                wildcards.insert(host.base(), host);
+            } else {
+                exact.insert(host.as_str(), host);
+            }
+        }
+        Correlator { catalogue, in_force, addresses, exact, wildcards }
     }
 
-    /// The catalogue entries that match a requested name (exact, or under a wildcard).
-    fn listings(&self, name: &str) -> Vec<&Host> {
-        self.catalogue.hosts.keys().filter(|h| h.matches(name)).collect()
+    /// The catalogue entries that match a requested name (exact, or strictly under a
+    /// wildcard), as [`Host::matches`] says, in the catalogue's order.
+    fn listings(&self, name: &str) -> Vec<&'a Host> {
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let mut found: Vec<&'a Host> = self.exact.get(name).copied().into_iter().collect();
+        let mut rest = name;
+        while let Some((_, parent)) = rest.split_once('.') {
+            found.extend(self.wildcards.get(parent).copied());
+            rest = parent;
+        }
+        found.sort();
+        found
     }
 
     /// The event for a blocked request, or `None` when it was not for an AMC host.
@@ -204,4 +225,23 @@ mod tests {
         assert_eq!(report.events[2].ip, Some("2001:db8:3::40".parse().unwrap()));
         assert_eq!(report.skipped_lines, 0);
     }
+
+    proptest::proptest! {
+        /// The index finds exactly what a scan of the catalogue with `Host::matches` finds.
+        #[test]
+        fn the_index_agrees_with_a_scan(
+            hosts in proptest::collection::vec("(\\*\\.)?([a-c]{1,2}\\.){0,3}[a-c]{1,2}\\.test", 1..20),
+            name in "([a-c]{1,2}\\.){0,4}[a-c]{1,2}\\.test\\.?",
+        ) {
+            let mut cat = Catalogue::default();
+            for h in hosts.iter().filter_map(|h| Host::parse(h).ok()) {
+                cat.hosts.insert(h, BTreeMap::new());
+            }
+            let in_force = State::default();
+            let c = Correlator::new(&cat, &in_force, BTreeMap::new());
+            let scan: Vec<&Host> = cat.hosts.keys().filter(|h| h.matches(&name)).collect();
+            proptest::prop_assert_eq!(c.listings(&name), scan);
+        }
+    }
 }
+
