@@ -8,6 +8,7 @@
 //! Relative paths are resolved against the directory of the configuration file. Secrets are
 //! never written in the file itself: a [`SecretRef`] names a file or an environment variable.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -358,6 +359,9 @@ pub struct RawNftables {
     pub hook: NftHook,
     pub log_drops: bool,
     pub log_prefix: String,
+    /// Users (names or uids) whose connections the managed chain on the output hook accepts:
+    /// the proxy on this host. Unset is not the same as empty: see `check_exempt_users`.
+    pub exempt_users: Option<Vec<String>>,
 }
 
 impl RawNftables {
@@ -379,6 +383,7 @@ impl Default for RawNftables {
             hook: NftHook::Forward,
             log_drops: true,
             log_prefix: "rocsync-drop: ".into(),
+            exempt_users: None,
         }
     }
 }
@@ -981,6 +986,7 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
     if n.enabled && !raw.resolver.enabled {
         bad("nftables.enabled", "the sets hold addresses: enable [resolver] too".into());
     }
+    let exempt_uids = check_exempt_users(n, &source, e, &mut bad);
     let nftables = n.enabled.then(|| NftablesSink {
         layout: Layout {
             names: names.clone(),
@@ -988,6 +994,9 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
                 hook: n.hook.clone(),
                 log_drops: n.log_drops,
                 log_prefix: n.log_prefix.clone(),
+                exempt_uids,
+                // Every port of the state in force, added when a state is enforced.
+                drop_ports: BTreeSet::new(),
             }),
         },
     });
@@ -1046,6 +1055,70 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
 }
 
 type Bad<'a> = dyn FnMut(&str, String) + 'a;
+
+/// `[nftables] exempt_users` as uids. Only a managed chain on the output hook sees which user
+/// sends a packet (`meta skuid`). There, what this host sends to an AMC port without an
+/// allowed address is dropped, and a proxy on this host sends exactly that for wildcard hosts
+/// (they have no address), as rocsync does for the annuaire: left unset, the key is a problem
+/// until its users are named, or `[]` says knowingly that none is.
+fn check_exempt_users(n: &RawNftables, source: &AnnuaireSource, exports: &RawExports, bad: &mut Bad<'_>) -> BTreeSet<u32> {
+    let output = n.mode == NftMode::Managed && n.hook == NftHook::Output;
+    let Some(users) = &n.exempt_users else {
+        let proxy = exports.squid.as_ref().is_some_and(|x| x.enabled) || exports.haproxy.as_ref().is_some_and(|x| x.enabled);
+        let mut who = Vec::new();
+        if proxy {
+            who.push("the proxy's user (`proxy` for Debian's Squid, `haproxy` for HAProxy): it connects to wildcard hosts, which have no address in the sets");
+        }
+        if matches!(source, AnnuaireSource::Https(_)) {
+            who.push("rocsync's own user (`rocsync` for the package): its calls to the annuaire leave this host too");
+        }
+        if n.enabled && output && !who.is_empty() {
+            bad(
+                "nftables.exempt_users",
+                format!(
+                    "with `hook = \"output\"` the managed chain drops what this host sends to AMC ports without an allowed address; \
+                     name {}; or set `exempt_users = []` if none of them runs here",
+                    who.join("; and ")
+                ),
+            );
+        }
+        return BTreeSet::new();
+    };
+    if n.enabled && !output && !users.is_empty() {
+        bad(
+            "nftables.exempt_users",
+            "only the managed chain on the output hook sees which user sends a packet: set `mode = \"managed\"` and `hook = \"output\"`, or leave the key out".into(),
+        );
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let mut uids = BTreeSet::new();
+    for (i, user) in users.iter().enumerate() {
+        match uid_of(user, &passwd) {
+            Some(uid) => {
+                uids.insert(uid);
+            }
+            None => bad(
+                &format!("nftables.exempt_users[{i}]"),
+                format!("no user `{}` in /etc/passwd: give a user name or a numeric uid", crate::text::escape(user)),
+            ),
+        }
+    }
+    uids
+}
+
+/// The uid of `user`: a number, or a name that `passwd` (the text of /etc/passwd) lists.
+fn uid_of(user: &str, passwd: &str) -> Option<u32> {
+    if let Ok(uid) = user.parse::<u32>() {
+        return Some(uid);
+    }
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        if fields.next() != Some(user) {
+            return None;
+        }
+        fields.nth(1)?.parse().ok()
+    })
+}
 
 fn check_tls_client(a: &RawAnnuaire, base: &Path, bad: &mut Bad<'_>) {
     match (&a.client_pkcs12, &a.client_cert, &a.client_key) {
@@ -1672,5 +1745,37 @@ mod tests {
         let refused = problem(text, "nftables.enabled").is_some_and(|p| p.contains("built without the `netlink` feature") && p.contains("exports.nft_script"));
         assert_eq!(refused, !cfg!(feature = "netlink"), "{:?}", problem(text, "nftables.enabled"));
     }
-}
 
+    /// `hook = "output"` on the proxy host dropped the proxy's own connections to wildcard
+    /// hosts: such a configuration names the users to exempt (or, knowingly, none), and only
+    /// the output hook takes them.
+    #[test]
+    fn the_output_hook_asks_which_users_to_exempt() {
+        let base = "[annuaire]\nurl = \"file:tests/fixtures/annuaire/urls-v1.json\"\n[resolver]\nenabled = true\n\
+                    [exports.squid]\npath = \"out/squid.acl\"\n[nftables]\nenabled = true\nmode = \"managed\"\n";
+        let exempt = |text: &str| -> Option<String> {
+            let err = load(text).err()?;
+            let found = err.problems.iter().find(|p| p.key.as_deref().is_some_and(|k| k.starts_with("nftables.exempt_users")));
+            found.map(|p| p.message.clone())
+        };
+        let unset = exempt(&format!("{base}hook = \"output\"\n")).expect("refused");
+        assert!(unset.contains("`proxy` for Debian's Squid") && unset.contains("exempt_users = []"), "{unset}");
+        assert_eq!(exempt(&format!("{base}hook = \"output\"\nexempt_users = []\n")), None);
+        assert_eq!(exempt(&format!("{base}hook = \"output\"\nexempt_users = [\"13\"]\n")), None);
+        assert_eq!(exempt(&format!("{base}hook = \"forward\"\n")), None);
+        let forward = exempt(&format!("{base}hook = \"forward\"\nexempt_users = [\"13\"]\n")).expect("refused");
+        assert!(forward.contains("only the managed chain on the output hook"), "{forward}");
+        let unknown = exempt(&format!("{base}hook = \"output\"\nexempt_users = [\"no-such-user-here\"]\n")).expect("refused");
+        assert!(unknown.contains("no user `no-such-user-here`"), "{unknown}");
+    }
+
+    #[test]
+    fn exempt_users_by_name_or_uid() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nproxy:x:13:13:proxy:/bin:/usr/sbin/nologin\n";
+        assert_eq!(uid_of("proxy", passwd), Some(13));
+        assert_eq!(uid_of("root", passwd), Some(0));
+        assert_eq!(uid_of("65534", passwd), Some(65534));
+        assert_eq!(uid_of("prox", passwd), None);
+        assert_eq!(uid_of("x", passwd), None);
+    }
+}

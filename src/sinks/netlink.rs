@@ -25,7 +25,8 @@ use nftnl::{Batch, Chain, MsgType, ProtoFamily, Table};
 
 use crate::resolve::Millis;
 use crate::sinks::nftables::{
-    ChainStep, Element, Elements, Family, Kernel, KernelChain, KernelSet, Layout, Managed, Rule, SET_FLAGS, Steps,
+    ChainStep, Element, Elements, Family, Kernel, KernelChain, KernelRule, KernelSet, Layout, Leftover, MANAGED_CHAINS, Managed,
+    Rule, SET_FLAGS, Steps,
 };
 
 const INET: u16 = libc::NFPROTO_INET as u16;
@@ -71,10 +72,17 @@ pub fn snapshot(layout: &Layout) -> io::Result<Kernel> {
             Family::V6 => kernel.v6 = set,
         }
     }
-    if let Some(managed) = &layout.managed {
-        let chain = cstring(managed.chain())?;
-        if let Some(hook) = exists(get_chain(&socket, &table, &chain))? {
-            kernel.chain = Some(KernelChain { hook, rules: get_rule_comments(&socket, &table, &chain)? });
+    // The managed chain, and the other chains rocsync would have made under another mode or
+    // hook (whether they are rocsync's is for `reconcile` to tell, by their rules' comments).
+    let current = layout.managed.as_ref().map(Managed::chain);
+    for name in MANAGED_CHAINS {
+        let chain = cstring(name)?;
+        let Some(hook) = exists(get_chain(&socket, &table, &chain))? else { continue };
+        let found = KernelChain { hook, rules: get_rules(&socket, &table, &chain)? };
+        if current == Some(name) {
+            kernel.chain = Some(found);
+        } else {
+            kernel.other_chains.push((name.to_owned(), found));
         }
     }
     Ok(kernel)
@@ -88,6 +96,8 @@ pub fn commit(layout: &Layout, steps: &Steps, now: Millis) -> io::Result<()> {
     if steps.create_table {
         batch.add(&table, MsgType::Add);
     }
+    // First, as their rules may refer to a set deleted below.
+    remove_leftovers(&mut batch, &table, &steps.leftovers)?;
     let mut set_ids = BTreeMap::new();
     for (n, (family, delete_first)) in steps.sets.iter().enumerate() {
         let name = cstring(layout.set_name(*family))?;
@@ -126,6 +136,33 @@ pub fn commit(layout: &Layout, steps: &Steps, now: Millis) -> io::Result<()> {
     send_batch(batch)
 }
 
+/// Deletes what an earlier configuration made: a chain with its rules (flushed first, as for a
+/// recreated chain), or rocsync's rules alone, by handle, in a chain that holds an
+/// administrator's too.
+fn remove_leftovers(batch: &mut Batch, table: &Table, leftovers: &[Leftover]) -> io::Result<()> {
+    for leftover in leftovers {
+        match leftover {
+            Leftover::Chain(name) => {
+                let name = cstring(name)?;
+                let chain = Chain::new(&name, table);
+                // A rule message naming only the chain flushes it.
+                batch.add(&nftnl::Rule::new(&chain), MsgType::Del);
+                batch.add(&chain, MsgType::Del);
+            }
+            Leftover::Rules { chain, handles } => {
+                let name = cstring(chain)?;
+                let chain = Chain::new(&name, table);
+                for handle in handles {
+                    let mut rule = nftnl::Rule::new(&chain);
+                    rule.set_handle(*handle);
+                    batch.add(&rule, MsgType::Del);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn add_chain(
     batch: &mut Batch,
     table: &Table,
@@ -161,7 +198,7 @@ fn add_chain(
         for expr in &built {
             r.add_expr(expr);
         }
-        r.set_comment(cstring(rule.comment())?).map_err(io::Error::other)?;
+        r.set_comment(cstring(&rule.comment())?).map_err(io::Error::other)?;
         batch.add(&r, MsgType::Add);
     }
     Ok(())
@@ -204,11 +241,14 @@ fn expressions(rule: Rule, layout: &Layout, managed: &Managed, set_ids: &BTreeMa
                 accept,
             ]
         }
-        Rule::LogDrop => vec![
+        // The uid as the kernel keeps it, in host order (`nft --debug=netlink`: `cmp eq reg 1
+        // 0x0000000d` for uid 13).
+        Rule::Exempt(uid) => vec![Expr::meta(libc::NFT_META_SKUID), Expr::cmp(libc::NFT_CMP_EQ, &uid.to_ne_bytes()), accept],
+        Rule::LogDrop(port) => vec![
             Expr::meta(libc::NFT_META_L4PROTO),
             Expr::cmp(libc::NFT_CMP_EQ, &[libc::IPPROTO_TCP as u8]),
             Expr::payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, reg(libc::NFT_REG_1)),
-            Expr::cmp(libc::NFT_CMP_EQ, &443u16.to_be_bytes()),
+            Expr::cmp(libc::NFT_CMP_EQ, &port.to_be_bytes()),
             Expr::new(c"log").str(sys::NFTNL_EXPR_LOG_PREFIX, CString::new(managed.log_prefix.clone()).unwrap_or_default()),
             Expr::verdict(libc::NF_DROP),
         ],
@@ -687,12 +727,13 @@ fn get_chain(socket: &mnl::Socket, table: &CStr, name: &CStr) -> io::Result<Opti
 
 struct RuleDump {
     chain: CString,
-    comments: Vec<String>,
+    rules: Vec<KernelRule>,
     /// A message could not be read for want of memory: the dump is incomplete.
     failed: bool,
 }
 
-fn get_rule_comments(socket: &mnl::Socket, table: &CStr, chain: &CStr) -> io::Result<Vec<String>> {
+/// The rules of a chain, in order, with their comments and handles.
+fn get_rules(socket: &mnl::Socket, table: &CStr, chain: &CStr) -> io::Result<Vec<KernelRule>> {
     let mut request = vec![0u8; 4096];
     // SAFETY: as in `get_set`.
     unsafe {
@@ -704,12 +745,12 @@ fn get_rule_comments(socket: &mnl::Socket, table: &CStr, chain: &CStr) -> io::Re
         sys::nftnl_rule_free(r);
     }
     let len = message_len(&request);
-    let mut dump = RuleDump { chain: chain.to_owned(), comments: Vec::new(), failed: false };
+    let mut dump = RuleDump { chain: chain.to_owned(), rules: Vec::new(), failed: false };
     talk(socket, &request[..len], 5, parse_rule, &mut dump)?;
     if dump.failed {
         return Err(not_allocated("a rule to read the kernel's answer into"));
     }
-    Ok(dump.comments)
+    Ok(dump.rules)
 }
 
 fn parse_rule(nlh: &mlibc::nlmsghdr, dump: &mut RuleDump) -> libc::c_int {
@@ -726,7 +767,8 @@ fn parse_rule(nlh: &mlibc::nlmsghdr, dump: &mut RuleDump) -> libc::c_int {
                 let mut len = 0u32;
                 let data = sys::nftnl_rule_get_data(r, sys::NFTNL_RULE_USERDATA as u16, &mut len);
                 let udata = if data.is_null() { &[][..] } else { std::slice::from_raw_parts(data.cast::<u8>(), len as usize) };
-                dump.comments.push(comment_of(udata));
+                let handle = sys::nftnl_rule_get_u64(r, sys::NFTNL_RULE_HANDLE as u16);
+                dump.rules.push(KernelRule { comment: comment_of(udata), handle });
             }
         }
         sys::nftnl_rule_free(r);

@@ -1,6 +1,10 @@
 //! An `nft -f` script that defines rocsync's table and its address sets, for review and for
 //! administrators who load rules themselves.
 //!
+//! Loading it replaces the contents of rocsync's two sets and nothing else: the table is added
+//! if missing, never deleted, so the administrator's chains that use the sets (which nftables
+//! wants in the same table) survive every load.
+//!
 //! Sets hold `address . port` pairs; a host name cannot go into a set, so the hosts behind them
 //! are listed in comments, and the elements are the addresses the resolver found (none yet
 //! when nothing was resolved). A wildcard cannot be enforced by address: the comment says to
@@ -38,7 +42,8 @@ pub fn render(state: &State, plan_id: i64, names: &NftNames, addresses: &Address
     // Writing to a String cannot fail; `ok()` keeps the lines short.
     writeln!(w, "#!/usr/sbin/nft -f").ok();
     writeln!(w, "# rocsync: table inet {table}, from plan {plan_id}. Check with: nft -c -f FILE").ok();
-    writeln!(w, "# rocsync owns this table and nothing else; loading this file replaces it whole.").ok();
+    writeln!(w, "# Loading this file replaces the elements of rocsync's sets {} and {}, and nothing else:", names.set_v4, names.set_v6).ok();
+    writeln!(w, "# your own chains in table inet {table} (those that use the sets) stay as they are.").ok();
     writeln!(w, "#").ok();
     writeln!(w, "# host, TCP ports, AMC (services):").ok();
     for (host, entry) in &state.entries {
@@ -75,9 +80,20 @@ pub fn render(state: &State, plan_id: i64, names: &NftNames, addresses: &Address
             }
         }
     }
-    // Declaring the table before deleting it makes the delete succeed when the table does not
-    // exist yet, so the script loads the same on a fresh machine and on a running one.
-    writeln!(w, "\ntable inet {table} {{}}\ndelete table inet {table}\n\ntable inet {table} {{").ok();
+    // The table and the sets are declared first (an `add`: the table and a set of this type
+    // that exist are kept), so that the flushes find them on a fresh machine too; then the sets
+    // are emptied and filled, in the same transaction. The table is never deleted: it holds
+    // the administrator's chains. A set of another type fails the whole load, changing nothing.
+    let sets = [(&names.set_v4, "ipv4_addr"), (&names.set_v6, "ipv6_addr")];
+    writeln!(w, "\ntable inet {table} {{").ok();
+    for (name, kind) in sets {
+        writeln!(w, "\tset {name} {{\n\t\ttype {kind} . inet_service\n\t\tflags timeout\n\t}}").ok();
+    }
+    writeln!(w, "}}").ok();
+    for (name, _) in sets {
+        writeln!(w, "flush set inet {table} {name}").ok();
+    }
+    writeln!(w, "\ntable inet {table} {{").ok();
     for (name, kind, elements) in [(&names.set_v4, "ipv4_addr", v4), (&names.set_v6, "ipv6_addr", v6)] {
         writeln!(w, "\tset {name} {{\n\t\ttype {kind} . inet_service\n\t\tflags timeout").ok();
         if !elements.is_empty() {
@@ -122,5 +138,19 @@ mod tests {
         assert!(script.contains("#   *.w.a.test  tcp/443  123456789 EVIL } table ip x { (IDB)"), "{script}");
         // The hostile name stayed inside its comment line.
         assert_eq!(script.lines().filter(|l| l.starts_with("table ")).count(), 2, "{script}");
+    }
+
+    /// The script's first statement was `delete table inet rocsync`: loading it wiped the
+    /// administrator's chains, which README told to put in that table.
+    #[test]
+    fn loading_replaces_the_sets_elements_and_never_deletes_the_table() {
+        let script = render(&State::default(), 1, &NftNames::default(), &Addresses::new());
+        let statements: Vec<&str> = script.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+        assert!(statements.iter().all(|l| !l.contains("delete")), "{script}");
+        let flushes: Vec<&str> = statements.iter().copied().filter(|l| l.starts_with("flush")).collect();
+        assert_eq!(flushes, ["flush set inet rocsync rocsync_v4", "flush set inet rocsync rocsync_v6"]);
+        // Both sets are declared before they are flushed, so that a fresh machine takes it.
+        let first_flush = script.find("flush set").unwrap();
+        assert!(script[..first_flush].contains("set rocsync_v4 {") && script[..first_flush].contains("set rocsync_v6 {"), "{script}");
     }
 }

@@ -5,14 +5,16 @@
 //!
 //! rocsync owns table `inet rocsync` (name configurable) and, in it, two sets of
 //! `address . port` and, in `managed` mode, one base chain. It never deletes the table: in
-//! `sets-only` mode the administrator's own chains that use the sets live in it too.
+//! `sets-only` mode the administrator's own chains that use the sets live in it too. A chain
+//! that rocsync made under an earlier configuration (`managed` mode, another hook) is known by
+//! its rules' comments and removed; an administrator's chain of the same name is left alone.
 //!
 //! Addresses that answers still give are permanent elements; an address that answers no longer
 //! give (in its grace, see [`crate::resolve`]) is an element with a timeout that ends with its
 //! grace, so the kernel drops it on time even when rocsync is stopped. Nothing else expires:
 //! rocsync stopping never closes the firewall.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::IpAddr;
 
@@ -74,21 +76,40 @@ impl Family {
     }
 }
 
+/// The names of the chains rocsync makes in `managed` mode, one per hook: any of them that the
+/// configuration no longer asks for is rocsync's to remove (when its rules say it is rocsync's).
+pub const MANAGED_CHAINS: [&str; 2] = ["forward", "output"];
+
+/// Every comment of rocsync's own rules starts with this.
+pub const COMMENT_PREFIX: &str = "rocsync: ";
+
+/// The port every managed chain logs and drops, whatever the state: a new AMC that the
+/// annuaire does not list yet is reached over HTTPS, and its blocked requests must be seen.
+pub const HTTPS: u16 = 443;
+
 /// The chain rocsync installs in `managed` mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Managed {
     pub hook: NftHook,
-    /// Log (with `log_prefix`) and drop other TCP 443; without it the chain only accepts.
+    /// Log (with `log_prefix`) and drop what the sets do not allow on the AMC ports; without
+    /// it the chain only accepts.
     pub log_drops: bool,
     pub log_prefix: String,
+    /// Users whose connections the chain accepts whatever their destination (`meta skuid`),
+    /// on the output hook: a proxy on this host connects to wildcard hosts, which have no
+    /// address in the sets, and enforces them by name itself.
+    pub exempt_uids: BTreeSet<u32>,
+    /// The TCP ports logged and dropped besides 443: every port of the state in force, filled
+    /// by [`Layout::for_state`] (an AMC's CLC on 8443 is dropped and logged like its IDB).
+    pub drop_ports: BTreeSet<u16>,
 }
 
 impl Managed {
     /// The chain's name: its hook's.
     pub fn chain(&self) -> &'static str {
         match self.hook {
-            NftHook::Forward => "forward",
-            NftHook::Output => "output",
+            NftHook::Forward => MANAGED_CHAINS[0],
+            NftHook::Output => MANAGED_CHAINS[1],
         }
     }
 
@@ -104,8 +125,10 @@ impl Managed {
     /// added by hand is told from rocsync's own.
     pub fn rules(&self) -> Vec<Rule> {
         let mut rules = vec![Rule::Established, Rule::Allow(Family::V4), Rule::Allow(Family::V6)];
+        rules.extend(self.exempt_uids.iter().map(|uid| Rule::Exempt(*uid)));
         if self.log_drops {
-            rules.push(Rule::LogDrop);
+            let ports: BTreeSet<u16> = std::iter::once(HTTPS).chain(self.drop_ports.iter().copied()).collect();
+            rules.extend(ports.into_iter().map(Rule::LogDrop));
         }
         rules
     }
@@ -118,17 +141,23 @@ pub enum Rule {
     Established,
     /// `ip daddr . tcp dport @set accept` (`ip6` for V6).
     Allow(Family),
-    /// `tcp dport 443 log prefix "…" drop`.
-    LogDrop,
+    /// `meta skuid UID accept`: what a user of this host sends (output hook only).
+    Exempt(u32),
+    /// `tcp dport PORT log prefix "…" drop`.
+    LogDrop(u16),
 }
 
 impl Rule {
-    pub fn comment(self) -> &'static str {
+    pub fn comment(self) -> String {
         match self {
-            Rule::Established => "rocsync: established",
-            Rule::Allow(Family::V4) => "rocsync: allow v4",
-            Rule::Allow(Family::V6) => "rocsync: allow v6",
-            Rule::LogDrop => "rocsync: log and drop other https",
+            Rule::Established => format!("{COMMENT_PREFIX}established"),
+            Rule::Allow(Family::V4) => format!("{COMMENT_PREFIX}allow v4"),
+            Rule::Allow(Family::V6) => format!("{COMMENT_PREFIX}allow v6"),
+            Rule::Exempt(uid) => format!("{COMMENT_PREFIX}exempt uid {uid}"),
+            // The comment the first versions gave their only drop rule: a chain they made is
+            // still in step after an upgrade when 443 is the only port.
+            Rule::LogDrop(HTTPS) => format!("{COMMENT_PREFIX}log and drop other https"),
+            Rule::LogDrop(port) => format!("{COMMENT_PREFIX}log and drop other tcp/{port}"),
         }
     }
 
@@ -138,7 +167,8 @@ impl Rule {
             Rule::Established => "ct state established,related accept".into(),
             Rule::Allow(Family::V4) => format!("ip daddr . tcp dport @{} accept", names.set_v4),
             Rule::Allow(Family::V6) => format!("ip6 daddr . tcp dport @{} accept", names.set_v6),
-            Rule::LogDrop => format!("tcp dport 443 log prefix \"{log_prefix}\" drop"),
+            Rule::Exempt(uid) => format!("meta skuid {uid} accept"),
+            Rule::LogDrop(port) => format!("tcp dport {port} log prefix \"{log_prefix}\" drop"),
         }
     }
 }
@@ -151,6 +181,16 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The layout that enforces `state`: the managed chain logs and drops every port that the
+    /// state's hosts use, not only 443.
+    pub fn for_state(&self, state: &State) -> Layout {
+        let mut layout = self.clone();
+        if let Some(managed) = &mut layout.managed {
+            managed.drop_ports.extend(state.entries.values().flat_map(|e| e.ports.iter().copied()));
+        }
+        layout
+    }
+
     pub fn set_name(&self, family: Family) -> &str {
         match family {
             Family::V4 => &self.names.set_v4,
@@ -189,6 +229,9 @@ pub struct Kernel {
     pub v6: Option<KernelSet>,
     /// The managed chain, when the layout has one and it exists.
     pub chain: Option<KernelChain>,
+    /// The other chains of [`MANAGED_CHAINS`] that exist in the table (whoever made them), by
+    /// name: those rocsync made under an earlier configuration are to be removed.
+    pub other_chains: Vec<(String, KernelChain)>,
 }
 
 impl Kernel {
@@ -212,8 +255,41 @@ pub struct KernelSet {
 pub struct KernelChain {
     /// `None` for a chain that is not a base chain.
     pub hook: Option<u32>,
-    /// The comment of each rule, in order (empty for a rule without one).
-    pub rules: Vec<String>,
+    /// Its rules, in order.
+    pub rules: Vec<KernelRule>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelRule {
+    /// The rule's comment (empty for a rule without one).
+    pub comment: String,
+    /// The kernel's handle of the rule, to delete it alone.
+    pub handle: u64,
+}
+
+impl KernelRule {
+    /// Whether rocsync made the rule: its comment says so.
+    pub fn is_rocsyncs(&self) -> bool {
+        self.comment.starts_with(COMMENT_PREFIX)
+    }
+}
+
+/// What rocsync made under an earlier configuration and removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leftover {
+    /// A chain whose every rule is rocsync's.
+    Chain(String),
+    /// rocsync's rules in a chain that holds an administrator's rules too: the chain stays.
+    Rules { chain: String, handles: Vec<u64> },
+}
+
+impl std::fmt::Display for Leftover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Leftover::Chain(chain) => write!(f, "chain {chain}"),
+            Leftover::Rules { chain, handles } => write!(f, "{} rule(s) of chain {chain}", handles.len()),
+        }
+    }
 }
 
 /// What to do about the chain.
@@ -236,13 +312,20 @@ pub struct Steps {
     pub chain: ChainStep,
     pub delete: Vec<Element>,
     pub add: Vec<(Element, Option<Millis>)>,
+    /// What an earlier configuration made and this one does not want, removed first.
+    pub leftovers: Vec<Leftover>,
     /// What differed, one line each, for logs, `status` and the audit log.
     pub drift: Vec<String>,
 }
 
 impl Steps {
     pub fn is_empty(&self) -> bool {
-        !self.create_table && self.sets.is_empty() && self.chain == ChainStep::Keep && self.delete.is_empty() && self.add.is_empty()
+        !self.create_table
+            && self.sets.is_empty()
+            && self.chain == ChainStep::Keep
+            && self.delete.is_empty()
+            && self.add.is_empty()
+            && self.leftovers.is_empty()
     }
 }
 
@@ -256,6 +339,7 @@ pub fn reconcile(kernel: &Kernel, layout: &Layout, wanted: &Elements) -> Steps {
         chain: ChainStep::Keep,
         delete: Vec::new(),
         add: Vec::new(),
+        leftovers: Vec::new(),
         drift: Vec::new(),
     };
     if !kernel.table {
@@ -308,7 +392,7 @@ pub fn reconcile(kernel: &Kernel, layout: &Layout, wanted: &Elements) -> Steps {
     }
     if let Some(managed) = &layout.managed {
         let chain = managed.chain();
-        let expected: Vec<&str> = managed.rules().iter().map(|r| r.comment()).collect();
+        let expected: Vec<String> = managed.rules().into_iter().map(Rule::comment).collect();
         steps.chain = match &kernel.chain {
             None => {
                 if kernel.table {
@@ -320,12 +404,35 @@ pub fn reconcile(kernel: &Kernel, layout: &Layout, wanted: &Elements) -> Steps {
                 steps.drift.push(format!("nftables: chain {chain} is not hooked on {chain}"));
                 ChainStep::Recreate
             }
-            Some(c) if c.rules.iter().map(String::as_str).ne(expected.iter().copied()) => {
-                steps.drift.push(format!("nftables: chain {chain} was altered ({} rules, expected {})", c.rules.len(), expected.len()));
+            Some(c) if c.rules.iter().map(|r| r.comment.as_str()).ne(expected.iter().map(String::as_str)) => {
+                let (n, m) = (c.rules.len(), expected.len());
+                let what = match !c.rules.is_empty() && c.rules.iter().all(KernelRule::is_rocsyncs) {
+                    // rocsync's own rules for other ports or users: an upgrade, or a
+                    // configuration changed since (`log_drops`, `exempt_users`).
+                    true => format!("holds rocsync's rules of another configuration ({n} rules, expected {m})"),
+                    false => format!("was altered ({n} rules, expected {m})"),
+                };
+                steps.drift.push(format!("nftables: chain {chain} {what}"));
                 ChainStep::Refill
             }
             Some(_) => ChainStep::Keep,
         };
+    }
+    // A chain rocsync made for another mode or hook: removed, unless an administrator's rules
+    // sit in it too (then only rocsync's rules go). A chain without rocsync's rules is not
+    // rocsync's, whatever its name.
+    for (name, chain) in &kernel.other_chains {
+        let own: Vec<u64> = chain.rules.iter().filter(|r| r.is_rocsyncs()).map(|r| r.handle).collect();
+        if own.is_empty() {
+            continue;
+        }
+        let leftover = if own.len() == chain.rules.len() {
+            Leftover::Chain(name.clone())
+        } else {
+            Leftover::Rules { chain: name.clone(), handles: own }
+        };
+        steps.drift.push(format!("nftables: left from an earlier configuration (mode or hook since changed): rocsync's {leftover} in table inet {table}"));
+        steps.leftovers.push(leftover);
     }
     steps
 }
@@ -378,19 +485,20 @@ impl NftablesSink {
     /// Reads the kernel and commits what differs, in one batch. An element that timed out
     /// between the read and the commit fails the batch; it is read and tried once more.
     pub fn reconcile_now(&self, state: &State, resolved: &Resolved) -> Result<Steps, SinkError> {
+        let layout = self.layout.for_state(state);
         let mut last = None;
         for _ in 0..2 {
-            let kernel = netlink::snapshot(&self.layout).map_err(|e| netlink_error("read", &self.layout, e))?;
-            let steps = reconcile(&kernel, &self.layout, &wanted(state, resolved, now_millis()));
+            let kernel = netlink::snapshot(&layout).map_err(|e| netlink_error("read", &layout, e))?;
+            let steps = reconcile(&kernel, &layout, &wanted(state, resolved, now_millis()));
             if steps.is_empty() {
                 return Ok(steps);
             }
-            match netlink::commit(&self.layout, &steps, now_millis()) {
+            match netlink::commit(&layout, &steps, now_millis()) {
                 Ok(()) => return Ok(steps),
                 Err(e) => last = Some(e),
             }
         }
-        Err(netlink_error("update", &self.layout, last.unwrap_or_else(|| std::io::Error::other("no attempt"))))
+        Err(netlink_error("update", &layout, last.unwrap_or_else(|| std::io::Error::other("no attempt"))))
     }
 }
 
@@ -405,6 +513,9 @@ impl Sink for NftablesSink {
 
     fn apply(&self, state: &State, _plan_id: i64, resolved: &Resolved) -> Result<Vec<String>, SinkError> {
         let steps = self.reconcile_now(state, resolved)?;
+        for leftover in &steps.leftovers {
+            tracing::info!(table = %self.layout.names.table, "nftables: removed {leftover}, made under an earlier configuration");
+        }
         tracing::info!(
             added = steps.add.len(),
             deleted = steps.delete.len(),
@@ -415,8 +526,9 @@ impl Sink for NftablesSink {
     }
 
     fn drift(&self, state: &State, _plan_id: i64, resolved: &Resolved) -> Vec<String> {
-        match netlink::snapshot(&self.layout) {
-            Ok(kernel) => reconcile(&kernel, &self.layout, &wanted(state, resolved, now_millis())).drift,
+        let layout = self.layout.for_state(state);
+        match netlink::snapshot(&layout) {
+            Ok(kernel) => reconcile(&kernel, &layout, &wanted(state, resolved, now_millis())).drift,
             Err(e) => vec![format!("nftables: cannot read table inet {}: {e}", self.layout.names.table)],
         }
     }
@@ -431,10 +543,29 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn layout(managed: bool) -> Layout {
-        Layout {
-            names: NftNames::default(),
-            managed: managed.then(|| Managed { hook: NftHook::Forward, log_drops: true, log_prefix: "rocsync-drop: ".into() }),
+        Layout { names: NftNames::default(), managed: managed.then(|| managed_on(NftHook::Forward)) }
+    }
+
+    fn managed_on(hook: NftHook) -> Managed {
+        Managed {
+            hook,
+            log_drops: true,
+            log_prefix: "rocsync-drop: ".into(),
+            exempt_uids: BTreeSet::new(),
+            drop_ports: BTreeSet::new(),
         }
+    }
+
+    /// A chain as the kernel holds it, rule handles counted from 10.
+    fn chain_of(hook: u32, comments: &[String]) -> KernelChain {
+        KernelChain {
+            hook: Some(hook),
+            rules: comments.iter().zip(10u64..).map(|(c, handle)| KernelRule { comment: c.clone(), handle }).collect(),
+        }
+    }
+
+    fn comments(m: &Managed) -> Vec<String> {
+        m.rules().into_iter().map(Rule::comment).collect()
     }
 
     fn state(hosts: &[(&str, &[u16])]) -> State {
@@ -476,10 +607,8 @@ mod tests {
             table: true,
             v4: split(Family::V4),
             v6: split(Family::V6),
-            chain: l.managed.as_ref().map(|m| KernelChain {
-                hook: Some(m.hook_number()),
-                rules: m.rules().iter().map(|r| r.comment().to_owned()).collect(),
-            }),
+            chain: l.managed.as_ref().map(|m| chain_of(m.hook_number(), &comments(m))),
+            other_chains: Vec::new(),
         }
     }
 
@@ -546,7 +675,7 @@ mod tests {
         let l = layout(true);
         let w = Elements::from([(el("198.18.0.1", 443), None)]);
         let mut k = in_step(&w, &l);
-        k.chain.as_mut().unwrap().rules.insert(0, String::new());
+        k.chain.as_mut().unwrap().rules.insert(0, KernelRule::default());
         k.v4.as_mut().unwrap().key_type = 7;
         let steps = reconcile(&k, &l, &w);
         assert_eq!(steps.chain, ChainStep::Refill);
@@ -555,6 +684,98 @@ mod tests {
         assert!(steps.drift.iter().any(|d| d.contains("chain forward was altered (5 rules, expected 4)")), "{:?}", steps.drift);
         k.chain.as_mut().unwrap().hook = Some(3);
         assert_eq!(reconcile(&k, &l, &w).chain, ChainStep::Recreate);
+    }
+
+    /// The managed chain logged and dropped tcp/443 only: an AMC's CLC on 8443 was neither
+    /// dropped nor logged, so its blocked requests were never seen.
+    #[test]
+    fn the_managed_chain_drops_every_port_of_the_state_not_only_443() {
+        let l = layout(true).for_state(&state(&[("idb.a.test", &[443]), ("clc.a.test", &[8443]), ("*.api.a.test", &[9443])]));
+        let m = l.managed.as_ref().unwrap();
+        let drops: Vec<Rule> = m.rules().into_iter().filter(|r| matches!(r, Rule::LogDrop(_))).collect();
+        assert_eq!(drops, [Rule::LogDrop(443), Rule::LogDrop(8443), Rule::LogDrop(9443)]);
+        assert_eq!(Rule::LogDrop(8443).nft(&l.names, "rocsync-drop: "), "tcp dport 8443 log prefix \"rocsync-drop: \" drop");
+        // 443 stays, even for a state without it: the next AMC is reached over HTTPS.
+        let only_8443 = layout(true).for_state(&state(&[("clc.a.test", &[8443])]));
+        assert!(only_8443.managed.as_ref().unwrap().rules().contains(&Rule::LogDrop(443)));
+        // A chain made for 443 alone (an older rocsync) is refilled, and said to be rocsync's.
+        let w = Elements::new();
+        let older = in_step(&w, &layout(true));
+        let steps = reconcile(&older, &l, &w);
+        assert_eq!(steps.chain, ChainStep::Refill);
+        assert_eq!(steps.drift, ["nftables: chain forward holds rocsync's rules of another configuration (4 rules, expected 6)"]);
+        // The first versions' comment is kept for 443: their chain is in step after an upgrade.
+        assert_eq!(Rule::LogDrop(443).comment(), "rocsync: log and drop other https");
+        assert!(reconcile(&older, &layout(true), &w).is_empty());
+    }
+
+    /// Switching `mode` from managed to sets-only left rocsync's chain in the kernel, and
+    /// `status` did not mention it.
+    #[test]
+    fn a_chain_left_by_an_earlier_mode_or_hook_is_removed_and_reported() {
+        let w = Elements::new();
+        let forward = comments(&managed_on(NftHook::Forward));
+        let sets_only = layout(false);
+        let mut k = in_step(&w, &sets_only);
+        k.other_chains.push(("forward".into(), chain_of(2, &forward)));
+        let steps = reconcile(&k, &sets_only, &w);
+        assert_eq!(steps.leftovers, [Leftover::Chain("forward".into())]);
+        assert_eq!(
+            steps.drift,
+            ["nftables: left from an earlier configuration (mode or hook since changed): rocsync's chain forward in table inet rocsync"]
+        );
+        assert!(!steps.is_empty());
+
+        // An administrator's rule in it: only rocsync's rules go, by handle.
+        let mut mixed = forward.clone();
+        mixed.push("admin: count".into());
+        mixed.push(String::new());
+        k.other_chains = vec![("forward".into(), chain_of(2, &mixed))];
+        let steps = reconcile(&k, &sets_only, &w);
+        assert_eq!(steps.leftovers, [Leftover::Rules { chain: "forward".into(), handles: vec![10, 11, 12, 13] }]);
+        assert!(steps.drift[0].contains("rocsync's 4 rule(s) of chain forward"), "{:?}", steps.drift);
+
+        // An administrator's own chain that happens to bear the name: not rocsync's.
+        k.other_chains = vec![("output".into(), chain_of(3, &["admin".into(), String::new()]))];
+        let steps = reconcile(&k, &sets_only, &w);
+        assert!(steps.is_empty() && steps.drift.is_empty(), "{steps:?}");
+
+        // From the forward hook to the output hook: the forward chain goes, the output one comes.
+        let output = Layout { names: NftNames::default(), managed: Some(managed_on(NftHook::Output)) };
+        let mut k = in_step(&w, &sets_only);
+        k.other_chains.push(("forward".into(), chain_of(2, &forward)));
+        let steps = reconcile(&k, &output, &w);
+        assert_eq!(steps.chain, ChainStep::Create);
+        assert_eq!(steps.leftovers, [Leftover::Chain("forward".into())]);
+    }
+
+    /// On the proxy host (`hook = "output"`), the chain dropped the proxy's own connections to
+    /// wildcard hosts, which have no address in the sets.
+    #[test]
+    fn exempt_users_are_accepted_before_the_drops() {
+        let mut m = managed_on(NftHook::Output);
+        m.exempt_uids = BTreeSet::from([13, 0]);
+        let rules = m.rules();
+        assert_eq!(
+            rules,
+            [
+                Rule::Established,
+                Rule::Allow(Family::V4),
+                Rule::Allow(Family::V6),
+                Rule::Exempt(0),
+                Rule::Exempt(13),
+                Rule::LogDrop(443)
+            ]
+        );
+        assert_eq!(Rule::Exempt(13).nft(&NftNames::default(), ""), "meta skuid 13 accept");
+        assert_eq!(Rule::Exempt(13).comment(), "rocsync: exempt uid 13");
+        // Another user named in the configuration: the chain is refilled.
+        let l = Layout { names: NftNames::default(), managed: Some(m.clone()) };
+        let w = Elements::new();
+        let k = in_step(&w, &l);
+        m.exempt_uids = BTreeSet::from([13]);
+        let steps = reconcile(&k, &Layout { names: NftNames::default(), managed: Some(m) }, &w);
+        assert_eq!(steps.chain, ChainStep::Refill);
     }
 
     #[test]
