@@ -165,6 +165,9 @@ pub struct MailRun {
     pub unreadable: usize,
     /// Already recorded (delivered twice, or moved after a crash).
     pub duplicates: usize,
+    /// Mailboxes that could not be read (`maildir: …`, `imap: …`): the annuaire was read all the
+    /// same, since a notification is only a hint.
+    pub errors: Vec<String>,
 }
 
 impl MailRun {
@@ -174,6 +177,7 @@ impl MailRun {
         self.no_change += other.no_change;
         self.unreadable += other.unreadable;
         self.duplicates += other.duplicates;
+        self.errors.extend(other.errors.iter().cloned());
     }
 
     pub fn total(&self) -> usize {
@@ -447,13 +451,22 @@ impl Engine {
         // A lost store is refused before anything is read or moved.
         self.refuse_if_lost()?;
         // Notifications first: they are hints, and the poll that follows is their re-poll.
-        let mail = if dry_run {
-            MailRun::default()
-        } else {
-            let mut mail = self.process_maildir()?;
-            mail.add(&self.process_imap()?);
-            mail
-        };
+        // A mailbox that fails never keeps the annuaire, the authoritative source, from being
+        // read: its error is reported and the pass goes on.
+        let mut mail = MailRun::default();
+        if !dry_run {
+            for (name, result) in [("maildir", self.process_maildir()), ("imap", self.process_imap())] {
+                match result {
+                    Ok(run) => mail.add(&run),
+                    Err(EngineError::Store(e)) => return Err(EngineError::Store(e)),
+                    Err(e) => {
+                        let text = crate::error_chain(&e);
+                        warn!(source = name, "Cannot read the notifications; the annuaire is read all the same: {text}");
+                        mail.errors.push(format!("{name}: {text}"));
+                    }
+                }
+            }
+        }
         let mut run = self.plan_unlocked(None, dry_run)?;
         run.mail = mail;
         if dry_run {

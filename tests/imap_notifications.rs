@@ -99,3 +99,24 @@ fn idle_wakes_the_poller_when_a_message_arrives() {
         task.await.unwrap();
     });
 }
+
+/// A mailbox outage stopped the authoritative source: `once` read the mailbox first and gave
+/// up with its error, so the annuaire was not read. Now the annuaire's change is applied, and
+/// the command still fails, naming the mailbox.
+#[test]
+fn an_imap_outage_never_keeps_the_annuaire_from_being_read() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(); // closed once dropped
+    let sb = Sandbox::with_config(&format!(
+        "[annuaire]\nurl = \"file:annuaire.json\"\n[review]\nmode = \"auto\"\n\
+         [notifications]\nenabled = true\nsource = \"imap\"\nallowed_senders = [\"notifications@inter-amc.test\"]\n\
+         [notifications.imap]\nserver = \"127.0.0.1\"\nport = {port}\nsecurity = \"none\"\nusername = \"rocsync\"\n\
+         password = {{ file = \"imap.pass\" }}\ntimeout = \"2s\"\n"
+    ));
+    std::fs::write(sb.path("imap.pass"), "secret\n").unwrap();
+    sb.set_answer("urls-v1.json");
+    let out = sb.run(&["once"]);
+    assert!(!out.status.success(), "the mailbox failed: the command says so");
+    let err = stderr(&out);
+    assert!(err.contains("imap:") && err.contains("the annuaire was read all the same"), "{err}");
+    assert!(sb.read("out/hosts.txt").contains("idb.roc.mutuelle-exemple.test"), "the annuaire's hosts are applied");
+}

@@ -344,7 +344,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut engine = open(&cli.config)?;
             let run = source_step(engine.once(dry_run))?;
             output::once(&mut out, &run, dry_run)?;
-            Ok(ExitCode::SUCCESS)
+            // The annuaire was read and applied; a mailbox that failed still fails the command.
+            for e in &run.mail.errors {
+                writeln!(anstream::stderr(), "rocsync: the notifications could not be read ({e}); the annuaire was read all the same")?;
+            }
+            Ok(if run.mail.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Poll { force, save } => {
             let mut engine = open(&cli.config)?;
