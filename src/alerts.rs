@@ -564,10 +564,10 @@ fn superseded(plan: i64, why: &Withdrawn, at: &RunAt, fr: bool) -> (String, Stri
             t(format!("[rocsync] Le plan {plan} n'est plus à valider"), format!("[rocsync] Plan {plan} no longer needs review")),
             t(
                 format!(
-                    "Le plan {plan}, qui attendait votre approbation, ne sera pas appliqué : une lecture plus récente de l'annuaire ne le demande plus (ce qui est en vigueur y correspond de nouveau). Rien à faire.\n"
+                    "Le plan {plan}, qui attendait votre approbation, ne sera pas appliqué : une lecture plus récente de l'annuaire ne le demande plus (ce qui est en vigueur y correspond de nouveau, ou le changement a été retiré). Rien à faire.\n"
                 ),
                 format!(
-                    "Plan {plan}, which waited for your approval, will not be applied: a newer read of the annuaire no longer asks for it (what is in force matches it again). Nothing to do.\n"
+                    "Plan {plan}, which waited for your approval, will not be applied: a newer read of the annuaire no longer asks for it (what is in force matches it again, or the change was withdrawn). Nothing to do.\n"
                 ),
             ),
         ),

@@ -674,6 +674,13 @@ impl Store {
                     hint: format!("it needs approval first: rocsync approve {id} --by NAME"),
                 });
             }
+            Status::Superseded => {
+                let hint = match superseded_why_in(&tx, id)? {
+                    Some(why) => format!("{why}; only a ready or approved plan can be applied"),
+                    None => "only a ready or approved plan can be applied".into(),
+                };
+                return Err(StoreError::WrongStatus { id, status: plan.status, hint });
+            }
             status => {
                 return Err(StoreError::WrongStatus { id, status, hint: "only a ready or approved plan can be applied".into() });
             }

@@ -703,7 +703,7 @@ impl Worker {
         let in_force = self.engine.store.applied().map(|a| a.state).unwrap_or_default();
         let reverse = self.engine.store.address_book().map(|b| b.reverse()).unwrap_or_default();
         let pending: Vec<Plan> = self.engine.store.open_plans().unwrap_or_default();
-        let at = self.run_at();
+        let run_at = self.run_at();
         let Some(annuaire) = self.catalogue().cloned() else { return Vec::new() };
         let catalogue = with_notified(&annuaire, &pending);
         let correlator = Correlator::new(&catalogue, &in_force, reverse);
@@ -740,7 +740,7 @@ impl Worker {
                     in_force: event.in_force,
                     pending_plan,
                     notified,
-                    at: at.clone(),
+                    at: run_at.clone(),
                 },
                 at,
             ));
