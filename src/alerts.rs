@@ -57,7 +57,7 @@ impl RunAt {
     fn heading(&self, fr: bool) -> String {
         let Some(place) = self.place(fr) else { return String::new() };
         let mut chars = place.chars();
-        let first: String = chars.next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
+        let first: String = chars.next().map(|c| c.to_uppercase().collect::<String>()).unwrap_or_default();
         format!("{first}{}{}\n", chars.as_str(), if fr { " :" } else { ":" })
     }
 
@@ -349,7 +349,7 @@ impl Alert {
                     ),
                     None => t(&format!("[rocsync] Plan {plan} à valider"), &format!("[rocsync] Plan {plan} needs review")),
                 };
-                let mut body = closing.map(|c| danger(&c, fr)).unwrap_or_default();
+                let mut body = closing.as_ref().map(|c| danger(c, fr)).unwrap_or_default();
                 body += &t(&format!("Le plan {plan} attend votre approbation.\n"), &format!("Plan {plan} waits for your approval.\n"));
                 body += &reasons_text(reasons, lang);
                 body += &format!("\n{diff}\n");
@@ -357,12 +357,12 @@ impl Alert {
                 (subject, body)
             }
             Alert::Reminder { plan, created, diff, closing, at } => {
-                let warning = closing.map(|c| t(&format!(" — ATTENTION : il ferme {}", c.text(true)), &format!(" — WARNING: it closes {}", c.text(false))));
+                let warning = closing.as_ref().map(|c| t(&format!(" — ATTENTION : il ferme {}", c.text(true)), &format!(" — WARNING: it closes {}", c.text(false))));
                 let subject = t(
                     &format!("[rocsync] Rappel : le plan {plan} attend depuis le {created}{}", warning.as_deref().unwrap_or("")),
                     &format!("[rocsync] Reminder: plan {plan} waiting since {created}{}", warning.as_deref().unwrap_or("")),
                 );
-                let mut body = closing.map(|c| danger(&c, fr)).unwrap_or_default();
+                let mut body = closing.as_ref().map(|c| danger(c, fr)).unwrap_or_default();
                 body += &t(&format!("Le plan {plan} attend toujours une décision.\n\n{diff}\n"), &format!("Plan {plan} still waits for a decision.\n\n{diff}\n"));
                 body += &decision_commands(*plan, at, closing.is_some(), fr);
                 (subject, body)
