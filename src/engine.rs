@@ -119,11 +119,40 @@ pub fn now() -> String {
     OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::UNIX_EPOCH).format(&Rfc3339).unwrap_or_default()
 }
 
-/// Whether the open plans are exactly what `proposals` would store, on top of plan `base`.
-fn same_plans(open: &[Plan], proposals: &[Proposal], base: i64) -> bool {
-    open.len() == proposals.len()
-        && open.first().is_some_and(|p| p.base == base)
-        && open.iter().zip(proposals).all(|(p, q)| p.diff == q.diff && p.needs_approval == q.needs_approval && p.reasons == q.reasons)
+/// For each proposal, the open plan that holds exactly its changes, decided the same way for
+/// the same reasons: that plan keeps its number, and the review the RSSI was asked for, whatever
+/// else a newer read changed (a notification-only plan is not rebuilt and mailed again at every
+/// annuaire change). Its changes name the state before them, so it means the same on the new
+/// chain as on the old.
+fn unchanged_plans(open: &[Plan], proposals: &[Proposal]) -> Vec<Option<i64>> {
+    let mut taken: BTreeSet<i64> = BTreeSet::new();
+    proposals
+        .iter()
+        .map(|q| {
+            let same = open.iter().find(|p| {
+                !taken.contains(&p.id) && p.diff == q.diff && p.needs_approval == q.needs_approval && p.reasons == q.reasons
+            });
+            let id = same.map(|p| p.id);
+            taken.extend(id);
+            id
+        })
+        .collect()
+}
+
+/// The open plans in the order of `kept`, when they are all of them, all kept, and already
+/// chained on top of plan `base` in that order: nothing to store.
+fn still_holding(open: &[Plan], kept: &[Option<i64>], base: i64) -> Option<Vec<Plan>> {
+    if open.len() != kept.len() {
+        return None;
+    }
+    let mut chain = Vec::new();
+    let mut base = base;
+    for id in kept {
+        let plan = open.iter().find(|p| Some(p.id) == *id && p.base == base)?;
+        base = plan.id;
+        chain.push(plan.clone());
+    }
+    Some(chain)
 }
 
 /// What a source read gave.
@@ -201,6 +230,9 @@ pub struct PlanRun {
     pub mail: MailRun,
     /// What resolving the hosts in force changed (`None` while `[resolver]` is off).
     pub addresses: Option<BookChange>,
+    /// The plans this read superseded, each with the new plans that replace it (none when the
+    /// source no longer asks for what it did).
+    pub superseded: Vec<(i64, Vec<i64>)>,
 }
 
 /// What `rocsync recover` read and recorded.
@@ -412,6 +444,7 @@ impl Engine {
             hold_closings(&mut proposals, RECOVERED_BASE);
         }
         let open = self.store.open_plans()?;
+        let mut superseded = Vec::new();
         let plans = if dry_run {
             Vec::new()
         } else if proposals.is_empty() {
@@ -419,20 +452,32 @@ impl Engine {
             // read, and approving it now would undo that.
             for id in self.store.supersede_open("the source now matches what is in force", &now())? {
                 info!(plan = id, "Superseded: the source now matches what is in force.");
+                superseded.push((id, Vec::new()));
             }
             Vec::new()
-        } else if same_plans(&open, &proposals, applied.plan_id) {
-            // The same plans are already waiting: keep their ids, do not make new ones at every
-            // poll (the RSSI is reviewing those).
-            info!(plans = ?open.iter().map(|p| p.id).collect::<Vec<_>>(), "The open plans still hold.");
-            open
         } else {
-            self.store.insert_plans(&proposals, applied.plan_id, &read.source, read.answer.serial, &now())?
+            // A plan whose content did not change keeps its number (the RSSI is reviewing it);
+            // when all of them did, nothing is stored.
+            let kept = unchanged_plans(&open, &proposals);
+            match still_holding(&open, &kept, applied.plan_id) {
+                Some(chain) => {
+                    info!(plans = ?chain.iter().map(|p| p.id).collect::<Vec<_>>(), "The open plans still hold.");
+                    chain
+                }
+                None => {
+                    let replanned = self.store.replan(&proposals, &kept, applied.plan_id, &read.source, read.answer.serial, &now())?;
+                    for (id, by) in &replanned.superseded {
+                        info!(plan = id, by = ?by, "Superseded by a newer read of the source.");
+                    }
+                    superseded = replanned.superseded;
+                    replanned.plans
+                }
+            }
         };
         for p in &plans {
             info!(plan = p.id, status = %p.status, changes = p.diff.changes.len(), "Planned.");
         }
-        Ok(PlanRun { read, applied, plans, proposals, repaired: Vec::new(), mail: MailRun::default(), addresses: None })
+        Ok(PlanRun { read, applied, plans, proposals, repaired: Vec::new(), mail: MailRun::default(), addresses: None, superseded })
     }
 
     /// One reconcile pass: plan, apply what needs no approval, repair drifted outputs. The
@@ -1037,6 +1082,41 @@ mod tests {
     use super::*;
     use crate::plan::Mode;
     use crate::testing::{ctx, state};
+
+    /// Issue 11, item 3: each annuaire change rebuilt the notification-only plan under a new
+    /// number, mailed again. A plan whose content did not change keeps its number.
+    #[test]
+    fn a_plan_whose_content_did_not_change_keeps_its_number() {
+        let (v1, v2) = (state("urls-v1.json"), state("urls-v2.json"));
+        let proposals = propose(&v1, &v2, &ctx(Mode::Hybrid));
+        let plan = |id: i64, base: i64, p: &Proposal| Plan {
+            id,
+            created: "t".into(),
+            base,
+            source: "a".into(),
+            serial: None,
+            status: Status::Pending,
+            needs_approval: p.needs_approval,
+            reasons: p.reasons.clone(),
+            diff: p.diff.clone(),
+        };
+        let open = vec![plan(5, 4, &proposals[0]), plan(6, 5, &proposals[1])];
+        let kept = unchanged_plans(&open, &proposals);
+        assert_eq!(kept, [Some(5), Some(6)]);
+        let ids = |chain: Option<Vec<Plan>>| chain.map(|c| c.iter().map(|p| p.id).collect::<Vec<_>>());
+        assert_eq!(ids(still_holding(&open, &kept, 4)), Some(vec![5, 6]));
+        assert_eq!(ids(still_holding(&open, &kept, 3)), None, "another state is in force: chained again");
+        // A newer read changes the openings only: the closing keeps its number.
+        let mut other = proposals.clone();
+        other[0].diff.changes.pop();
+        assert_eq!(unchanged_plans(&open, &other), [None, Some(6)]);
+    }
+
+    /// Reasons the engine words have their French form for the e-mails.
+    #[test]
+    fn the_engines_reasons_have_a_french_form() {
+        assert!(crate::plan::french(RECOVERED_BASE).is_some_and(|f| f.starts_with("calculé sur un état repris")));
+    }
 
     #[test]
     fn closings_computed_against_a_recovered_state_wait_in_every_mode() {

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::amc::AmcNumber;
 use crate::catalogue::{Entry, Origin, State};
+use crate::config::Language;
 use crate::host::Host;
+
+pub mod render;
 
 /// One host whose entry changes: `before` is `None` for an opening, `after` is `None` for a
 /// closing; both are set when ports or provenance change.
@@ -68,9 +71,15 @@ impl Change {
         !self.ports_removed().is_empty()
     }
 
-    /// An opening the annuaire itself lists, that closes nothing: what `hybrid` applies at once.
-    pub fn is_annuaire_opening(&self) -> bool {
-        !self.closes() && self.after.as_ref().is_some_and(|e| e.origins.contains(&Origin::Annuaire))
+    /// An opening that closes nothing and that the annuaire lists or the configuration adds
+    /// (`policy.extra_hosts`: the engineer's own decision): what `hybrid` applies at once.
+    pub fn is_trusted_opening(&self) -> bool {
+        !self.closes() && self.after.as_ref().is_some_and(|e| e.origins.contains(&Origin::Annuaire) || e.origins.contains(&Origin::Config))
+    }
+
+    /// A change the configuration makes (`policy.extra_hosts`), the annuaire not listing the host.
+    pub fn is_configured(&self) -> bool {
+        self.after.as_ref().is_some_and(|e| e.origins.contains(&Origin::Config) && !e.origins.contains(&Origin::Annuaire))
     }
 
     /// An opening that only an Inter-AMC notification names.
@@ -157,6 +166,11 @@ impl HostDiff {
     pub fn closings(&self) -> usize {
         self.changes.iter().filter(|c| c.closes()).count()
     }
+
+    /// The hosts this diff opens or changes because the configuration adds them.
+    pub fn configured(&self) -> Vec<&Host> {
+        self.changes.iter().filter(|c| c.is_configured()).map(|c| &c.host).collect()
+    }
 }
 
 /// How plans are decided (`review.mode`).
@@ -167,7 +181,8 @@ pub enum Mode {
     Auto,
     /// Every plan waits for approval.
     Review,
-    /// Openings that the annuaire lists are applied at once; everything else waits.
+    /// Openings that the annuaire lists or the configuration adds are applied at once;
+    /// everything else waits.
     Hybrid,
 }
 
@@ -274,14 +289,14 @@ pub fn propose(applied: &State, desired: &State, ctx: &Context) -> Vec<Proposal>
         }
         Mode::Hybrid => {
             let (openings, rest): (Vec<Change>, Vec<Change>) =
-                diff.changes.into_iter().partition(Change::is_annuaire_opening);
+                diff.changes.into_iter().partition(Change::is_trusted_opening);
             let mut plans = Vec::new();
             if !openings.is_empty() {
                 plans.push(Proposal { diff: HostDiff { changes: openings }, needs_approval: false, reasons: vec![] });
             }
             if !rest.is_empty() {
                 let mut reasons = vec![
-                    "hybrid mode: only openings that the annuaire lists apply without approval".to_owned(),
+                    "hybrid mode: only openings that the annuaire lists or policy.extra_hosts adds apply without approval".to_owned(),
                 ];
                 reasons.extend(guard_reasons);
                 plans.push(Proposal { diff: HostDiff { changes: rest }, needs_approval: true, reasons });
@@ -304,6 +319,92 @@ pub fn propose(applied: &State, desired: &State, ctx: &Context) -> Vec<Proposal>
         }
     }
     plans
+}
+
+/// Every reason a plan can wait for, in English (as [`propose`], [`Guard::check`] and the engine
+/// word it, stored, and shown by the command line) and in French (the e-mails' default
+/// language). `{}` stands for a value, in the same order in both texts. A test makes every
+/// reason those functions give find its line here.
+const REASONS: &[(&str, &str)] = &[
+    (
+        "closes {} of the {} hosts in force ({}%), more than review.max_removal_percent = {}%",
+        "ferme {} des {} hôtes en vigueur ({} %), plus que review.max_removal_percent = {} %",
+    ),
+    ("closes {} hosts, more than review.max_removal_hosts = {}", "ferme {} hôtes, plus que review.max_removal_hosts = {}"),
+    (
+        "the source's answer had {} rejected value(s): a closing may come from a value rocsync could not read",
+        "la réponse de la source avait {} valeur(s) rejetée(s) : une fermeture peut venir d'une valeur que rocsync n'a pas pu lire",
+    ),
+    (
+        "{} host(s) named only by an Inter-AMC notification, not listed by the annuaire: check with the AMC before approving",
+        "{} hôte(s) annoncé(s) seulement par une notification Inter-AMC, absent(s) de l'annuaire : vérifier auprès de l'AMC avant d'approuver",
+    ),
+    ("review mode: every plan waits for approval", "mode revue : chaque plan attend une approbation"),
+    (
+        "hybrid mode: only openings that the annuaire lists or policy.extra_hosts adds apply without approval",
+        "mode hybride : seules les ouvertures que l'annuaire liste ou que policy.extra_hosts ajoute s'appliquent sans approbation",
+    ),
+    (
+        "the answer's serial {} is older than serial {}, already applied: an older answer (replayed, or a stale cache) never applies without approval",
+        "le numéro de série {} de la réponse est plus ancien que le numéro {}, déjà appliqué : une réponse plus ancienne (rejouée, ou un cache périmé) ne s'applique jamais sans approbation",
+    ),
+    (
+        "the answer has no valid serial while serial {} is applied: it cannot be told newer, so it never applies without approval",
+        "la réponse n'a pas de numéro de série valide alors que le numéro {} est appliqué : rien ne dit qu'elle est plus récente, elle ne s'applique donc jamais sans approbation",
+    ),
+    (
+        "computed against a state recovered from the outputs (rocsync recover): a closing may come from what the outputs could not tell (ports, provenance)",
+        "calculé sur un état repris des fichiers de sortie (rocsync recover) : une fermeture peut venir de ce que ces fichiers ne disent pas (ports, provenance)",
+    ),
+    ("rollback to the state of plan {}, asked by {}", "retour à l'état du plan {}, demandé par {}"),
+];
+
+/// A reason a plan waits for, as stored (English), in `lang`. A reason that has no French form
+/// (written by an older rocsync) stays as it is rather than go missing.
+pub fn reason_in(reason: &str, lang: &Language) -> String {
+    match lang {
+        Language::En => reason.to_owned(),
+        Language::Fr => french(reason).unwrap_or_else(|| reason.to_owned()),
+    }
+}
+
+/// The French form of a reason, when [`REASONS`] has its line.
+pub fn french(reason: &str) -> Option<String> {
+    REASONS.iter().find_map(|(en, fr)| values_in(en, reason).map(|values| fill(fr, &values)))
+}
+
+/// The values that fill `template`'s `{}` to give `text`, if `text` is `template` filled in.
+fn values_in<'a>(template: &str, text: &'a str) -> Option<Vec<&'a str>> {
+    let mut parts = template.split("{}");
+    let mut rest = text.strip_prefix(parts.next().unwrap_or(""))?;
+    let parts: Vec<&str> = parts.collect();
+    let mut values = Vec::new();
+    for (i, part) in parts.iter().copied().enumerate() {
+        // The last value runs to the template's tail, at the very end of the text.
+        let end = if i + 1 == parts.len() { rest.strip_suffix(part)?.len() } else { rest.find(part)? };
+        values.push(&rest[..end]);
+        rest = &rest[end + part.len()..];
+    }
+    rest.is_empty().then_some(values)
+}
+
+/// `template` with its `{}` replaced by `values`, in order.
+fn fill(template: &str, values: &[&str]) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    for (i, part) in template.split("{}").enumerate() {
+        if i > 0 {
+            out.push_str(values.get(i - 1).copied().unwrap_or(""));
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+/// The plans among `new` that replace `old`, superseded by them: those that change one of the
+/// hosts it changes. None when a newer read no longer asks for what `old` did.
+pub fn replacements(old: &HostDiff, new: &[&Plan]) -> Vec<i64> {
+    let hosts: BTreeSet<&Host> = old.changes.iter().map(|c| &c.host).collect();
+    new.iter().filter(|p| p.diff.changes.iter().any(|c| hosts.contains(&c.host))).map(|p| p.id).collect()
 }
 
 /// Where a stored plan stands.
@@ -372,8 +473,8 @@ pub struct Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalogue::AmcUse;
-    use crate::testing::{ctx, state};
+    use crate::catalogue::{AmcUse, Policy};
+    use crate::testing::{ctx, fixture_state, state};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
@@ -460,6 +561,87 @@ mod tests {
             assert!(plans[..plans.len() - 1].iter().all(|p| !names(p.diff.changes.iter()).contains(&"hint.mail.test")));
         }
         assert!(!propose(&v1, &v2, &ctx(Mode::Auto))[0].needs_approval, "the annuaire's changes are not held back");
+    }
+
+    /// Issue 11, item 9: in hybrid mode the engineer's own `policy.extra_hosts` waited for
+    /// approval, so every first start ended with a pending plan and a mail to the RSSI.
+    #[test]
+    fn hybrid_applies_the_configurations_openings_like_the_annuaires() {
+        let policy = Policy {
+            extra_hosts: vec!["crl.igc-sante.test:80".parse().unwrap(), "ocsp.igc-sante.test".parse().unwrap()],
+            ..Policy::default()
+        };
+        let with_extras = fixture_state("urls-v1.json", &policy);
+        let first = propose(&State::default(), &with_extras, &ctx(Mode::Hybrid));
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert!(!first[0].needs_approval);
+        let configured: Vec<&str> = first[0].diff.configured().iter().map(|h| h.as_str()).collect();
+        assert_eq!(configured, ["crl.igc-sante.test", "ocsp.igc-sante.test"]);
+        // Taking one out of the configuration closes it: that waits.
+        let fewer = Policy { extra_hosts: policy.extra_hosts[..1].to_vec(), ..Policy::default() };
+        let plans = propose(&with_extras, &fixture_state("urls-v1.json", &fewer), &ctx(Mode::Hybrid));
+        assert_eq!(plans.len(), 1);
+        assert!(plans[0].needs_approval);
+        // Review mode still asks for everything.
+        assert!(propose(&State::default(), &with_extras, &ctx(Mode::Review))[0].needs_approval);
+    }
+
+    /// Issue 11, item 8: the French review mail gave its reasons in English. Every reason the
+    /// planning gives has its French form.
+    #[test]
+    fn every_reason_has_its_french_form() {
+        let (v1, v2, empty) = (state("urls-v1.json"), state("urls-v2.json"), state("empty-organismes.json"));
+        let mut notified = v2.clone();
+        let mut hint = v2.entries.values().next().unwrap().clone();
+        hint.origins = BTreeSet::from([Origin::Notification]);
+        notified.entries.insert(Host::parse("hint.mail.test").unwrap(), hint);
+        let mut reasons: Vec<String> = Vec::new();
+        for mode in [Mode::Auto, Mode::Review, Mode::Hybrid] {
+            for stale in [None, Some((Some(4182), 4183)), Some((None, 4183))] {
+                let c = Context { rejected_values: 2, stale_serial: stale, ..ctx(mode) };
+                for to in [&v2, &empty, &notified] {
+                    reasons.extend(propose(&v1, to, &c).into_iter().flat_map(|p| p.reasons));
+                }
+            }
+        }
+        assert!(reasons.len() > 20, "{reasons:?}");
+        reasons.push("rollback to the state of plan 3, asked by J. Martin (RSSI)".into());
+        for r in &reasons {
+            let fr = french(r).unwrap_or_else(|| panic!("no French form for {r:?}"));
+            assert!(!fr.contains(" the ") && !fr.contains("approval") && !fr.contains("{}"), "{fr}");
+        }
+        assert_eq!(
+            french("closes 12 of the 13 hosts in force (92%), more than review.max_removal_percent = 20%").as_deref(),
+            Some("ferme 12 des 13 hôtes en vigueur (92 %), plus que review.max_removal_percent = 20 %")
+        );
+        assert_eq!(
+            french("rollback to the state of plan 3, asked by J. Martin (RSSI)").as_deref(),
+            Some("retour à l'état du plan 3, demandé par J. Martin (RSSI)")
+        );
+        assert_eq!(reason_in("a reason an older rocsync wrote", &Language::Fr), "a reason an older rocsync wrote");
+        assert_eq!(reason_in("review mode: every plan waits for approval", &Language::En), "review mode: every plan waits for approval");
+    }
+
+    #[test]
+    fn replacements_are_the_new_plans_that_change_the_same_hosts() {
+        let (v1, v2) = (state("urls-v1.json"), state("urls-v2.json"));
+        let diff = HostDiff::between(&v1, &v2).unwrap();
+        let plan = |id: i64, changes: Vec<Change>| Plan {
+            id,
+            created: String::new(),
+            base: 0,
+            source: String::new(),
+            serial: None,
+            status: Status::Pending,
+            needs_approval: true,
+            reasons: vec![],
+            diff: HostDiff { changes },
+        };
+        let same = plan(9, diff.changes[..2].to_vec());
+        let other = plan(10, diff.changes[3..].to_vec());
+        let old = HostDiff { changes: diff.changes[..1].to_vec() };
+        assert_eq!(replacements(&old, &[&same, &other]), [9]);
+        assert_eq!(replacements(&old, &[&other]), Vec::<i64>::new());
     }
 
     #[test]

@@ -521,43 +521,70 @@ impl Store {
         let mut plans = Vec::new();
         let mut base = base;
         for p in proposals {
-            let status = if p.needs_approval { Status::Pending } else { Status::Ready };
-            tx.execute(
-                "INSERT INTO plans (created, base, source, serial, status, needs_approval, reasons, diff)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    now,
-                    base,
-                    source,
-                    serial.map(|s| s as i64),
-                    status.as_str(),
-                    p.needs_approval,
-                    serde_json::to_string(&p.reasons).expect("strings serialise"),
-                    serde_json::to_string(&p.diff).expect("a diff serialises"),
-                ],
-            )?;
-            let id = tx.last_insert_rowid();
-            let detail = format!(
-                "{} change(s) from {source}{}",
-                p.diff.changes.len(),
-                if p.needs_approval { format!("; needs approval: {}", p.reasons.join("; ")) } else { String::new() }
-            );
-            audit_in(&tx, now, "rocsync", "plan.created", Some(id), &detail)?;
-            plans.push(Plan {
-                id,
-                created: now.to_owned(),
-                base,
-                source: source.to_owned(),
-                serial,
-                status,
-                needs_approval: p.needs_approval,
-                reasons: p.reasons.clone(),
-                diff: p.diff.clone(),
-            });
-            base = id;
+            let plan = insert_plan_in(&tx, p, base, source, serial, now)?;
+            base = plan.id;
+            plans.push(plan);
         }
         tx.commit()?;
         Ok(plans)
+    }
+
+    /// Stores the plans of a new read of the source, in order, each based on the one before,
+    /// the first on plan `base`. `kept[i]`, when set, is an open plan whose content is
+    /// `proposals[i]` exactly: it keeps its number (and the review the RSSI was asked for),
+    /// and is only put on top of the plan before it (audited `plan.kept`). Every other open
+    /// plan is superseded, naming the new plans that replace it.
+    pub fn replan(
+        &mut self,
+        proposals: &[Proposal],
+        kept: &[Option<i64>],
+        base: i64,
+        source: &str,
+        serial: Option<u64>,
+        now: &str,
+    ) -> Result<Replanned, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let open = open_plans_in(&tx)?;
+        let mut plans = Vec::new();
+        let mut base = base;
+        for (i, p) in proposals.iter().enumerate() {
+            let old = kept.get(i).copied().flatten().and_then(|id| open.iter().find(|o| o.id == id));
+            let plan = match old {
+                Some(old) => {
+                    if old.base != base {
+                        tx.execute("UPDATE plans SET base = ?1 WHERE id = ?2", params![base, old.id])?;
+                        let detail = format!(
+                            "unchanged by the read of {source}: kept, now on top of {} (was computed against {})",
+                            base_name(base),
+                            base_name(old.base)
+                        );
+                        audit_in(&tx, now, "rocsync", "plan.kept", Some(old.id), &detail)?;
+                    }
+                    Plan { base, ..old.clone() }
+                }
+                None => insert_plan_in(&tx, p, base, source, serial, now)?,
+            };
+            base = plan.id;
+            plans.push(plan);
+        }
+        let new: Vec<&Plan> = plans.iter().filter(|p| !open.iter().any(|o| o.id == p.id)).collect();
+        let mut superseded = Vec::new();
+        for old in open.iter().filter(|o| !plans.iter().any(|p| p.id == o.id)) {
+            let by = crate::plan::replacements(&old.diff, &new);
+            let reason = match by.as_slice() {
+                [] => format!("a newer read of {source} no longer asks for it"),
+                [one] => format!("replaced by plan {one}, computed from a newer read of {source} (rocsync plan show {one})"),
+                many => format!(
+                    "replaced by plans {}, computed from a newer read of {source}",
+                    many.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            set_status(&tx, old.id, Status::Superseded)?;
+            audit_in(&tx, now, "rocsync", "plan.superseded", Some(old.id), &reason)?;
+            superseded.push((old.id, by));
+        }
+        tx.commit()?;
+        Ok(Replanned { plans, superseded })
     }
 
     /// Marks every open plan superseded, with why; returns their ids.
@@ -583,10 +610,7 @@ impl Store {
 
     /// Plans that may still be applied, oldest first.
     pub fn open_plans(&self) -> Result<Vec<Plan>, StoreError> {
-        let mut stmt =
-            self.conn.prepare(&format!("{PLAN_SELECT} WHERE status IN ('pending', 'ready', 'approved') ORDER BY id"))?;
-        let rows = stmt.query_map([], raw_plan)?.collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(RawPlan::decode).collect()
+        open_plans_in(&self.conn)
     }
 
     pub fn decisions(&self, plan_id: i64) -> Result<Vec<DecisionRecord>, StoreError> {
@@ -610,7 +634,16 @@ impl Store {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let plan = plan_in(&tx, id)?;
         if !plan.status.is_open() {
-            return Err(StoreError::WrongStatus { id, status: plan.status, hint: "only an open plan can be decided".into() });
+            // A superseded plan says what replaced it: the plan to look at instead.
+            let why = match plan.status {
+                Status::Superseded => superseded_why_in(&tx, id)?,
+                _ => None,
+            };
+            let hint = match why {
+                Some(why) => format!("{why}; only an open plan can be decided"),
+                None => "only an open plan can be decided".into(),
+            };
+            return Err(StoreError::WrongStatus { id, status: plan.status, hint });
         }
         let (word, status, action) = match decision {
             Decision::Approve => ("approve", Status::Approved, "plan.approved"),
@@ -640,6 +673,13 @@ impl Store {
                     status: plan.status,
                     hint: format!("it needs approval first: rocsync approve {id} --by NAME"),
                 });
+            }
+            Status::Superseded => {
+                let hint = match superseded_why_in(&tx, id)? {
+                    Some(why) => format!("{why}; only a ready or approved plan can be applied"),
+                    None => "only a ready or approved plan can be applied".into(),
+                };
+                return Err(StoreError::WrongStatus { id, status: plan.status, hint });
             }
             status => {
                 return Err(StoreError::WrongStatus { id, status, hint: "only a ready or approved plan can be applied".into() });
@@ -946,6 +986,69 @@ fn supersede_open_in(tx: &Transaction<'_>, reason: &str, now: &str) -> Result<Ve
     Ok(open)
 }
 
+/// Inserts one plan on top of plan `base`, audited `plan.created` (with the hosts that come from
+/// the configuration, which hybrid mode applies without approval).
+fn insert_plan_in(tx: &Transaction<'_>, p: &Proposal, base: i64, source: &str, serial: Option<u64>, now: &str) -> Result<Plan, StoreError> {
+    let status = if p.needs_approval { Status::Pending } else { Status::Ready };
+    tx.execute(
+        "INSERT INTO plans (created, base, source, serial, status, needs_approval, reasons, diff)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            now,
+            base,
+            source,
+            serial.map(|s| s as i64),
+            status.as_str(),
+            p.needs_approval,
+            serde_json::to_string(&p.reasons).expect("strings serialise"),
+            serde_json::to_string(&p.diff).expect("a diff serialises"),
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    let configured: Vec<&str> = p.diff.configured().into_iter().map(|h| h.as_str()).collect();
+    let detail = format!(
+        "{} change(s) from {source}{}{}",
+        p.diff.changes.len(),
+        if configured.is_empty() { String::new() } else { format!("; from the configuration (policy.extra_hosts): {}", configured.join(", ")) },
+        if p.needs_approval { format!("; needs approval: {}", p.reasons.join("; ")) } else { String::new() }
+    );
+    audit_in(tx, now, "rocsync", "plan.created", Some(id), &detail)?;
+    Ok(Plan {
+        id,
+        created: now.to_owned(),
+        base,
+        source: source.to_owned(),
+        serial,
+        status,
+        needs_approval: p.needs_approval,
+        reasons: p.reasons.clone(),
+        diff: p.diff.clone(),
+    })
+}
+
+/// Plans that may still be applied, oldest first.
+fn open_plans_in(conn: &Connection) -> Result<Vec<Plan>, StoreError> {
+    let mut stmt = conn.prepare(&format!("{PLAN_SELECT} WHERE status IN ('pending', 'ready', 'approved') ORDER BY id"))?;
+    let rows = stmt.query_map([], raw_plan)?.collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter().map(RawPlan::decode).collect()
+}
+
+/// Why plan `id` was superseded, as the audit log recorded it last.
+fn superseded_why_in(conn: &Connection, id: i64) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT detail FROM audit WHERE action = 'plan.superseded' AND plan_id = ?1 ORDER BY id DESC LIMIT 1",
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// `plan 4`, or `the empty state`.
+fn base_name(base: i64) -> String {
+    if base == 0 { "the empty state".into() } else { format!("plan {base}") }
+}
+
 fn plan_in(tx: &Transaction<'_>, id: i64) -> Result<Plan, StoreError> {
     let mut stmt = tx.prepare(&format!("{PLAN_SELECT} WHERE id = ?1"))?;
     let row = stmt.query_row([id], raw_plan).optional()?;
@@ -1105,6 +1208,16 @@ pub struct LogPosition {
     pub first_line: String,
 }
 
+/// What [`Store::replan`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replanned {
+    /// The open plans of the read, in the order they apply: kept ones and new ones.
+    pub plans: Vec<Plan>,
+    /// The plans superseded, each with the new plans that replace it (none when the newer read
+    /// no longer asks for what it did).
+    pub superseded: Vec<(i64, Vec<i64>)>,
+}
+
 /// One alert of the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedAlert {
@@ -1255,6 +1368,22 @@ impl Store {
         Ok(alerts)
     }
 
+    /// The newest alert raised with this key that was not dropped, with when it was raised
+    /// (milliseconds since the epoch).
+    pub fn last_raised(&self, key: &str) -> Result<Option<(u64, Alert)>, StoreError> {
+        let row: Option<(i64, i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT id, created_ms, detail FROM alerts WHERE key = ?1 AND status != 'dropped' ORDER BY id DESC LIMIT 1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((id, created_ms, detail)) = row else { return Ok(None) };
+        let alert = serde_json::from_str(&detail).map_err(|source| StoreError::Corrupt { what: format!("alert {id}"), source })?;
+        Ok(Some((created_ms as u64, alert)))
+    }
+
     /// Whether an alert with this key was raised since `since_ms` (to raise some alerts once).
     pub fn alert_raised_since(&self, key: &str, since_ms: u64) -> Result<bool, StoreError> {
         let n: i64 = self.conn.query_row(
@@ -1374,6 +1503,33 @@ mod tests {
         moved.base = 99;
         assert!(matches!(store.commit_apply(&moved, &applied.state, "x", "t3"), Err(StoreError::Stale { .. })));
         assert_eq!(store.applied().unwrap().plan_id, 0);
+    }
+
+    /// Issue 11, item 3: every read rebuilt the plans, so a plan left waiting got a new number
+    /// and a new mail at each annuaire change. One whose content did not change keeps its
+    /// number; the others are superseded naming what replaced them, and deciding one says so.
+    #[test]
+    fn replanning_keeps_unchanged_plans_and_names_their_replacements() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let proposals = propose(&state("urls-v1.json"), &state("urls-v2.json"), &ctx(Mode::Hybrid));
+        assert_eq!(proposals.len(), 2, "the openings, then the closing that waits");
+        let first = store.replan(&proposals, &[None, None], 0, "a", None, "t1").unwrap();
+        assert!(first.superseded.is_empty());
+        let (openings, closing) = (first.plans[0].id, first.plans[1].id);
+        // A newer read: other openings, the same closing.
+        let mut again = proposals.clone();
+        again[0].diff.changes.pop();
+        let second = store.replan(&again, &[None, Some(closing)], 0, "b", None, "t2").unwrap();
+        let new_openings = second.plans[0].id;
+        assert_eq!(second.plans[1].id, closing, "kept");
+        assert_eq!(store.plan(closing).unwrap().base, new_openings, "now on top of the new openings");
+        assert_eq!(store.plan(closing).unwrap().status, Status::Pending);
+        assert_eq!(second.superseded, [(openings, vec![new_openings])]);
+        let err = store.decide(openings, Decision::Approve, "rssi", None, "t3").unwrap_err().to_string();
+        assert!(err.contains(&format!("plan {openings} is superseded; replaced by plan {new_openings}")), "{err}");
+        let actions: Vec<String> = store.audit_log(20).unwrap().into_iter().map(|a| a.action).collect();
+        assert!(actions.contains(&"plan.kept".to_owned()), "{actions:?}");
     }
 
     #[test]

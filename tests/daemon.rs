@@ -85,7 +85,10 @@ fn review_mail_then_approval_from_the_cli_applies_in_the_running_daemon() {
     let review = mails.iter().find(|m| m.subject() == "[rocsync] Plan 1 à valider").unwrap_or_else(|| panic!("{mails:?}"));
     assert_eq!(review.to, ["rssi@hopital.test"]);
     let body = review.body();
-    assert!(body.contains("MUTUELLE EXEMPLE (123456789)") && body.contains("+ idb.roc.mutuelle-exemple.test tcp/443"), "{body}");
+    assert!(body.contains("MUTUELLE EXEMPLE (123456789)"), "{body}");
+    // The same lines as `rocsync plan show` prints: host, ports, services.
+    let line = body.lines().find(|l| l.trim_start().starts_with("+ idb.roc.mutuelle-exemple.test")).unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(line.split_whitespace().collect::<Vec<_>>(), ["+", "idb.roc.mutuelle-exemple.test", "tcp/443", "IDB"], "{body}");
     assert!(body.contains("Approuver : rocsync approve 1 --by NOM"), "{body}");
     assert!(!sb.path("out/hosts.txt").exists(), "nothing applied before approval");
 

@@ -8,10 +8,12 @@ use std::path::Path;
 use anstyle::{AnsiColor, Style};
 use serde_json::{Value, json};
 
-use crate::catalogue::{Catalogue, Entry, Origin};
+use crate::catalogue::{Catalogue, Entry};
+use crate::config::Language;
 use crate::engine::{Engine, PlanRun, Read};
 use crate::host::Host;
-use crate::plan::{Change, ChangeKind, HostDiff, Plan, Status};
+use crate::plan::render::{self, Tone};
+use crate::plan::{ChangeKind, HostDiff, Plan, Status};
 use crate::sources::annuaire::Answer;
 use crate::store::{AuditEntry, DecisionRecord};
 
@@ -42,143 +44,24 @@ fn host_json(host: &Host, entry: &Entry) -> Value {
     })
 }
 
-/// A group of lines in a plan: one AMC, or a non-AMC origin.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Group {
-    Amc { name: String, number: String },
-    Origin(Origin),
-    /// Neither an AMC nor the configuration: a host recovered from an output that keeps no
-    /// provenance (`rocsync recover`).
-    Unknown,
-}
-
-impl Group {
-    fn title(&self) -> String {
-        match self {
-            // Escaped when it entered; escaped again here (a no-op then) for states stored by
-            // older versions: a name never adds a line to a plan.
-            Group::Amc { name, number } => format!("{} ({number})", crate::text::label(name)),
-            Group::Origin(Origin::Config) => "Configuration (policy.extra_hosts)".into(),
-            Group::Origin(Origin::Notification) => "Inter-AMC notification only (not listed by the annuaire)".into(),
-            Group::Origin(Origin::Annuaire) => "Annuaire".into(),
-            Group::Unknown => "Provenance unknown (recovered from the outputs)".into(),
-        }
-    }
-}
-
-/// Every line of a diff, grouped by AMC (name, then number), then by other origins.
-fn grouped_lines(diff: &HostDiff) -> BTreeMap<Group, Vec<(Style, String)>> {
-    let mut groups: BTreeMap<Group, Vec<(Style, String)>> = BTreeMap::new();
-    let amc_group = |entry: &Entry, number: &crate::amc::AmcNumber| Group::Amc {
-        name: entry.amcs.get(number).map(|u| u.name.clone()).unwrap_or_default(),
-        number: number.as_str().to_owned(),
-    };
-    // A notification names its AMC, so its hosts are listed under that AMC, marked.
-    let other_groups = |entry: &Entry| -> Vec<Group> {
-        let mut groups: Vec<Group> = entry.origins.iter().filter(|o| **o == Origin::Config).map(|o| Group::Origin(*o)).collect();
-        // Shown all the same, so that no line of a plan goes missing.
-        if groups.is_empty() && entry.amcs.is_empty() {
-            groups.push(Group::Unknown);
-        }
-        groups
-    };
-    for change in &diff.changes {
-        let host = &change.host;
-        match change.kind() {
-            ChangeKind::Added | ChangeKind::Removed => {
-                let (sign, style) = if change.kind() == ChangeKind::Added { ('+', ADD) } else { ('-', DEL) };
-                let entry = change.entry();
-                let hint = if entry.origins.contains(&Origin::Annuaire) || !entry.origins.contains(&Origin::Notification) {
-                    ""
-                } else {
-                    "[named only by an Inter-AMC notification]"
-                };
-                for (number, u) in &entry.amcs {
-                    let services: Vec<&str> = u.services.iter().map(String::as_str).collect();
-                    let line = format!("{sign} {host:<40} {:<14} {}{hint}", ports(entry), services.join(" "));
-                    groups.entry(amc_group(entry, number)).or_default().push((style, line));
-                }
-                for g in other_groups(entry) {
-                    groups.entry(g).or_default().push((style, format!("{sign} {host:<40} {}", ports(entry))));
-                }
-            }
-            ChangeKind::Changed => changed_lines(change, &mut groups, amc_group, other_groups),
-        }
-    }
-    groups
-}
-
-fn changed_lines(
-    change: &Change,
-    groups: &mut BTreeMap<Group, Vec<(Style, String)>>,
-    amc_group: impl Fn(&Entry, &crate::amc::AmcNumber) -> Group,
-    other_groups: impl Fn(&Entry) -> Vec<Group>,
-) {
-    let (before, after) = (change.before.as_ref().expect("changed"), change.after.as_ref().expect("changed"));
-    let host = &change.host;
-    let (added, removed) = (change.ports_added(), change.ports_removed());
-    let mut port_note = Vec::new();
-    if !added.is_empty() {
-        port_note.push(format!("opens tcp/{}", port_list(&added)));
-    }
-    if !removed.is_empty() {
-        port_note.push(format!("closes tcp/{}", port_list(&removed)));
-    }
-    let style = if removed.is_empty() { MOD } else { DEL };
-    let stays_for: Vec<String> = after.amcs.iter().map(|(n, u)| format!("{} ({n})", crate::text::label(&u.name))).collect();
-    for number in change.amcs_removed() {
-        let mut line = format!("~ {host:<40} no longer listed by this AMC");
-        if !stays_for.is_empty() {
-            line.push_str(&format!("; stays open for {}", stays_for.join(", ")));
-        }
-        groups.entry(amc_group(before, &number)).or_default().push((MOD, line));
-    }
-    let new_amcs = change.amcs_added();
-    for number in after.amcs.keys() {
-        let mut notes = port_note.clone();
-        if new_amcs.contains(number) {
-            notes.insert(0, "now also listed by this AMC".into());
-        }
-        let services_changed = before.amcs.get(number).map(|u| &u.services) != after.amcs.get(number).map(|u| &u.services);
-        if services_changed && !new_amcs.contains(number) {
-            let s: Vec<&str> = after.amcs[number].services.iter().map(String::as_str).collect();
-            notes.push(format!("services now {}", s.join(" ")));
-        }
-        if !notes.is_empty() {
-            groups.entry(amc_group(after, number)).or_default().push((style, format!("~ {host:<40} {}", notes.join("; "))));
-        }
-    }
-    let before_other: BTreeSet<Group> = other_groups(before).into_iter().collect();
-    let after_other: BTreeSet<Group> = other_groups(after).into_iter().collect();
-    for g in &after_other {
-        let note = if before_other.contains(g) { port_note.join("; ") } else { format!("now also allowed by this origin {}", ports(after)) };
-        if !note.is_empty() {
-            groups.entry(g.clone()).or_default().push((style, format!("~ {host:<40} {note}")));
-        }
-    }
-    for g in before_other.difference(&after_other).cloned() {
-        let note = if g == Group::Unknown { "provenance now known" } else { "no longer allowed by this origin" };
-        groups.entry(g).or_default().push((MOD, format!("~ {host:<40} {note}")));
-    }
-}
-
 fn counts(diff: &HostDiff) -> (usize, usize, usize) {
-    (
-        diff.of_kind(ChangeKind::Added).count(),
-        diff.of_kind(ChangeKind::Removed).count(),
-        diff.of_kind(ChangeKind::Changed).count(),
-    )
+    render::counts(diff)
 }
 
+/// The diff grouped by AMC, as the e-mails show it too ([`render`]), coloured on a terminal.
 fn write_diff(out: &mut impl Write, diff: &HostDiff) -> io::Result<()> {
-    for (group, lines) in grouped_lines(diff) {
-        writeln!(out, "  {BOLD}{}{BOLD:#}", group.title())?;
-        for (style, line) in lines {
-            writeln!(out, "    {style}{}{style:#}", line.trim_end())?;
+    for (group, lines) in render::grouped(diff, &Language::En) {
+        writeln!(out, "  {BOLD}{}{BOLD:#}", group.title(&Language::En))?;
+        for line in lines {
+            let style = match line.tone {
+                Tone::Opens => ADD,
+                Tone::Closes => DEL,
+                Tone::Changes => MOD,
+            };
+            writeln!(out, "    {style}{}{style:#}", line.text)?;
         }
     }
-    let (a, r, c) = counts(diff);
-    writeln!(out, "\n  {a} to open, {r} to close, {c} changed.")
+    writeln!(out, "\n  {}", render::totals(diff, &Language::En))
 }
 
 fn status_style(status: Status) -> Style {

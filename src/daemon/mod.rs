@@ -17,7 +17,6 @@
 pub mod http;
 pub mod mailer;
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -31,11 +30,13 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
-use crate::alerts::{Alert, AmcName, reminder_key, review_key};
-use crate::catalogue::Catalogue;
+use crate::alerts::{Alert, AmcName, Closing, RunAt, Withdrawn, reminder_key, review_key, unreachable_key};
+use crate::amc::AmcState;
+use crate::catalogue::{AmcInfo, Catalogue, Use};
 use crate::config::{Config, duration};
 use crate::engine::{Engine, EngineError, now};
 use crate::plan::{Plan, Status};
+use crate::store::StoreError;
 use crate::resolve::now_millis;
 use crate::sinks::plain::WildcardStyle;
 use crate::sources::schedule::{self, PollSchedule};
@@ -92,8 +93,10 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let shared: Shared = Arc::new(RwLock::new(Published { serve_metrics: config.raw.http.metrics, ..Published::default() }));
     let engine = Engine::open(config.clone())?;
     let (jobs, rx) = mpsc::channel::<Job>(16);
-    let worker_shared = shared.clone();
-    let worker = std::thread::Builder::new().name("rocsync-worker".into()).spawn(move || Worker::new(engine, worker_shared).run(rx))?;
+    let (worker_shared, worker_path) = (shared.clone(), config_path.clone());
+    let worker = std::thread::Builder::new()
+        .name("rocsync-worker".into())
+        .spawn(move || Worker::new(engine, worker_shared, worker_path).run(rx))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_mailer = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -314,6 +317,8 @@ fn mail_loop(config: &Config, shared: &Shared, stop: &std::sync::atomic::AtomicB
 struct Worker {
     engine: Engine,
     shared: Shared,
+    /// The configuration file, for the commands the e-mails give.
+    config_path: PathBuf,
     followers: Vec<(Follower, LogKind)>,
     journal: Option<JournalReader>,
     /// The catalogue of the last good answer, with that answer's fetch time.
@@ -330,8 +335,17 @@ enum LogKind {
 }
 
 impl Worker {
-    fn new(engine: Engine, shared: Shared) -> Worker {
-        let mut w = Worker { engine, shared, followers: Vec::new(), journal: None, catalogue: None, failing_since: None, published_plan: None };
+    fn new(engine: Engine, shared: Shared, config_path: PathBuf) -> Worker {
+        let mut w = Worker {
+            engine,
+            shared,
+            config_path,
+            followers: Vec::new(),
+            journal: None,
+            catalogue: None,
+            failing_since: None,
+            published_plan: None,
+        };
         w.open_followers();
         w
     }
@@ -423,6 +437,8 @@ impl Worker {
         let ok = match result {
             Ok(run) => {
                 self.failing_since = None;
+                self.back_to_normal();
+                self.tell_superseded(&run.superseded);
                 if let Ok(mut p) = self.shared.write() {
                     let at = OffsetDateTime::now_utc().unix_timestamp();
                     p.metrics.last_good_poll.insert(run.read.source.clone(), at);
@@ -467,6 +483,50 @@ impl Worker {
         ok
     }
 
+    /// After an "annuaire unreachable" alert, one "back to normal" alert when it answers well
+    /// again. The store tells whether one is owed, so that a restart in between loses nothing.
+    fn back_to_normal(&mut self) {
+        let source = self.engine.config.source.to_string();
+        let window = duration(&self.engine.config.raw.alerts.dedup_window).unwrap_or(Duration::from_secs(3600));
+        let Ok(Some((down_ms, Alert::Unreachable { since, .. }))) = self.engine.store.last_raised(&unreachable_key(&source)) else { return };
+        // An unreachable alert is raised again every pass while the outage lasts, so an older
+        // one belongs to an outage told about before this version (none is owed for it).
+        let recent = now_millis().saturating_sub(down_ms) <= window.as_millis() as u64 + 86_400_000;
+        let alert = Alert::BackToNormal { source: source.clone(), since, down_ms };
+        if recent && !self.engine.store.alert_raised_since(&alert.key(), 0).unwrap_or(true) {
+            info!(source = %source, "The annuaire answers well again.");
+            self.raise(alert);
+        }
+    }
+
+    /// Tells the RSSI that plans it was asked to review were superseded, and by what.
+    fn tell_superseded(&mut self, superseded: &[(i64, Vec<i64>)]) {
+        for (plan, by) in superseded {
+            // Only a plan the RSSI was told about: a plan that never waited is news to nobody.
+            if !self.engine.store.alert_raised_since(&review_key(*plan), 0).unwrap_or(false) {
+                continue;
+            }
+            let why = if by.is_empty() { Withdrawn::NoLongerAsked } else { Withdrawn::Replaced { by: by.clone() } };
+            let at = self.run_at();
+            self.raise(Alert::Superseded { plan: *plan, why, at });
+        }
+    }
+
+    /// Where, and as whom, the commands of an e-mail are to be run: this host, the owner of the
+    /// state directory (the service user: a command run as another user cannot write the
+    /// store), and this configuration when it is not the default one.
+    fn run_at(&self) -> RunAt {
+        use std::os::unix::fs::MetadataExt as _;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+        let user = std::fs::metadata(&self.engine.config.state_dir).ok().map(|m| {
+            let uid = m.uid();
+            std::fs::read_to_string("/etc/passwd").ok().and_then(|passwd| user_name(&passwd, uid)).unwrap_or_else(|| format!("uid {uid}"))
+        });
+        let path = std::path::absolute(&self.config_path).unwrap_or_else(|_| self.config_path.clone());
+        let config = (path != Path::new(DEFAULT_CONFIG)).then(|| path.display().to_string());
+        RunAt { host: crate::text::escaped(&host), user: user.map(|u| crate::text::escaped(&u)), config }
+    }
+
     fn note_unreachable(&mut self, error: String) {
         let source = self.engine.config.source.to_string();
         let since = self.failing_since.get_or_insert_with(|| (now(), now_millis(), error.clone()));
@@ -479,21 +539,35 @@ impl Worker {
     }
 
     /// A review e-mail for each plan that waits and was not told yet; a reminder for those
-    /// waiting longer than `review.remind_after`.
+    /// waiting longer than `review.remind_after`. Both in the mails' language, saying first
+    /// when the plan closes much.
     fn review_alerts(&mut self, open: &[Plan]) {
         let remind = duration(&self.engine.config.raw.review.remind_after).unwrap_or(Duration::from_secs(86400));
+        let lang = self.engine.config.raw.alerts.language.clone();
         for plan in open.iter().filter(|p| p.status == Status::Pending) {
             // The mail is composed only when it is to be sent: this runs every second.
             if !self.engine.store.alert_raised_since(&review_key(plan.id), 0).unwrap_or(true) {
-                self.raise(Alert::Review { plan: plan.id, diff: diff_text(plan), reasons: plan.reasons.clone() });
+                let (closing, at) = (self.closing(plan), self.run_at());
+                let diff = crate::plan::render::text(&plan.diff, &lang);
+                self.raise(Alert::Review { plan: plan.id, diff, reasons: plan.reasons.clone(), closing, at });
                 continue;
             }
             let age = OffsetDateTime::parse(&plan.created, &Rfc3339).map(|c| OffsetDateTime::now_utc() - c).unwrap_or_default();
             let since = now_millis().saturating_sub(remind.as_millis() as u64);
             if age >= remind && !self.engine.store.alert_raised_since(&reminder_key(plan.id), since).unwrap_or(true) {
-                self.raise(Alert::Reminder { plan: plan.id, created: plan.created.clone(), diff: diff_text(plan) });
+                let (closing, at) = (self.closing(plan), self.run_at());
+                let diff = crate::plan::render::text(&plan.diff, &lang);
+                self.raise(Alert::Reminder { plan: plan.id, created: plan.created.clone(), diff, closing, at });
             }
         }
+    }
+
+    /// How much `plan` closes of what is in force, when the mass-removal guard speaks against
+    /// it (more than `review.max_removal_percent` or `review.max_removal_hosts`).
+    fn closing(&self, plan: &Plan) -> Option<Closing> {
+        let in_force = self.engine.store.applied().map(|a| a.state.len()).unwrap_or(0);
+        let fired = !self.engine.config.guard.check(in_force, &plan.diff).is_empty();
+        fired.then(|| Closing { hosts: plan.diff.closings(), in_force })
     }
 
     fn certificate_alert(&mut self) {
@@ -542,9 +616,14 @@ impl Worker {
                 Err(e) => {
                     let text = crate::error_chain(&e);
                     warn!(plan = plan.id, "Approved plan not applied: {text}");
-                    // A stale plan is superseded by the store; only a sink failure is news.
-                    if matches!(e, EngineError::Sink { .. }) {
-                        self.raise(Alert::ApplyFailed { plan: plan.id, error: text });
+                    match e {
+                        EngineError::Sink { .. } => self.raise(Alert::ApplyFailed { plan: plan.id, error: text }),
+                        // Superseded by the store on the way: whoever approved it waits for it.
+                        EngineError::Store(StoreError::Stale { current, .. }) => {
+                            let at = self.run_at();
+                            self.raise(Alert::Superseded { plan: plan.id, why: Withdrawn::Stale { current }, at });
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -624,7 +703,9 @@ impl Worker {
         let in_force = self.engine.store.applied().map(|a| a.state).unwrap_or_default();
         let reverse = self.engine.store.address_book().map(|b| b.reverse()).unwrap_or_default();
         let pending: Vec<Plan> = self.engine.store.open_plans().unwrap_or_default();
-        let Some(catalogue) = self.catalogue().cloned() else { return Vec::new() };
+        let run_at = self.run_at();
+        let Some(annuaire) = self.catalogue().cloned() else { return Vec::new() };
+        let catalogue = with_notified(&annuaire, &pending);
         let correlator = Correlator::new(&catalogue, &in_force, reverse);
         let mut out = Vec::new();
         for line in lines {
@@ -645,6 +726,7 @@ impl Worker {
             let pending_plan = event.host.as_deref().and_then(|h| {
                 pending.iter().find(|p| p.diff.changes.iter().any(|c| c.after.is_some() && c.host.matches(h))).map(|p| p.id)
             });
+            let notified = event.host.as_deref().is_some_and(|h| !annuaire.hosts.keys().any(|k| k.matches(h)));
             let at = log_time(&event.time);
             out.push((
                 Alert::Blocked {
@@ -657,6 +739,8 @@ impl Worker {
                     idb: event.idb,
                     in_force: event.in_force,
                     pending_plan,
+                    notified,
+                    at: run_at.clone(),
                 },
                 at,
             ));
@@ -705,41 +789,37 @@ fn log_time(time: &str) -> String {
     }
 }
 
-/// A plan's changes as plain text lines for an e-mail: `+ host tcp/ports (AMC …)`.
-fn diff_text(plan: &Plan) -> String {
-    let mut out = String::new();
-    let mut by_amc: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for change in &plan.diff.changes {
-        let entry = change.after.as_ref().or(change.before.as_ref());
-        let who: Vec<String> = entry
-            .map(|e| e.amcs.iter().map(|(n, u)| format!("{} ({n})", crate::text::label(&u.name))).collect())
-            .unwrap_or_default();
-        let who = if who.is_empty() { "—".to_owned() } else { who.join(", ") };
-        let line = match (&change.before, &change.after) {
-            (None, Some(after)) => format!("+ {} tcp/{}", change.host, ports(&after.ports)),
-            (Some(_), None) => format!("- {}", change.host),
-            _ => {
-                let (added, removed) = (change.ports_added(), change.ports_removed());
-                if added.is_empty() && removed.is_empty() {
-                    format!("~ {} (provenance)", change.host)
-                } else {
-                    format!("~ {} +tcp/{} -tcp/{}", change.host, ports(&added), ports(&removed))
-                }
-            }
-        };
-        by_amc.entry(who).or_default().push(line);
-    }
-    for (who, lines) in by_amc {
-        out.push_str(&format!("{who}\n"));
-        for l in lines {
-            out.push_str(&format!("  {l}\n"));
+/// Where `rocsync` reads its configuration when not told otherwise (the command line's default).
+const DEFAULT_CONFIG: &str = "/etc/rocsync/config.toml";
+
+/// The catalogue the log watchers correlate with: the annuaire's, plus the hosts that an open
+/// notification-only plan would open. A host named only by an Inter-AMC e-mail is an AMC's
+/// host too: blocked, the helpdesk is told which plan opens it rather than nothing.
+fn with_notified(annuaire: &Catalogue, plans: &[Plan]) -> Catalogue {
+    let mut catalogue = annuaire.clone();
+    for change in plans.iter().flat_map(|p| &p.diff.changes).filter(|c| c.is_notification_only()) {
+        let entry = change.entry();
+        for (number, u) in &entry.amcs {
+            catalogue.amcs.entry(number.clone()).or_insert_with(|| AmcInfo {
+                number: number.clone(),
+                name: u.name.clone(),
+                state: AmcState::CircleOfTrust,
+            });
+            let uses = catalogue.hosts.entry(change.host.clone()).or_default();
+            uses.entry(number.clone()).or_insert_with(|| Use { ports: entry.ports.clone(), services: u.services.clone() });
         }
     }
-    out
+    catalogue
 }
 
-fn ports(p: &std::collections::BTreeSet<u16>) -> String {
-    p.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+/// The name of user `uid` in `/etc/passwd`'s text.
+fn user_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id: u32 = fields.nth(1)?.parse().ok()?;
+        (id == uid && !name.is_empty()).then(|| name.to_owned())
+    })
 }
 
 #[cfg(test)]
@@ -763,5 +843,55 @@ mod tests {
         let held = File::options().write(true).open(&lock).unwrap();
         held.lock().unwrap();
         assert_eq!(running(dir.path()), Some(4242));
+    }
+
+    #[test]
+    fn user_names_come_from_the_password_file() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nrocsync:x:998:998:rocsync:/var/lib/rocsync:/usr/sbin/nologin\n";
+        assert_eq!(user_name(passwd, 998).as_deref(), Some("rocsync"));
+        assert_eq!(user_name(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(user_name(passwd, 5), None);
+    }
+
+    /// Issue 11, item 2: a blocked request to a host named only by an Inter-AMC e-mail was
+    /// counted as "other denied". The watchers' catalogue has the hosts that an open
+    /// notification-only plan opens, under the AMC the e-mail names.
+    #[test]
+    fn hosts_a_notification_only_plan_opens_are_recognised_in_the_logs() {
+        use std::collections::{BTreeMap, BTreeSet};
+
+        use crate::catalogue::{AmcUse, Entry, Origin, State};
+        use crate::plan::{Change, HostDiff};
+        use crate::watch::Blocked;
+
+        let entry = Entry {
+            ports: BTreeSet::from([443]),
+            amcs: BTreeMap::from([(
+                crate::amc::AmcNumber::parse("891234567").unwrap(),
+                AmcUse { name: "NOUVELLE MUTUELLE DU SUD".into(), services: BTreeSet::new() },
+            )]),
+            origins: BTreeSet::from([Origin::Notification]),
+            since: None,
+        };
+        let change = Change { host: crate::host::Host::parse("idb.nouvelle-mutuelle-sud.test").unwrap(), before: None, after: Some(entry) };
+        let plan = Plan {
+            id: 2,
+            created: String::new(),
+            base: 1,
+            source: "file:annuaire.json".into(),
+            serial: None,
+            status: Status::Pending,
+            needs_approval: true,
+            reasons: vec![],
+            diff: HostDiff { changes: vec![change] },
+        };
+        let (annuaire, in_force) = (Catalogue::default(), State::default());
+        let blocked = Blocked { time: String::new(), client: None, host: Some("idb.nouvelle-mutuelle-sud.test".into()), ip: None, port: Some(443) };
+        assert_eq!(Correlator::new(&annuaire, &in_force, Default::default()).event(&blocked), None, "the annuaire alone does not know it");
+        let catalogue = with_notified(&annuaire, &[plan]);
+        let event = Correlator::new(&catalogue, &in_force, Default::default()).event(&blocked).expect("an AMC's request");
+        assert_eq!(event.amcs, ["891234567"]);
+        assert!(!event.in_force && !event.idb);
+        assert_eq!(catalogue.amcs.values().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["NOUVELLE MUTUELLE DU SUD"]);
     }
 }
