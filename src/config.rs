@@ -1076,6 +1076,36 @@ fn check_tls_client(a: &RawAnnuaire, base: &Path, bad: &mut Bad<'_>) {
         None if a.use_system_roots => {}
         None => bad("annuaire.ca_bundle", "is required: the IGC OSI CA bundle that signs the annuaire's certificate".into()),
     }
+    check_identity(a, base, bad);
+}
+
+/// Opens the client identity with its secret, as the first poll will: a wrong PKCS#12 password,
+/// an X.509 v1 certificate, a key of another pair are told by `check-config` (and refuse a
+/// reload), not at the first poll. Only when its files and its secret can be read: otherwise
+/// that problem is reported already.
+fn check_identity(a: &RawAnnuaire, base: &Path, bad: &mut Bad<'_>) {
+    let readable = |p: &PathBuf| !p.as_os_str().is_empty() && base.join(p).is_file();
+    let mut tls = TlsSettings::default();
+    let key = match (&a.client_pkcs12, &a.client_cert, &a.client_key) {
+        (Some(p12), None, None) if readable(p12) => {
+            let Some(Ok(password)) = a.client_password.as_ref().map(|s| s.read(base)) else { return };
+            tls.client_pkcs12 = Some(base.join(p12));
+            tls.password = Some(password);
+            "annuaire.client_pkcs12"
+        }
+        (None, Some(cert), Some(key)) if readable(cert) && readable(key) => {
+            tls.client_cert = Some(base.join(cert));
+            tls.client_key = Some(base.join(key));
+            "annuaire.client_cert"
+        }
+        _ => return,
+    };
+    match crate::sources::https::check_identity(&tls) {
+        Ok(_) => {}
+        // The file opens with no other password: the password is what to look at.
+        Err(e @ crate::sources::https::TlsSetupError::Pkcs12 { .. }) => bad("annuaire.client_password", crate::error_chain(&e)),
+        Err(e) => bad(key, crate::error_chain(&e)),
+    }
 }
 
 fn check_notifications(n: &RawNotifications, base: &Path, bad: &mut Bad<'_>) {
