@@ -645,6 +645,47 @@ impl Config {
 
     /// Checks `text` (read from `origin`), resolving relative paths against `base_dir`.
     pub fn load(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let (config, problems) = Config::load_with_problems(text, origin, base_dir)?;
+        if problems.is_empty() { Ok(config) } else { Err(ConfigError { origin: origin.to_owned(), problems }) }
+    }
+
+    /// For the commands that need only the store (`status`, `plan list`, `approve`, …), which
+    /// must keep working while a broken file is on disk: the configuration that the file's
+    /// valid parts make, with its problems (`None` when it has none). Its state directory is
+    /// the one the file names, read alone from `[store]` when the file is not even TOML; `Err`
+    /// when the file cannot be read or that state directory cannot be told.
+    pub fn from_path_lenient(path: &Path) -> Result<(Config, Option<ConfigError>), ConfigError> {
+        let origin = path.display().to_string();
+        let fail = |message: String| ConfigError { origin: origin.clone(), problems: vec![Problem { at: None, key: None, message }] };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let (mut config, problems) = match Config::load_with_problems(&text, &origin, base) {
+            Ok((config, problems)) if problems.is_empty() => return Ok((config, None)),
+            Ok(found) => found,
+            // Not TOML: the defaults, for what follows; the state directory is read below.
+            Err(not_toml) => (Config::load_with_problems("", &origin, base)?.0, not_toml.problems),
+        };
+        let error = ConfigError { origin: origin.clone(), problems };
+        if let Some(p) = error.problems.iter().find(|p| p.key.as_deref().is_some_and(|k| k.starts_with("store.state_dir"))) {
+            return Err(ConfigError { origin: origin.clone(), problems: vec![p.clone()] });
+        }
+        let section = match toml::from_str::<StoreOnly>(&text) {
+            Ok(whole) => whole,
+            Err(_) => toml::from_str::<StoreOnly>(&store_section(&text))
+                .map_err(|e| fail(format!("the state directory (`[store] state_dir`) cannot be read: {}", e.message())))?,
+        };
+        let state_dir = section.store.state_dir.unwrap_or_else(|| RawStore::default().state_dir);
+        if state_dir.as_os_str().is_empty() {
+            return Err(fail("`store.state_dir` is empty: give the directory that holds rocsync's state".into()));
+        }
+        config.state_dir = if state_dir.is_absolute() || base == Path::new(".") { state_dir.clone() } else { base.join(&state_dir) };
+        config.raw.store.state_dir = state_dir;
+        Ok((config, Some(error)))
+    }
+
+    /// [`Config::load`], giving the configuration that the valid parts of `text` make with its
+    /// problems; `Err` only when `text` is not TOML.
+    fn load_with_problems(text: &str, origin: &str, base_dir: &Path) -> Result<(Config, Vec<Problem>), ConfigError> {
         let fail = |problems| ConfigError { origin: origin.to_owned(), problems };
         let root = DeTable::parse(text).map_err(|e| {
             fail(vec![Problem { at: e.span().map(|s| line_col(text, s.start)), key: None, message: e.message().to_owned() }])
@@ -659,8 +700,41 @@ impl Config {
         }
         // In file order, as a person fixes them; problems with no place last.
         problems.sort_by_key(|p| p.at.unwrap_or((usize::MAX, 0)));
-        if problems.is_empty() { Ok(config) } else { Err(fail(problems)) }
+        Ok((config, problems))
     }
+}
+
+/// `[store] state_dir` alone, from a file that may have other problems: other keys are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StoreOnly {
+    store: StoreDirOnly,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StoreDirOnly {
+    state_dir: Option<PathBuf>,
+}
+
+/// The `[store]` table of a file that is not TOML as a whole (and a top-level `store.…` key
+/// written before the first table), to read it alone.
+fn store_section(text: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    let mut before_tables = true;
+    for line in text.lines() {
+        let code = line.split('#').next().unwrap_or("").trim();
+        if code.starts_with('[') {
+            before_tables = false;
+            inside = code == "[store]";
+        }
+        if inside || (before_tables && code.starts_with("store.")) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Deserialises, and on each error records it, removes the offending key and tries again, so
