@@ -666,7 +666,7 @@ impl Config {
             Err(not_toml) => (Config::load_with_problems("", &origin, base)?.0, not_toml.problems),
         };
         let error = ConfigError { origin: origin.clone(), problems };
-        if let Some(p) = error.problems.iter().find(|p| p.key.as_deref().is_some_and(|k| k.starts_with("store.state_dir"))) {
+        if let Some(p) = error.problems.iter().find(|p| p.key.as_deref() == Some("store.state_dir")) {
             return Err(ConfigError { origin: origin.clone(), problems: vec![p.clone()] });
         }
         let section = match toml::from_str::<StoreOnly>(&text) {
@@ -1766,6 +1766,56 @@ mod tests {
         let err = load("[annuaire]\nurl = \"unterminated\n").unwrap_err();
         assert_eq!(err.problems.len(), 1);
         assert_eq!(err.problems[0].at.map(|(l, _)| l), Some(2), "{err}");
+    }
+
+    /// A broken file on disk locked the RSSI out: `status`, `plan list` and `approve` need only
+    /// the store, and must still find it.
+    #[test]
+    fn a_broken_file_still_names_its_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rocsync.toml");
+        let answer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/annuaire/urls-v1.json");
+        let good = format!("[annuaire]\nurl = \"file:{}\"\n[exports.squid]\npath = \"out/squid.acl\"\n[store]\nstate_dir = \"st\"\n", answer.display());
+        std::fs::write(&path, &good).unwrap();
+        let (config, problems) = Config::from_path_lenient(&path).unwrap();
+        assert!(problems.is_none());
+        assert_eq!(config.state_dir, dir.path().join("st"));
+        // An unknown key: the rest of the file still counts.
+        std::fs::write(&path, good.replace("[store]", "[review]\nmood = \"auto\"\n[store]")).unwrap();
+        let (config, problems) = Config::from_path_lenient(&path).unwrap();
+        assert_eq!(config.state_dir, dir.path().join("st"));
+        assert!(problems.unwrap().to_string().contains("review.mood"));
+        // Not TOML at all: `[store]` is read alone.
+        std::fs::write(&path, good.replace("[exports.squid]", "[exports.squid\n")).unwrap();
+        let (config, problems) = Config::from_path_lenient(&path).unwrap();
+        assert_eq!(config.state_dir, dir.path().join("st"));
+        assert!(problems.is_some());
+        // A state directory that cannot be told is an error.
+        std::fs::write(&path, good.replace("state_dir = \"st\"", "state_dir = 5")).unwrap();
+        assert!(Config::from_path_lenient(&path).is_err());
+        std::fs::write(&path, good.replace("state_dir = \"st\"", "state_dir = \"\"\nx = [")).unwrap();
+        assert!(Config::from_path_lenient(&path).is_err());
+    }
+
+    #[test]
+    fn the_store_table_is_found_in_a_file_that_is_not_toml() {
+        let text = "store.keep_applied_states = 3\n[annuaire\nurl = 1\n[store] # here\nstate_dir = \"/x\"\n[review]\nmode = 1\n";
+        assert_eq!(store_section(text), "store.keep_applied_states = 3\n[store] # here\nstate_dir = \"/x\"\n");
+    }
+
+    /// `check-config` said OK with a wrong PKCS#12 password; the error came at the first poll.
+    #[test]
+    fn a_pkcs12_file_that_does_not_open_with_its_password_is_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("client.p12"), b"not a PKCS#12 file").unwrap();
+        std::fs::write(dir.path().join("p12.pass"), "secret\n").unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "").unwrap();
+        let text = "[annuaire]\nurl = \"https://annuaire-amc.test/urls\"\nclient_pkcs12 = \"client.p12\"\n\
+                    client_password = { file = \"p12.pass\" }\nca_bundle = \"ca.pem\"\n[exports.squid]\npath = \"out/squid.acl\"\n";
+        let err = Config::load(text, "test.toml", dir.path()).unwrap_err();
+        let p = err.problems.iter().find(|p| p.key.as_deref() == Some("annuaire.client_password")).unwrap_or_else(|| panic!("{err}"));
+        assert!(p.message.contains("client.p12") && p.message.contains("wrong password"), "{p}");
+        assert_eq!(p.at.map(|(line, _)| line), Some(4), "{p}");
     }
 
     /// A build without the `netlink` feature (the default, which needs only the Rust toolchain)

@@ -652,3 +652,17 @@ fn login_name() -> String {
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "unknown".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_quoted_for_the_shell_only_when_needed() {
+        assert_eq!(shell_quote("--config"), "--config");
+        assert_eq!(shell_quote("/etc/rocsync/config.toml"), "/etc/rocsync/config.toml");
+        assert_eq!(shell_quote("J. Martin (RSSI)"), "'J. Martin (RSSI)'");
+        assert_eq!(shell_quote("l'AMC"), r"'l'\''AMC'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}
