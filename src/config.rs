@@ -1176,7 +1176,7 @@ fn check_identity(a: &RawAnnuaire, base: &Path, bad: &mut Bad<'_>) {
     };
     match crate::sources::https::check_identity(&tls) {
         Ok(_) => {}
-        // The file opens with no other password: the password is what to look at.
+        // A PKCS#12 file that does not open: its password is the first thing to check.
         Err(e @ crate::sources::https::TlsSetupError::Pkcs12 { .. }) => bad("annuaire.client_password", crate::error_chain(&e)),
         Err(e) => bad(key, crate::error_chain(&e)),
     }
