@@ -117,6 +117,33 @@ fn a_state_db_left_by_root_is_named_with_its_owner_and_root_refuses_the_service_
     assert!(sb.ok(&["status"]).contains("In force: plan 1"));
 }
 
+/// The package keeps the state directory's ownership right: its tmpfiles.d configuration, as
+/// postinst and each boot apply it, gives back to `rocsync` a state.db that root left there.
+#[test]
+fn the_packages_tmpfiles_give_a_state_db_left_by_root_back_to_the_service_user() {
+    if !crate::util::have("systemd-tmpfiles", true) {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    std::fs::create_dir_all(r.join("etc")).unwrap();
+    std::fs::write(r.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nrocsync:x:990:990::/var/lib/rocsync:/usr/sbin/nologin\n").unwrap();
+    std::fs::write(r.join("etc/group"), "root:x:0:\nrocsync:x:990:\n").unwrap();
+    let state = r.join("var/lib/rocsync/state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("state.db"), b"").unwrap();
+    std::fs::set_permissions(state.join("state.db"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/tmpfiles.d/rocsync.conf");
+    let out = Command::new("systemd-tmpfiles").arg("--create").arg(format!("--root={}", r.display())).arg(&conf).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for path in [state.clone(), state.join("state.db")] {
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (990, 990), "{}", path.display());
+    }
+    assert_eq!(std::fs::metadata(state.join("state.db")).unwrap().permissions().mode() & 0o7777, 0o600, "modes are rocsync's");
+    assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o7777, 0o700);
+}
+
 // ---- 6. A broken configuration file locks the RSSI out --------------------------------------
 
 /// While a broken file was on disk, `status`, `plan list` and `approve` all exited 1, so nothing
