@@ -698,7 +698,7 @@ impl Worker {
     fn read_failed(&mut self, key: &str, what: &str, reason: String, now: Instant) {
         if let Tell::Failed { reason, retry_in } = self.health.entry(key.to_owned()).or_default().failed(reason, now) {
             warn!(
-                log = %key,
+                watched = %key,
                 "Cannot read {what}: {reason}. Trying again in {} s, then less and less often (at least once a minute); said again only if the reason changes.",
                 retry_in.as_secs()
             );
@@ -708,7 +708,7 @@ impl Worker {
     /// A read of `what` worked: said once after failures.
     fn read_ok(&mut self, key: &str, what: &str) {
         if let Some(Tell::Recovered { attempts, reason }) = self.health.get_mut(key).map(Health::succeeded) {
-            info!(log = %key, "Reading {what} works again, after {attempts} failed attempt(s) ({reason}).");
+            info!(watched = %key, "Reading {what} works again, after {attempts} failed attempt(s) ({reason}).");
         }
     }
 

@@ -354,6 +354,22 @@ fn under_systemd_each_event_is_one_journal_line_with_its_priority() {
     assert!(refused[0].contains("review.mood") && refused[0].contains("review.max_removal_hots"), "{}", refused[0]);
 }
 
+/// `systemctl reload` answered "Reloaded" for a refused file: the unit checks the file before it
+/// signals, so that a broken file makes the reload fail visibly.
+#[test]
+fn the_units_reload_checks_the_file_before_the_signal() {
+    let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/rocsync.service")).unwrap();
+    let reload: Vec<&str> = unit.lines().filter_map(|l| l.strip_prefix("ExecReload=")).collect();
+    assert_eq!(reload.len(), 2, "{reload:?}");
+    assert!(reload[0].contains("rocsync check-config"), "first the check: {reload:?}");
+    assert!(reload[1].contains("kill -HUP $MAINPID"), "then the signal: {reload:?}");
+    // The check fails on a broken file, so systemd stops before the signal.
+    let sb = Sandbox::new("auto", "urls-v1.json");
+    assert!(sb.run(&["check-config"]).status.success());
+    sb.write_config(&sb.read("rocsync.toml").replace("[review]", "[review]\nmood = \"auto\""));
+    assert_eq!(sb.run(&["check-config"]).status.code(), Some(1));
+}
+
 /// `StatusText` (sd_notify STATUS=) stayed on the first pass's error after later good reads.
 #[test]
 fn status_text_follows_the_last_pass() {
