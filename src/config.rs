@@ -650,6 +650,47 @@ impl Config {
 
     /// Checks `text` (read from `origin`), resolving relative paths against `base_dir`.
     pub fn load(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let (config, problems) = Config::load_with_problems(text, origin, base_dir)?;
+        if problems.is_empty() { Ok(config) } else { Err(ConfigError { origin: origin.to_owned(), problems }) }
+    }
+
+    /// For the commands that need only the store (`status`, `plan list`, `approve`, …), which
+    /// must keep working while a broken file is on disk: the configuration that the file's
+    /// valid parts make, with its problems (`None` when it has none). Its state directory is
+    /// the one the file names, read alone from `[store]` when the file is not even TOML; `Err`
+    /// when the file cannot be read or that state directory cannot be told.
+    pub fn from_path_lenient(path: &Path) -> Result<(Config, Option<ConfigError>), ConfigError> {
+        let origin = path.display().to_string();
+        let fail = |message: String| ConfigError { origin: origin.clone(), problems: vec![Problem { at: None, key: None, message }] };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let (mut config, problems) = match Config::load_with_problems(&text, &origin, base) {
+            Ok((config, problems)) if problems.is_empty() => return Ok((config, None)),
+            Ok(found) => found,
+            // Not TOML: the defaults, for what follows; the state directory is read below.
+            Err(not_toml) => (Config::load_with_problems("", &origin, base)?.0, not_toml.problems),
+        };
+        let error = ConfigError { origin: origin.clone(), problems };
+        if let Some(p) = error.problems.iter().find(|p| p.key.as_deref() == Some("store.state_dir")) {
+            return Err(ConfigError { origin: origin.clone(), problems: vec![p.clone()] });
+        }
+        let section = match toml::from_str::<StoreOnly>(&text) {
+            Ok(whole) => whole,
+            Err(_) => toml::from_str::<StoreOnly>(&store_section(&text))
+                .map_err(|e| fail(format!("the state directory (`[store] state_dir`) cannot be read: {}", e.message())))?,
+        };
+        let state_dir = section.store.state_dir.unwrap_or_else(|| RawStore::default().state_dir);
+        if state_dir.as_os_str().is_empty() {
+            return Err(fail("`store.state_dir` is empty: give the directory that holds rocsync's state".into()));
+        }
+        config.state_dir = if state_dir.is_absolute() || base == Path::new(".") { state_dir.clone() } else { base.join(&state_dir) };
+        config.raw.store.state_dir = state_dir;
+        Ok((config, Some(error)))
+    }
+
+    /// [`Config::load`], giving the configuration that the valid parts of `text` make with its
+    /// problems; `Err` only when `text` is not TOML.
+    fn load_with_problems(text: &str, origin: &str, base_dir: &Path) -> Result<(Config, Vec<Problem>), ConfigError> {
         let fail = |problems| ConfigError { origin: origin.to_owned(), problems };
         let root = DeTable::parse(text).map_err(|e| {
             fail(vec![Problem { at: e.span().map(|s| line_col(text, s.start)), key: None, message: e.message().to_owned() }])
@@ -664,8 +705,41 @@ impl Config {
         }
         // In file order, as a person fixes them; problems with no place last.
         problems.sort_by_key(|p| p.at.unwrap_or((usize::MAX, 0)));
-        if problems.is_empty() { Ok(config) } else { Err(fail(problems)) }
+        Ok((config, problems))
     }
+}
+
+/// `[store] state_dir` alone, from a file that may have other problems: other keys are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StoreOnly {
+    store: StoreDirOnly,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StoreDirOnly {
+    state_dir: Option<PathBuf>,
+}
+
+/// The `[store]` table of a file that is not TOML as a whole (and a top-level `store.…` key
+/// written before the first table), to read it alone.
+fn store_section(text: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    let mut before_tables = true;
+    for line in text.lines() {
+        let code = line.split('#').next().unwrap_or("").trim();
+        if code.starts_with('[') {
+            before_tables = false;
+            inside = code == "[store]";
+        }
+        if inside || (before_tables && code.starts_with("store.")) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Deserialises, and on each error records it, removes the offending key and tries again, so
@@ -1148,6 +1222,36 @@ fn check_tls_client(a: &RawAnnuaire, base: &Path, bad: &mut Bad<'_>) {
         Some(ca) => check_file(bad, "annuaire.ca_bundle", base, ca),
         None if a.use_system_roots => {}
         None => bad("annuaire.ca_bundle", "is required: the IGC OSI CA bundle that signs the annuaire's certificate".into()),
+    }
+    check_identity(a, base, bad);
+}
+
+/// Opens the client identity with its secret, as the first poll will: a wrong PKCS#12 password,
+/// an X.509 v1 certificate, a key of another pair are told by `check-config` (and refuse a
+/// reload), not at the first poll. Only when its files and its secret can be read: otherwise
+/// that problem is reported already.
+fn check_identity(a: &RawAnnuaire, base: &Path, bad: &mut Bad<'_>) {
+    let readable = |p: &PathBuf| !p.as_os_str().is_empty() && base.join(p).is_file();
+    let mut tls = TlsSettings::default();
+    let key = match (&a.client_pkcs12, &a.client_cert, &a.client_key) {
+        (Some(p12), None, None) if readable(p12) => {
+            let Some(Ok(password)) = a.client_password.as_ref().map(|s| s.read(base)) else { return };
+            tls.client_pkcs12 = Some(base.join(p12));
+            tls.password = Some(password);
+            "annuaire.client_pkcs12"
+        }
+        (None, Some(cert), Some(key)) if readable(cert) && readable(key) => {
+            tls.client_cert = Some(base.join(cert));
+            tls.client_key = Some(base.join(key));
+            "annuaire.client_cert"
+        }
+        _ => return,
+    };
+    match crate::sources::https::check_identity(&tls) {
+        Ok(_) => {}
+        // A PKCS#12 file that does not open: its password is the first thing to check.
+        Err(e @ crate::sources::https::TlsSetupError::Pkcs12 { .. }) => bad("annuaire.client_password", crate::error_chain(&e)),
+        Err(e) => bad(key, crate::error_chain(&e)),
     }
 }
 
@@ -1735,6 +1839,56 @@ mod tests {
         let err = load("[annuaire]\nurl = \"unterminated\n").unwrap_err();
         assert_eq!(err.problems.len(), 1);
         assert_eq!(err.problems[0].at.map(|(l, _)| l), Some(2), "{err}");
+    }
+
+    /// A broken file on disk locked the RSSI out: `status`, `plan list` and `approve` need only
+    /// the store, and must still find it.
+    #[test]
+    fn a_broken_file_still_names_its_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rocsync.toml");
+        let answer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/annuaire/urls-v1.json");
+        let good = format!("[annuaire]\nurl = \"file:{}\"\n[exports.squid]\npath = \"out/squid.acl\"\n[store]\nstate_dir = \"st\"\n", answer.display());
+        std::fs::write(&path, &good).unwrap();
+        let (config, problems) = Config::from_path_lenient(&path).unwrap();
+        assert!(problems.is_none());
+        assert_eq!(config.state_dir, dir.path().join("st"));
+        // An unknown key: the rest of the file still counts.
+        std::fs::write(&path, good.replace("[store]", "[review]\nmood = \"auto\"\n[store]")).unwrap();
+        let (config, problems) = Config::from_path_lenient(&path).unwrap();
+        assert_eq!(config.state_dir, dir.path().join("st"));
+        assert!(problems.unwrap().to_string().contains("review.mood"));
+        // Not TOML at all: `[store]` is read alone.
+        std::fs::write(&path, good.replace("[exports.squid]", "[exports.squid\n")).unwrap();
+        let (config, problems) = Config::from_path_lenient(&path).unwrap();
+        assert_eq!(config.state_dir, dir.path().join("st"));
+        assert!(problems.is_some());
+        // A state directory that cannot be told is an error.
+        std::fs::write(&path, good.replace("state_dir = \"st\"", "state_dir = 5")).unwrap();
+        assert!(Config::from_path_lenient(&path).is_err());
+        std::fs::write(&path, good.replace("state_dir = \"st\"", "state_dir = \"\"\nx = [")).unwrap();
+        assert!(Config::from_path_lenient(&path).is_err());
+    }
+
+    #[test]
+    fn the_store_table_is_found_in_a_file_that_is_not_toml() {
+        let text = "store.keep_applied_states = 3\n[annuaire\nurl = 1\n[store] # here\nstate_dir = \"/x\"\n[review]\nmode = 1\n";
+        assert_eq!(store_section(text), "store.keep_applied_states = 3\n[store] # here\nstate_dir = \"/x\"\n");
+    }
+
+    /// `check-config` said OK with a wrong PKCS#12 password; the error came at the first poll.
+    #[test]
+    fn a_pkcs12_file_that_does_not_open_with_its_password_is_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("client.p12"), b"not a PKCS#12 file").unwrap();
+        std::fs::write(dir.path().join("p12.pass"), "secret\n").unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "").unwrap();
+        let text = "[annuaire]\nurl = \"https://annuaire-amc.test/urls\"\nclient_pkcs12 = \"client.p12\"\n\
+                    client_password = { file = \"p12.pass\" }\nca_bundle = \"ca.pem\"\n[exports.squid]\npath = \"out/squid.acl\"\n";
+        let err = Config::load(text, "test.toml", dir.path()).unwrap_err();
+        let p = err.problems.iter().find(|p| p.key.as_deref() == Some("annuaire.client_password")).unwrap_or_else(|| panic!("{err}"));
+        assert!(p.message.contains("client.p12") && p.message.contains("wrong password"), "{p}");
+        assert_eq!(p.at.map(|(line, _)| line), Some(4), "{p}");
     }
 
     /// A build without the `netlink` feature (the default, which needs only the Rust toolchain)

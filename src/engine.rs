@@ -796,10 +796,17 @@ impl Engine {
 
     /// Rewrites outputs that no longer match what is in force (deleted or edited by hand).
     pub fn repair_drift(&mut self) -> Result<Vec<String>, EngineError> {
-        self.locked(|e| e.repair_drift_locked())
+        self.locked(|e| e.repair_drift_locked(false))
     }
 
-    fn repair_drift_locked(&mut self) -> Result<Vec<String>, EngineError> {
+    /// After a reload: rewrites the outputs that the new configuration writes differently (a
+    /// `wildcard_style`, an export added), audited as `config.outputs_rewritten`. Nobody touched
+    /// them: it is not drift, and it is not reported as repaired tampering.
+    pub fn rewrite_for_configuration(&mut self) -> Result<Vec<String>, EngineError> {
+        self.locked(|e| e.repair_drift_locked(true))
+    }
+
+    fn repair_drift_locked(&mut self, configuration_changed: bool) -> Result<Vec<String>, EngineError> {
         let applied = self.store.applied()?;
         if applied.plan_id == 0 {
             return Ok(Vec::new());
@@ -819,8 +826,14 @@ impl Engine {
         }
         self.enforce(&applied.state, applied.plan_id, &resolved, &now(), |s| drifted.iter().any(|d| d == s.name()))?;
         for d in &repaired {
-            warn!("Repaired drift: {d}.");
-            self.store.audit("rocsync", "sink.repaired", Some(applied.plan_id), d, &now())?;
+            if configuration_changed {
+                info!("Rewritten for the new configuration: {d}.");
+                let detail = format!("{d}: the configuration changed");
+                self.store.audit("rocsync", "config.outputs_rewritten", Some(applied.plan_id), &detail, &now())?;
+            } else {
+                warn!("Repaired drift: {d}.");
+                self.store.audit("rocsync", "sink.repaired", Some(applied.plan_id), d, &now())?;
+            }
         }
         Ok(repaired)
     }

@@ -27,7 +27,8 @@
 //! - [`daemon`]: `rocsync run`, the long-running service: the engine's passes on a schedule and
 //!   on wake-ups, the log watchers, the alert queue, the HTTP endpoint, systemd's protocol.
 //! - [`text`]: text from outside made safe to show (controls and bidi overrides escaped).
-//! - [`cli`]: the `rocsync` command line on top of it all.
+//! - [`cli`]: the `rocsync` command line on top of it all; [`logging`], its log lines under
+//!   systemd (one journal entry per event, with its priority).
 
 // Unsafe code lives in one module, `sinks::netlink`, which says so itself.
 #![deny(unsafe_code)]
@@ -40,6 +41,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod host;
+pub mod logging;
 pub mod plan;
 pub mod resolve;
 pub mod sinks;

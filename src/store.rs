@@ -164,6 +164,11 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A file of the state directory that this process may not write: another user made it
+    /// (root running `rocsync poll` before the service's first start), or owns the directory.
+    /// SQLite would say only "attempt to write a readonly database", at the first write.
+    #[error("{message}")]
+    NotWritable { path: PathBuf, message: String },
     /// The database was written by a newer rocsync.
     #[error("the state store has schema version {found}; this rocsync knows version {SCHEMA_VERSION} at most")]
     Version { found: i64 },
@@ -306,6 +311,9 @@ impl Store {
         let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open { path: state_dir.to_owned(), source };
         let path = state_dir.join(DB_FILE);
         create_state_dir(state_dir).map_err(|e| open_err(Box::new(e)))?;
+        if let Some(me) = Ids::current() {
+            check_writable(state_dir, &me)?;
+        }
         create_private_file(&path).map_err(|e| open_err(Box::new(e)))?;
         let conn = Connection::open(&path).map_err(|e| open_err(Box::new(e)))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -1108,6 +1116,110 @@ pub fn create_state_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The files in the state directory that rocsync writes: the database, SQLite's, the locks.
+const STATE_FILES: [&str; 5] = [DB_FILE, "state.db-wal", "state.db-shm", "apply.lock", "daemon.lock"];
+
+/// Refuses, saying whose it is and what to do, a state directory or a file in it that this
+/// process may not write. Decided from owners and modes, as access(2) does, without opening
+/// the files: closing a descriptor of the database would drop the SQLite locks this process
+/// holds on it through another connection.
+fn check_writable(state_dir: &Path, me: &Ids) -> Result<(), StoreError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let paths = std::iter::once(state_dir.to_owned()).chain(STATE_FILES.iter().map(|f| state_dir.join(f)));
+    for path in paths {
+        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        // Only another user's: a file of ours made read-only (a full disk, on purpose) fails
+        // as it is, with its own error.
+        if meta.uid() != me.uid && !me.may_write(meta.uid(), meta.gid(), meta.permissions().mode()) {
+            return Err(not_writable(state_dir, &path, meta.uid(), me.uid));
+        }
+    }
+    Ok(())
+}
+
+/// The error for `path` (owned by `owner`), which this process (`me`) may not write.
+fn not_writable(state_dir: &Path, path: &Path, owner: u32, me: u32) -> StoreError {
+    use std::os::unix::fs::MetadataExt;
+    let (owner_name, me_name) = (user_name(owner), user_name(me));
+    let dir_owner = std::fs::metadata(state_dir).map(|m| m.uid()).ok();
+    let message = match dir_owner {
+        // The directory is ours, a file in it is not: a command run as another user made it.
+        Some(d) if d == me => format!(
+            "{} belongs to {owner_name} (uid {owner}), not to {me_name}, who runs this rocsync and owns the state directory: it cannot \
+             write it (SQLite: \"attempt to write a readonly database\"). A command run as {owner_name} made it. Give the state \
+             back to {me_name}: `chown -R {me_name}: {}`; then run rocsync's commands as {me_name}: `runuser -u {me_name} -- rocsync …` \
+             (or `sudo -u {me_name} rocsync …`)",
+            path.display(),
+            state_dir.display()
+        ),
+        Some(d) => {
+            let dir_user = user_name(d);
+            format!(
+                "{} belongs to {owner_name} (uid {owner}), and this rocsync runs as {me_name}: it cannot write the state there. \
+                 Run rocsync as the state directory's user: `runuser -u {dir_user} -- rocsync …` (or `sudo -u {dir_user} rocsync …`)",
+                path.display()
+            )
+        }
+        None => format!("{} belongs to {owner_name} (uid {owner}), and this rocsync runs as {me_name}: it cannot write it", path.display()),
+    };
+    StoreError::NotWritable { path: path.to_owned(), message }
+}
+
+/// Who this process is to the file system: its effective user and groups, from
+/// `/proc/self/status` (no unsafe call to geteuid).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl Ids {
+    /// This process's; `None` when `/proc` cannot tell.
+    pub fn current() -> Option<Ids> {
+        Ids::parse(&std::fs::read_to_string("/proc/self/status").ok()?)
+    }
+
+    /// From the text of `/proc/PID/status`: the effective ids are the second of `Uid:` and `Gid:`.
+    fn parse(status: &str) -> Option<Ids> {
+        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(|rest| rest.split_whitespace().filter_map(|n| n.parse::<u32>().ok()).collect::<Vec<_>>());
+        let uid = *field("Uid:")?.get(1)?;
+        let gid = *field("Gid:")?.get(1)?;
+        let groups = field("Groups:").unwrap_or_default();
+        Some(Ids { uid, gid, groups })
+    }
+
+    /// Whether a file owned by `uid`:`gid` with `mode` may be written, as access(2) decides it
+    /// (root may write anything).
+    pub fn may_write(&self, uid: u32, gid: u32, mode: u32) -> bool {
+        if self.uid == 0 {
+            return true;
+        }
+        if uid == self.uid {
+            return mode & 0o200 != 0;
+        }
+        if gid == self.gid || self.groups.contains(&gid) {
+            return mode & 0o020 != 0;
+        }
+        mode & 0o002 != 0
+    }
+}
+
+/// The name of user `uid` from `/etc/passwd`, or the number when it has none.
+pub fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd").ok().and_then(|text| passwd_name(&text, uid)).unwrap_or_else(|| uid.to_string())
+}
+
+/// The name of `uid` in the text of a passwd file.
+fn passwd_name(text: &str, uid: u32) -> Option<String> {
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?.parse::<u32>().ok()?;
+        (id == uid && !name.is_empty()).then(|| name.to_owned())
+    })
+}
+
 /// Creates `path` empty with mode 0600 whatever the umask, or restricts an existing one to its
 /// owner: SQLite then gives the same mode to the `-wal` and `-shm` files it creates beside it.
 fn create_private_file(path: &Path) -> std::io::Result<()> {
@@ -1671,6 +1783,58 @@ mod tests {
     fn file_uris_escape_what_sqlite_would_read() {
         assert_eq!(file_uri(Path::new("/var/lib/rocsync/state.db")), "file:/var/lib/rocsync/state.db");
         assert_eq!(file_uri(Path::new("a b/%x?y#z.db")), "file:a%20b/%25x%3Fy%23z.db");
+    }
+
+    #[test]
+    fn who_may_write_is_decided_as_access_does() {
+        let status = "Name:\trocsync\nUid:\t0\t998\t998\t998\nGid:\t0\t997\t997\t997\nGroups:\t4 997 \n";
+        let me = Ids::parse(status).unwrap();
+        assert_eq!(me, Ids { uid: 998, gid: 997, groups: vec![4, 997] }, "the effective ids, not the real ones");
+        assert!(me.may_write(998, 997, 0o600));
+        assert!(!me.may_write(0, 0, 0o600), "root's state.db, 0600: \"attempt to write a readonly database\"");
+        assert!(!me.may_write(0, 0, 0o644));
+        assert!(me.may_write(0, 4, 0o660), "through a supplementary group");
+        assert!(!me.may_write(998, 997, 0o400), "the owner's bits decide for the owner");
+        let root = Ids { uid: 0, gid: 0, groups: vec![] };
+        assert!(root.may_write(998, 997, 0o400));
+        assert_eq!(Ids::parse("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn user_names_come_from_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nrocsync:x:998:997::/var/lib/rocsync:/usr/sbin/nologin\n";
+        assert_eq!(passwd_name(passwd, 998).as_deref(), Some("rocsync"));
+        assert_eq!(passwd_name(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(passwd_name(passwd, 4242), None);
+    }
+
+    /// `rocsync poll` run as root before the service's first start left a root-owned state.db;
+    /// the service said only "attempt to write a readonly database", with no path and no hint.
+    #[test]
+    fn a_state_file_of_another_user_is_named_with_its_owner_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DB_FILE), b"").unwrap();
+        let me = Ids::current().unwrap();
+        assert!(check_writable(dir.path(), &me).is_ok(), "our own files");
+        // Someone else, who may not write what this test's user made.
+        let other = Ids { uid: me.uid + 4242, gid: me.gid + 4242, groups: vec![] };
+        let err = check_writable(dir.path(), &other).unwrap_err().to_string();
+        let mine = user_name(me.uid);
+        assert!(err.contains(&format!("belongs to {mine} (uid {})", me.uid)), "{err}");
+        assert!(err.contains(&format!("runuser -u {mine} -- rocsync")), "run as the directory's user: {err}");
+        if me.uid == 0 {
+            // The service user's directory, root's database in it: chown it back.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(dir.path(), Some(other.uid), Some(other.gid)).unwrap();
+            let err = check_writable(dir.path(), &other).unwrap_err();
+            let StoreError::NotWritable { path, message } = &err else { panic!("{err}") };
+            assert_eq!(path, &dir.path().join(DB_FILE));
+            let service = user_name(other.uid);
+            assert!(message.contains(&format!("chown -R {service}: {}", dir.path().display())), "{message}");
+            assert!(message.contains(&format!("runuser -u {service} -- rocsync")), "{message}");
+            assert!(message.contains("belongs to root (uid 0)"), "{message}");
+        }
     }
 
     #[test]

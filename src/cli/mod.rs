@@ -291,7 +291,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let text = String::from_utf8_lossy(&text);
             // The catalogue: the file given, or the last good answer the store kept; what is
             // in force: the store's, when there is a configuration to find it.
-            let engine = if annuaire.is_none() || cli.config.exists() { Some(open_read_only(&cli.config)?) } else { None };
+            let engine = if annuaire.is_none() || cli.config.exists() { Some(open_store_read_only(&cli.config)?) } else { None };
             let answer = match (&annuaire, &engine) {
                 (Some(path), _) => read_annuaire_file(path, 64 * 1024 * 1024)?,
                 (None, Some(engine)) => {
@@ -337,6 +337,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Run => {
+            refuse_root_on_foreign_state(&Config::from_path(&cli.config)?.state_dir)?;
             crate::daemon::run(&cli.config)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -366,7 +367,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { action: Some(PlanAction::List { all, json }), .. } => {
-            let engine = open_read_only(&cli.config)?;
+            let engine = open_store_read_only(&cli.config)?;
             let limit = if all { usize::MAX >> 1 } else { 20 };
             let mut plans = engine.store.plans(limit)?;
             if !all {
@@ -379,7 +380,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { action: Some(PlanAction::Show { id, format }), .. } => {
-            let engine = open_read_only(&cli.config)?;
+            let engine = open_store_read_only(&cli.config)?;
             let plan = engine.store.plan(id)?;
             let decisions = engine.store.decisions(id)?;
             match format {
@@ -416,18 +417,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Notifications { limit, json } => {
-            let engine = open_read_only(&cli.config)?;
+            let engine = open_store_read_only(&cli.config)?;
             output::notifications(&mut out, &engine.store.notifications(limit)?, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Alerts { limit, json } => {
-            let engine = open_read_only(&cli.config)?;
+            let engine = open_store_read_only(&cli.config)?;
             let lang = engine.config.raw.alerts.language.clone();
             output::alerts(&mut out, &engine.store.recent_alerts(limit)?, &lang, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { limit, json } => {
-            let engine = open_read_only(&cli.config)?;
+            let engine = open_store_read_only(&cli.config)?;
             output::audit(&mut out, &engine.store.audit_log(limit)?, json)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -446,7 +447,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => {
-            let engine = open_read_only(&cli.config)?;
+            let engine = open_store_read_only(&cli.config)?;
             output::status(&mut out, &engine, json)?;
             // A lost store shows as "nothing yet": say what the outputs tell.
             if let Ok(Some(found)) = engine.lost_store() {
@@ -464,6 +465,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn open(config: &Path) -> anyhow::Result<Engine> {
     let config = Config::from_path(config)?;
+    refuse_root_on_foreign_state(&config.state_dir)?;
     Ok(Engine::open(config)?)
 }
 
@@ -472,6 +474,77 @@ fn open(config: &Path) -> anyhow::Result<Engine> {
 fn open_read_only(config: &Path) -> anyhow::Result<Engine> {
     let config = Config::from_path(config)?;
     Ok(Engine::open_read_only(config)?)
+}
+
+/// [`open_read_only`] for the commands that need only the store (`status`, `plan list`,
+/// `audit`, …): a configuration file with problems does not stop them (see [`open_store`]).
+fn open_store_read_only(config: &Path) -> anyhow::Result<Engine> {
+    let (config, _) = store_config(config)?;
+    Ok(Engine::open_read_only(config)?)
+}
+
+/// For `approve` and `reject`, which need only the store: a configuration file with problems
+/// does not stop them (see [`store_config`]). Says whether the configuration is whole: with a
+/// broken one, nothing is applied.
+fn open_store(config: &Path) -> anyhow::Result<(Engine, bool)> {
+    let (config, whole) = store_config(config)?;
+    refuse_root_on_foreign_state(&config.state_dir)?;
+    Ok((Engine::open(config)?, whole))
+}
+
+/// The configuration for a command that needs only the store. While a broken file is on disk
+/// the daemon runs on the last good one, and the RSSI must still see and approve plans: the
+/// command works on the state directory the file names, with a warning that names the
+/// problems. Fails only when even the state directory cannot be told.
+fn store_config(path: &Path) -> anyhow::Result<(Config, bool)> {
+    let (config, problems) = Config::from_path_lenient(path)?;
+    let Some(problems) = problems else { return Ok((config, true)) };
+    writeln!(
+        anstream::stderr(),
+        "rocsync: warning: the configuration has problems; this command works on the state in {} all the same (a running \
+         daemon keeps the configuration it loaded last; nothing is applied from here until the file is fixed, see \
+         `rocsync check-config`):\n{problems}",
+        config.state_dir.display()
+    )?;
+    Ok((config, false))
+}
+
+/// Root running a command that writes, on a state directory that belongs to another user (the
+/// service's), would leave files there that this user cannot write, and the service would fail
+/// with "attempt to write a readonly database". Refused, with the command to run instead.
+fn refuse_root_on_foreign_state(state_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(me) = crate::store::Ids::current() else { return Ok(()) };
+    let Ok(meta) = std::fs::metadata(state_dir) else { return Ok(()) };
+    if me.uid != 0 || meta.uid() == 0 {
+        return Ok(());
+    }
+    let user = crate::store::user_name(meta.uid());
+    anyhow::bail!(
+        "the state directory {} belongs to {user}, and this command runs as root: the files it would create there (state.db \
+         and its journal, apply.lock) would belong to root, and rocsync running as {user} (the service) could not write them \
+         (\"attempt to write a readonly database\"). Run it as {user}: `runuser -u {user} -- {}`",
+        state_dir.display(),
+        command_line()
+    )
+}
+
+/// The command line of this process, quoted for a shell, to run it again as someone else.
+fn command_line() -> String {
+    let words: Vec<String> = std::env::args_os()
+        .enumerate()
+        .map(|(i, word)| if i == 0 { "rocsync".to_owned() } else { shell_quote(&word.to_string_lossy()) })
+        .collect();
+    words.join(" ")
+}
+
+/// `word` as a shell reads it back: bare when it holds nothing the shell interprets.
+fn shell_quote(word: &str) -> String {
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c)) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 /// What `rocsync recover` read and recorded.
@@ -551,19 +624,27 @@ fn inspect_annuaire(file: &Path, json: bool, out: &mut impl Write) -> anyhow::Re
 }
 
 fn decide(config: &Path, args: DecideArgs, decision: Decision, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let mut engine = open(config)?;
+    let (mut engine, whole) = open_store(config)?;
     let by = args.by.trim();
     anyhow::ensure!(!by.is_empty(), "--by must name who decides");
-    // A running daemon applies approvals itself (it has the rights nftables needs).
+    // A running daemon applies approvals itself (it has the rights nftables needs), with the
+    // configuration it loaded; from here, only with a whole one.
     let daemon = crate::daemon::running(&engine.config.state_dir);
-    let plan = engine.decide(args.id, decision, by, args.comment.as_deref(), !args.no_apply && daemon.is_none())?;
+    let apply = !args.no_apply && daemon.is_none() && whole;
+    let plan = engine.decide(args.id, decision, by, args.comment.as_deref(), apply)?;
     let verb = match decision {
         Decision::Approve => "approved",
         Decision::Reject => "rejected",
     };
     writeln!(out, "Plan {} {verb} by {by}; it is now {}.", plan.id, plan.status)?;
-    if let (Some(pid), crate::plan::Status::Approved, false) = (daemon, plan.status, args.no_apply) {
-        writeln!(out, "The running rocsync (pid {pid}) applies it within seconds; `rocsync plan show {}` tells when.", plan.id)?;
+    match (daemon, plan.status, args.no_apply) {
+        (Some(pid), crate::plan::Status::Approved, false) => {
+            writeln!(out, "The running rocsync (pid {pid}) applies it within seconds; `rocsync plan show {}` tells when.", plan.id)?;
+        }
+        (None, crate::plan::Status::Approved, false) if !whole => {
+            writeln!(out, "Not applied: the configuration has problems (above). Fix it, then `rocsync apply {}`.", plan.id)?;
+        }
+        _ => {}
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -574,4 +655,18 @@ fn login_name() -> String {
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_quoted_for_the_shell_only_when_needed() {
+        assert_eq!(shell_quote("--config"), "--config");
+        assert_eq!(shell_quote("/etc/rocsync/config.toml"), "/etc/rocsync/config.toml");
+        assert_eq!(shell_quote("J. Martin (RSSI)"), "'J. Martin (RSSI)'");
+        assert_eq!(shell_quote("l'AMC"), r"'l'\''AMC'");
+        assert_eq!(shell_quote(""), "''");
+    }
 }

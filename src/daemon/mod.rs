@@ -16,7 +16,9 @@
 
 pub mod http;
 pub mod mailer;
+mod reload;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -42,6 +44,7 @@ use crate::sinks::plain::WildcardStyle;
 use crate::sources::schedule::{self, PollSchedule};
 use crate::store::LogPosition;
 use crate::watch::follow::Follower;
+use crate::watch::health::{Health, Tell};
 use crate::watch::journal::JournalReader;
 use crate::watch::{Correlator, Line};
 use http::{Document, Published, Shared};
@@ -64,7 +67,10 @@ enum Job {
     ApplyApproved,
     Refresh,
     Logs,
-    Reload(Box<Config>),
+    /// A configuration read and checked, with the text of its file (to tell what changed).
+    Reload(Box<Config>, String),
+    /// SIGHUP found the file broken: the reason, for the audit log.
+    ReloadRefused(String),
     Ping(oneshot::Sender<()>),
 }
 
@@ -94,9 +100,11 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let engine = Engine::open(config.clone())?;
     let (jobs, rx) = mpsc::channel::<Job>(16);
     let (worker_shared, worker_path) = (shared.clone(), config_path.clone());
+    // The file as loaded, to tell what a reload changes.
+    let loaded = std::fs::read_to_string(&config_path).unwrap_or_default();
     let worker = std::thread::Builder::new()
         .name("rocsync-worker".into())
-        .spawn(move || Worker::new(engine, worker_shared, worker_path).run(rx))?;
+        .spawn(move || Worker::new(engine, worker_shared, worker_path, loaded).run(rx))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_mailer = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -125,12 +133,9 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let (tx, ready) = oneshot::channel();
     jobs.send(Job::Pass(tx)).await.ok();
     let first = ready.await.unwrap_or(false);
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(if first {
-        "running"
-    } else {
-        "running; the first read of the annuaire failed (see the log)"
-    })]);
-    info!(pid = std::process::id(), "rocsync run: ready.");
+    // The pass told its own STATUS= (each pass does, see `Worker::pass`).
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    info!(pid = std::process::id(), first_pass_ok = first, "rocsync run: ready.");
 
     if let Some(period) = sd_notify::watchdog_enabled() {
         let jobs = jobs.clone();
@@ -163,13 +168,22 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
         tokio::select! {
-            _ = hup.recv() => match Config::from_path(&config_path) {
-                Ok(new) => {
-                    info!("SIGHUP: configuration {} reloaded.", config_path.display());
-                    let _ = jobs.send(Job::Reload(Box::new(new))).await;
+            _ = hup.recv() => {
+                let text = std::fs::read_to_string(&config_path).unwrap_or_default();
+                match Config::from_path(&config_path) {
+                    Ok(new) => {
+                        info!("SIGHUP: configuration {} read.", config_path.display());
+                        let _ = jobs.send(Job::Reload(Box::new(new), text)).await;
+                    }
+                    Err(e) => {
+                        // One line: under systemd each line is an entry of its own.
+                        let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+                        let reason = format!("{}: {}", e.origin, problems.join("; "));
+                        error!("SIGHUP: the configuration is refused, the one loaded stays in force: {reason}");
+                        let _ = jobs.send(Job::ReloadRefused(reason)).await;
+                    }
                 }
-                Err(e) => error!("SIGHUP: the configuration is refused, the one loaded stays in force:\n{e}"),
-            },
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -326,6 +340,10 @@ struct Worker {
     /// Since when the annuaire has failed, with the last error.
     failing_since: Option<(String, u64, String)>,
     published_plan: Option<i64>,
+    /// The configuration file's text as loaded, to tell what a reload changes.
+    loaded: String,
+    /// How reading each followed log goes (by its key), to say a failure once, not every tick.
+    health: BTreeMap<String, Health>,
 }
 
 #[derive(Clone, Copy)]
@@ -335,7 +353,7 @@ enum LogKind {
 }
 
 impl Worker {
-    fn new(engine: Engine, shared: Shared, config_path: PathBuf) -> Worker {
+    fn new(engine: Engine, shared: Shared, config_path: PathBuf, loaded: String) -> Worker {
         let mut w = Worker {
             engine,
             shared,
@@ -345,6 +363,8 @@ impl Worker {
             catalogue: None,
             failing_since: None,
             published_plan: None,
+            loaded,
+            health: BTreeMap::new(),
         };
         w.open_followers();
         w
@@ -390,21 +410,52 @@ impl Worker {
                     self.publish();
                 }
                 Job::Logs => self.logs(),
-                Job::Reload(config) => match Engine::open(*config) {
-                    Ok(engine) => {
-                        self.engine = engine;
-                        self.catalogue = None;
-                        self.open_followers();
-                        self.publish();
-                    }
-                    Err(e) => error!("The new configuration cannot be used, the old one stays: {}", crate::error_chain(&e)),
-                },
+                Job::Reload(config, text) => self.reload(*config, text),
+                Job::ReloadRefused(reason) => self.audit("config.reload_refused", &reason),
                 Job::Ping(reply) => {
                     let _ = reply.send(());
                 }
             }
         }
         info!("Worker stopped.");
+    }
+
+    /// Takes a configuration read on SIGHUP, audited with what changed (`config.reloaded`), or
+    /// refused with why (`config.reload_refused`). Outputs that the new configuration writes
+    /// differently (a `wildcard_style`, an export added) are rewritten at once, audited as
+    /// `config.outputs_rewritten`: nobody tampered with them, and nobody is told so.
+    fn reload(&mut self, config: Config, text: String) {
+        // Outputs that differed already before are drift: the next pass repairs and reports
+        // them (with what the new configuration changes in them).
+        let drifted_before = self.engine.drift().map_or(true, |d| !d.is_empty());
+        match Engine::open(config) {
+            Ok(engine) => {
+                self.engine = engine;
+                self.catalogue = None;
+                self.open_followers();
+                let changes = reload::changes(&self.loaded, &text);
+                self.loaded = text;
+                info!("Configuration reloaded: {changes}.");
+                self.audit("config.reloaded", &changes);
+                if !drifted_before {
+                    if let Err(e) = self.engine.rewrite_for_configuration() {
+                        warn!("The outputs could not be rewritten for the new configuration (the next pass tries again): {}", crate::error_chain(&e));
+                    }
+                }
+                self.publish();
+            }
+            Err(e) => {
+                let reason = crate::error_chain(&e);
+                error!("The new configuration cannot be used, the old one stays: {reason}");
+                self.audit("config.reload_refused", &reason);
+            }
+        }
+    }
+
+    fn audit(&mut self, action: &str, detail: &str) {
+        if let Err(e) = self.engine.store.audit("rocsync", action, None, detail, &now()) {
+            error!("Cannot write the audit log ({action}): {}", crate::error_chain(&e));
+        }
     }
 
     fn raise(&mut self, alert: Alert) {
@@ -434,6 +485,7 @@ impl Worker {
     fn pass(&mut self) -> bool {
         let started = Instant::now();
         let result = self.engine.once(false);
+        let mut failure = None;
         let ok = match result {
             Ok(run) => {
                 self.failing_since = None;
@@ -458,6 +510,7 @@ impl Worker {
             }
             Err(e) => {
                 let text = crate::error_chain(&e);
+                failure = Some(text.clone());
                 warn!("Pass failed; what is in force stays: {text}");
                 if let EngineError::Sink { plan, .. } = &e {
                     self.raise(Alert::ApplyFailed { plan: *plan, error: text.clone() });
@@ -480,6 +533,7 @@ impl Worker {
         self.certificate_alert();
         self.catalogue = None;
         self.publish();
+        self.tell_status(failure.as_deref());
         ok
     }
 
@@ -525,6 +579,22 @@ impl Worker {
         let path = std::path::absolute(&self.config_path).unwrap_or_else(|_| self.config_path.clone());
         let config = (path != Path::new(DEFAULT_CONFIG)).then(|| path.display().to_string());
         RunAt { host: crate::text::escaped(&host), user: user.map(|u| crate::text::escaped(&u)), config }
+    }
+
+    /// Tells systemd how the last pass went (`STATUS=`, in `systemctl status`), after every
+    /// pass: an old error must not stay there after later good reads.
+    fn tell_status(&self, failure: Option<&str>) {
+        let text = match failure {
+            None => {
+                let in_force = self.engine.store.applied().map(|a| a.plan_id).unwrap_or(0);
+                let waiting = self.engine.store.open_plans().map(|p| p.iter().filter(|p| p.status == Status::Pending).count()).unwrap_or(0);
+                format!("running; last pass {} OK: plan {in_force} in force, {waiting} plan(s) waiting for approval", now())
+            }
+            Some(error) => format!("running; last pass {} failed, what is in force stays: {error}", now()),
+        };
+        // One line of a datagram: newlines would end the field.
+        let line: String = text.replace(['\n', '\r'], " ").chars().take(400).collect();
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&line)]);
     }
 
     fn note_unreachable(&mut self, error: String) {
@@ -646,26 +716,36 @@ impl Worker {
     /// and deduplicated), together with the new position of each log.
     fn logs(&mut self) {
         let prefix = self.engine.config.raw.nftables.log_prefix.clone();
+        let now_t = Instant::now();
         if let Some(mut journal) = self.journal.take() {
-            match journal.read() {
-                Ok(chunk) => {
-                    let raised = if chunk.lines.is_empty() { Vec::new() } else { self.correlate(&chunk.lines, LogKind::Nft, &prefix) };
-                    let position = LogPosition { inode: 0, offset: 0, first_line: journal.cursor.clone().unwrap_or_default() };
-                    self.record(&journal.key(), &position, raised);
+            let key = journal.key();
+            if self.due(&key, now_t) {
+                match journal.read() {
+                    Ok(chunk) => {
+                        self.read_ok(&key, "the journal");
+                        let raised = if chunk.lines.is_empty() { Vec::new() } else { self.correlate(&chunk.lines, LogKind::Nft, &prefix) };
+                        let position = LogPosition { inode: 0, offset: 0, first_line: journal.cursor.clone().unwrap_or_default() };
+                        self.record(&key, &position, raised);
+                    }
+                    Err(e) => self.read_failed(&key, "the journal", e.to_string(), now_t),
                 }
-                Err(e) => warn!("Cannot read the journal: {e}"),
             }
             self.journal = Some(journal);
         }
         let mut followers = std::mem::take(&mut self.followers);
         for (follower, kind) in &mut followers {
+            let key = follower.path().to_string_lossy().into_owned();
+            if !self.due(&key, now_t) {
+                continue;
+            }
             let chunk = match follower.read() {
                 Ok(c) => c,
                 Err(e) => {
-                    warn!("Cannot read {}: {e}", follower.path().display());
+                    self.read_failed(&key, &key, e.to_string(), now_t);
                     continue;
                 }
             };
+            self.read_ok(&key, &key);
             if let Some(how) = chunk.rotated {
                 info!("{} was rotated ({how}); reading the new file from its start.", follower.path().display());
             }
@@ -674,9 +754,33 @@ impl Worker {
             if !chunk.lines.is_empty() {
                 raised = self.correlate(&chunk.lines, *kind, &prefix);
             }
-            self.record(&follower.path().to_string_lossy(), &position, raised);
+            self.record(&key, &position, raised);
         }
         self.followers = followers;
+    }
+
+    /// Whether the log `key` is to be read at `now`: a failing one waits for its back-off.
+    fn due(&self, key: &str, now: Instant) -> bool {
+        self.health.get(key).is_none_or(|h| h.due(now))
+    }
+
+    /// A read of `what` failed: said once per reason (a log read every half second filled
+    /// the journal), then retried less and less often, up to once a minute.
+    fn read_failed(&mut self, key: &str, what: &str, reason: String, now: Instant) {
+        if let Tell::Failed { reason, retry_in } = self.health.entry(key.to_owned()).or_default().failed(reason, now) {
+            warn!(
+                watched = %key,
+                "Cannot read {what}: {reason}. Trying again in {} s, then less and less often (at least once a minute); said again only if the reason changes.",
+                retry_in.as_secs()
+            );
+        }
+    }
+
+    /// A read of `what` worked: said once after failures.
+    fn read_ok(&mut self, key: &str, what: &str) {
+        if let Some(Tell::Recovered { attempts, reason }) = self.health.get_mut(key).map(Health::succeeded) {
+            info!(watched = %key, "Reading {what} works again, after {attempts} failed attempt(s) ({reason}).");
+        }
     }
 
     /// Counts what a log raised, and stores its alerts with the log's new position, at once.

@@ -111,13 +111,19 @@ pub enum TlsSetupError {
     /// Neither a CA bundle nor the system's roots.
     #[error("no CA to trust: set annuaire.ca_bundle (the IGC OSI CA bundle)")]
     NoTrust,
-    /// rustls refuses the key (unsupported algorithm, not matching the certificate).
-    #[error("the client key in {} cannot be used", path.display())]
-    ClientAuth {
-        path: PathBuf,
-        #[source]
-        source: rustls::Error,
-    },
+    /// rustls refuses the certificate or the key (unsupported algorithm, a key of another
+    /// pair); the reason in words, not rustls' debug form.
+    #[error("the client certificate and key in {} cannot be used: {reason}", path.display())]
+    ClientAuth { path: PathBuf, reason: String },
+    /// The client certificate is X.509 version 1 or 2: without extensions, which TLS client
+    /// authentication needs (rustls said only "Other(OtherError(UnsupportedCertVersion))").
+    #[error(
+        "the client certificate in {} is an X.509 version {version} certificate; TLS needs version 3 (with extensions, such as \
+         the \"client authentication\" usage an IGC-Santé ORG AUTH_CLI certificate carries): use the .p12 the ANS platform \
+         delivered, or ask for a new certificate",
+        path.display()
+    )]
+    CertificateVersion { path: PathBuf, version: u32 },
     /// The HTTP client cannot be built.
     #[error("cannot build the HTTP client")]
     Client(#[source] reqwest::Error),
@@ -153,7 +159,39 @@ pub fn load_identity(tls: &TlsSettings) -> Result<ClientIdentity, TlsSetupError>
         _ => return Err(TlsSetupError::PemMissing { path: PathBuf::from("(none)"), what: "client certificate" }),
     };
     let info = CertInfo::from_der(&chain[0]).map_err(|reason| TlsSetupError::BadCertificate { path: path.clone(), reason })?;
+    if let Some(version) = x509_version(&chain[0]).filter(|v| *v != 3) {
+        return Err(TlsSetupError::CertificateVersion { path, version });
+    }
     Ok(ClientIdentity { chain, key, info, path })
+}
+
+/// The X.509 version of a certificate (1, 2 or 3), if it parses.
+fn x509_version(der: &[u8]) -> Option<u32> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.version().0 + 1)
+}
+
+/// Opens the client identity as a connection would, without connecting: the PKCS#12 file with
+/// its password, the certificate's version, the key against the certificate. `check-config`
+/// runs it, so that a wrong password is told before the first poll, not at it.
+pub fn check_identity(tls: &TlsSettings) -> Result<CertInfo, TlsSetupError> {
+    let ClientIdentity { chain, key, info, path } = load_identity(tls)?;
+    client_config(RootCertStore::empty())
+        .with_client_auth_cert(chain, key)
+        .map_err(|source| TlsSetupError::ClientAuth { reason: client_auth_reason(&source), path })?;
+    Ok(info)
+}
+
+/// Why rustls refuses a client certificate and key, in words.
+fn client_auth_reason(err: &rustls::Error) -> String {
+    match err {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            "the private key does not belong to the certificate (they come from two different key pairs)".into()
+        }
+        rustls::Error::InvalidCertificate(CertificateError::BadEncoding) => "the certificate is not valid DER".into(),
+        rustls::Error::InvalidCertificate(other) => format!("the certificate is refused ({other})"),
+        other => other.to_string(),
+    }
 }
 
 /// The CAs the annuaire's certificate must chain to.
@@ -244,7 +282,7 @@ impl AnnuaireClient {
         let identity = load_identity(&settings.tls)?;
         let config = client_config(load_roots(&settings.tls)?)
             .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
-            .map_err(|source| TlsSetupError::ClientAuth { path: identity.path.clone(), source })?;
+            .map_err(|source| TlsSetupError::ClientAuth { path: identity.path.clone(), reason: client_auth_reason(&source) })?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(config)
             .connect_timeout(settings.connect_timeout)

@@ -50,10 +50,12 @@ impl JournalReader {
             (None, false) => {}
         }
         cmd.arg("_TRANSPORT=kernel");
-        let out = cmd.output()?;
+        let out = cmd.output().map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound { " (is systemd's journalctl installed, and in PATH?)" } else { "" };
+            std::io::Error::new(e.kind(), format!("cannot run journalctl: {e}{hint}"))
+        })?;
         if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            return Err(std::io::Error::other(format!("journalctl: {}", err.trim())));
+            return Err(std::io::Error::other(failure(&out.status, &out.stderr)));
         }
         let (lines, cursor) = parse(&String::from_utf8_lossy(&out.stdout));
         if first {
@@ -65,6 +67,25 @@ impl JournalReader {
             self.cursor = cursor;
         }
         Ok(JournalChunk { lines })
+    }
+}
+
+/// Why journalctl failed, in words, on one line. It may print nothing (as with `--quiet` when
+/// the user may not read the system's journal): then its exit status and the likely causes,
+/// never an empty reason.
+fn failure(status: &std::process::ExitStatus, stderr: &[u8]) -> String {
+    let how = match status.code() {
+        Some(code) => format!("exited with status {code}"),
+        None => format!("ended: {status}"),
+    };
+    let said: Vec<String> = String::from_utf8_lossy(stderr).lines().map(str::trim).filter(|l| !l.is_empty()).map(crate::text::escaped).collect();
+    if said.is_empty() {
+        format!(
+            "journalctl {how} and printed nothing: may this user read the journal (the systemd-journal group; in the unit, \
+             SupplementaryGroups=systemd-journal), and does watch.journal_directory hold a journal?"
+        )
+    } else {
+        format!("journalctl {how}: {}", said.join(" / "))
     }
 }
 
@@ -92,5 +113,17 @@ mod tests {
         assert_eq!(lines, ["Nov 20 10:15:01 fw1 kernel: rocsync-drop: SRC=a"]);
         assert_eq!(cursor.as_deref(), Some("s=1;i=2"));
         assert_eq!(parse(""), (vec![], None));
+    }
+
+    /// "Cannot read the journal: journalctl:" was logged with nothing after the colon.
+    #[test]
+    fn a_silent_journalctl_failure_still_has_a_reason() {
+        use std::os::unix::process::ExitStatusExt;
+        let status = std::process::ExitStatus::from_raw(1 << 8);
+        let silent = failure(&status, b"");
+        assert!(silent.starts_with("journalctl exited with status 1 and printed nothing"), "{silent}");
+        assert!(silent.contains("systemd-journal"), "{silent}");
+        let said = failure(&status, b"Failed to open files: Permission denied\n\nHint: more\n");
+        assert_eq!(said, "journalctl exited with status 1: Failed to open files: Permission denied / Hint: more");
     }
 }

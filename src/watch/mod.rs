@@ -8,6 +8,7 @@
 //! admissions desk. Pure.
 
 pub mod follow;
+pub mod health;
 pub mod journal;
 pub mod nftlog;
 pub mod squid;

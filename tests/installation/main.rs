@@ -10,3 +10,4 @@ mod util;
 
 mod mail;
 mod nft;
+mod ops;
