@@ -29,7 +29,8 @@
 //! - [`text`]: text from outside made safe to show (controls and bidi overrides escaped).
 //! - [`cli`]: the `rocsync` command line on top of it all.
 
-// Unsafe code lives in one module, `sinks::netlink`, which says so itself.
+// Unsafe code lives in `sinks::netlink` and in `config::access` (access(2), geteuid(2)), which
+// say so themselves.
 #![deny(unsafe_code)]
 
 pub mod alerts;

@@ -513,6 +513,12 @@ pub fn exit_status(err: &anyhow::Error) -> ExitCode {
 fn check_config(path: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     match Config::from_path(path) {
         Ok(config) => {
+            // As the units run it (ExecStartPre, as the service user, in its sandbox): every path
+            // it must write or read and nftables, with the directive that gives what lacks.
+            if let Err(e) = crate::config::access::check(&config, path) {
+                writeln!(anstream::stderr(), "{e}")?;
+                return Ok(ExitCode::FAILURE);
+            }
             writeln!(
                 out,
                 "{}: OK (source {}, review mode {}, {} output file(s), state in {})",
@@ -522,6 +528,13 @@ fn check_config(path: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
                 config.files.exports.len(),
                 config.state_dir.display()
             )?;
+            if crate::config::access::as_root() {
+                writeln!(
+                    out,
+                    "Rights checked as root, who may write anywhere: the units check the service user's in ExecStartPre \
+                     (`runuser -u rocsync -- rocsync check-config` checks them now)."
+                )?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
