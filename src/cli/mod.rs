@@ -1,5 +1,6 @@
 //! The `rocsync` command line: clap definitions and one `run` per command.
 
+mod man;
 pub mod output;
 
 use std::io::Write;
@@ -270,8 +271,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig => check_config(&cli.config, &mut out),
         Command::Man => {
-            let mut page = Vec::new();
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
+            let mut page: Vec<u8> = Vec::new();
+            man::render(&mut page)?;
             out.write_all(&page)?;
             Ok(ExitCode::SUCCESS)
         }
