@@ -430,7 +430,9 @@ fn every_unit_is_installed_in_usr_lib_by_both_packages() {
 /// is put right.
 #[test]
 fn exports_have_one_mode_whatever_the_umask_of_the_pass_that_writes_them() {
-    let sb = Sandbox::new("auto", "urls-v1.json");
+    // Going back from v2 to v1 closes 3 of 14 hosts: past the default guard of 20 %.
+    let sb = Sandbox::with_config("[annuaire]\nurl = \"file:annuaire.json\"\n[review]\nmode = \"auto\"\nmax_removal_percent = 100\n");
+    sb.set_answer("urls-v1.json");
     let files = ["out/squid.acl", "out/hosts.txt", "out/rocsync.nft"];
     let check = |umask: &str, out: &Output| {
         assert!(out.status.success(), "umask {umask}: {}{}", stdout(out), stderr(out));
