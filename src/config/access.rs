@@ -119,13 +119,13 @@ fn export_key(export: &Export) -> &'static str {
 fn may_write_in(dir: &Path, who: &Who, need: &str) -> Option<String> {
     let at = nearest_existing(dir);
     let err = sys::access(&at, sys::W_OK | sys::X_OK).err()?;
-    Some(refused(&at, &err, who, need, Right::Write))
+    Some(refused(&at, dir, &err, who, need, Right::Write))
 }
 
 /// Why rocsync could not write the file `path`, or `None`.
 fn may_write(path: &Path, who: &Who, need: &str) -> Option<String> {
     let err = sys::access(path, sys::W_OK).err()?;
-    Some(refused(path, &err, who, need, Right::Write))
+    Some(refused(path, path, &err, who, need, Right::Write))
 }
 
 /// Why rocsync could not read the log `path`, or `None`. A log that is not there yet is no
@@ -134,7 +134,7 @@ fn may_read_log(path: &Path, who: &Who) -> Option<String> {
     match sys::access(path, sys::R_OK) {
         Ok(()) => None,
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => Some(refused(path, &e, who, "follow it for blocked requests", Right::Read)),
+        Err(e) => Some(refused(path, path, &e, who, "follow it for blocked requests", Right::Read)),
     }
 }
 
@@ -152,7 +152,7 @@ fn may_read_journal(dir: Option<&Path>, who: &Who) -> Option<String> {
             Ok(()) => {}
             // No persistent (or no volatile) journal on this host.
             Err(e) if e.kind() == io::ErrorKind::NotFound && dir.is_none() => {}
-            Err(e) => return Some(refused(root, &e, who, need, Right::Read)),
+            Err(e) => return Some(refused(root, root, &e, who, need, Right::Read)),
         }
     }
     if files.iter().any(|f| sys::access(f, sys::R_OK).is_ok()) {
@@ -160,7 +160,7 @@ fn may_read_journal(dir: Option<&Path>, who: &Who) -> Option<String> {
     }
     let file = files.first()?;
     let err = sys::access(file, sys::R_OK).err()?;
-    Some(refused(file, &err, who, need, Right::Read))
+    Some(refused(file, file, &err, who, need, Right::Read))
 }
 
 /// The journal files in `dir` and, `depth` levels down, in its directories (the system
@@ -204,13 +204,17 @@ enum Right {
 }
 
 /// The problem's text: what `path` refused (`err`) to `who`, what rocsync needs it for, and
-/// the directive (or the command) that gives it.
-fn refused(path: &Path, err: &io::Error, who: &Who, need: &str, right: Right) -> String {
+/// the directive (or the command) that gives it. `wanted` is the path rocsync writes, `path`
+/// itself or a directory to be made in it.
+fn refused(path: &Path, wanted: &Path, err: &io::Error, who: &Who, need: &str, right: Right) -> String {
     let shown = path.display();
     if err.raw_os_error() == Some(libc::EROFS) {
+        // ReadWritePaths= naming a missing path fails the unit's start: the path comes first.
+        let create = if wanted.exists() { String::new() } else { format!("create {} (the service user's), then ", wanted.display()) };
         return format!(
             "{shown} is read-only here ({err}), and rocsync must {need}: under systemd, ProtectSystem=strict leaves writable only \
-             the unit's StateDirectory= and ReadWritePaths=; add `ReadWritePaths={shown}` {DROP_IN}"
+             the unit's StateDirectory= and ReadWritePaths=; {create}add `ReadWritePaths={}` {DROP_IN}",
+            wanted.display()
         );
     }
     if err.kind() != io::ErrorKind::PermissionDenied {
@@ -360,10 +364,14 @@ mod tests {
     #[test]
     fn a_read_only_mount_names_the_read_write_paths_directive() {
         let err = io::Error::from_raw_os_error(libc::EROFS);
-        let text = refused(Path::new("/srv/roc/exports"), &err, &who(), "write squid.acl there", Right::Write);
-        assert!(text.starts_with("/srv/roc/exports is read-only here (Read-only file system"), "{text}");
+        let text = refused(Path::new("/srv"), Path::new("/srv/roc/exports"), &err, &who(), "write squid.acl there", Right::Write);
+        assert!(text.starts_with("/srv is read-only here (Read-only file system"), "{text}");
         assert!(text.contains("ProtectSystem=strict") && text.contains("`ReadWritePaths=/srv/roc/exports`"), "{text}");
+        assert!(text.contains("create /srv/roc/exports (the service user's), then add"), "a missing path fails the unit: {text}");
         assert!(text.contains("systemctl edit rocsync.service"), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let text = refused(dir.path(), dir.path(), &err, &who(), "write squid.acl there", Right::Write);
+        assert!(text.contains(&format!("; add `ReadWritePaths={}`", dir.path().display())), "{text}");
     }
 
     #[test]
@@ -371,14 +379,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o770)).unwrap();
         let err = io::Error::from_raw_os_error(libc::EACCES);
-        let text = refused(dir.path(), &err, &who(), "move each message out of new/", Right::Write);
+        let text = refused(dir.path(), dir.path(), &err, &who(), "move each message out of new/", Right::Write);
         let group = names_in(&std::fs::read_to_string("/etc/group").unwrap_or_default(), std::fs::metadata(dir.path()).unwrap().gid())
             .unwrap_or_else(|| std::fs::metadata(dir.path()).unwrap().gid().to_string());
         assert!(text.contains("is not writable by user rocsync (uid 999)") && text.contains("mode 0770"), "{text}");
         assert!(text.contains(&format!("`SupplementaryGroups={group}`")), "{text}");
         // Without a group that may write: the owner is to change.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let text = refused(dir.path(), &err, &who(), "write its state there", Right::Write);
+        let text = refused(dir.path(), dir.path(), &err, &who(), "write its state there", Right::Write);
         assert!(text.contains(&format!("`chown rocsync: {}`", dir.path().display())), "{text}");
         assert!(!text.contains("SupplementaryGroups"), "{text}");
     }
@@ -390,17 +398,18 @@ mod tests {
         std::fs::write(&log, "").unwrap();
         std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o640)).unwrap();
         let err = io::Error::from_raw_os_error(libc::EACCES);
-        let text = refused(&log, &err, &who(), "follow it for blocked requests", Right::Read);
+        let text = refused(&log, &log, &err, &who(), "follow it for blocked requests", Right::Read);
         assert!(text.contains("is not readable by user rocsync") && text.contains("`SupplementaryGroups="), "{text}");
         std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let text = refused(&log, &err, &who(), "follow it for blocked requests", Right::Read);
+        let text = refused(&log, &log, &err, &who(), "follow it for blocked requests", Right::Read);
         assert!(text.contains("give the service's user read access"), "{text}");
     }
 
     #[test]
     fn a_path_under_home_names_protect_home() {
         let err = io::Error::from_raw_os_error(libc::EACCES);
-        let text = refused(Path::new("/home/dsi/Maildir/new"), &err, &who(), "move each message out of new/", Right::Write);
+        let home = Path::new("/home/dsi/Maildir/new");
+        let text = refused(home, home, &err, &who(), "move each message out of new/", Right::Write);
         assert!(text.contains("ProtectHome=yes") && text.contains("`ReadWritePaths=/home/dsi/Maildir/new`"), "{text}");
     }
 
