@@ -2,7 +2,8 @@
 # Builds the packages: target/debian/rocsync_VERSION_ARCH.deb (cargo-deb), and with --rpm also
 # target/generate-rpm/rocsync-VERSION.ARCH.rpm (cargo-generate-rpm). The man page and the
 # shell completions are generated from the binary just built; /etc/rocsync/config.toml is
-# config.example.toml with its paths pointed at /var/lib/rocsync and /usr/share/rocsync.
+# config.example.toml with its paths pointed at /var/lib/rocsync and /usr/share/rocsync
+# (packaging/installed-config.sh). Every unit goes to /usr/lib/systemd/system.
 #
 #   cargo install cargo-deb cargo-generate-rpm   # once
 #   packaging/build.sh [--rpm]
@@ -20,12 +21,7 @@ gzip -9n "$assets/rocsync.1"
 "$bin" completions bash > "$assets/completions/rocsync.bash"
 "$bin" completions zsh > "$assets/completions/_rocsync"
 "$bin" completions fish > "$assets/completions/rocsync.fish"
-sed -e 's|^url = "file:samples/annuaire-urls.json"|url = "file:/usr/share/rocsync/annuaire-urls.sample.json"|' \
-    -e 's|^path = "rocsync-out/|path = "/var/lib/rocsync/exports/|' \
-    -e 's|^state_dir = "rocsync-state"|state_dir = "/var/lib/rocsync/state"|' \
-    -e '1i # Installed by the rocsync package from config.example.toml: it reads the bundled sample\n# answer until [annuaire] url points at the web service.' \
-    config.example.toml > "$assets/config.toml"
-grep -q '^state_dir = "/var/lib/rocsync/state"' "$assets/config.toml"
+packaging/installed-config.sh config.example.toml > "$assets/config.toml"
 cargo deb --no-build --locked
 if [ "${1:-}" = --rpm ]; then
     cargo generate-rpm

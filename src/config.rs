@@ -1511,6 +1511,10 @@ fn human(d: Duration) -> String {
     }
 }
 
+/// What the configuration asks of the file system and the kernel, checked with the rights of
+/// the user running `rocsync check-config` (the service user, in the units' `ExecStartPre=`).
+pub mod access;
+
 #[cfg(test)]
 mod tests {
     use super::*;

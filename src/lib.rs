@@ -30,7 +30,8 @@
 //! - [`cli`]: the `rocsync` command line on top of it all; [`logging`], its log lines under
 //!   systemd (one journal entry per event, with its priority).
 
-// Unsafe code lives in one module, `sinks::netlink`, which says so itself.
+// Unsafe code lives in `sinks::netlink` and in `config::access` (access(2), geteuid(2)), which
+// say so themselves.
 #![deny(unsafe_code)]
 
 pub mod alerts;

@@ -61,13 +61,32 @@ fn the_deb_passes_lintian_installs_runs_and_purges() {
     assert_eq!(chroot_ok(&root, &["stat", "-c", "%a %G", "/etc/rocsync/config.toml"]).trim(), "640 rocsync");
     // The link points into the chroot: look at the link, not through it.
     assert!(root.join("etc/systemd/system/multi-user.target.wants/rocsync.service").symlink_metadata().is_ok(), "enabled, not started");
-    for file in ["usr/share/man/man1/rocsync.1.gz", "usr/share/bash-completion/completions/rocsync", "lib/systemd/system/rocsync.service"] {
+    for file in ["usr/share/man/man1/rocsync.1.gz", "usr/share/bash-completion/completions/rocsync", "usr/lib/systemd/system/rocsync.service"] {
         assert!(root.join(file).exists(), "{file}");
     }
-    // It runs as its user, with the configuration as installed.
-    chroot_ok(&root, &["setpriv", "--reuid=rocsync", "--regid=rocsync", "--init-groups", "rocsync", "once", "--config", "/etc/rocsync/config.toml"]);
+    // Every unit in one directory (they were split between /lib and /usr/lib).
+    let files = chroot_ok(&root, &["dpkg", "-L", "rocsync"]);
+    assert!(!files.lines().any(|f| f.starts_with("/lib/")), "{files}");
+    for unit in ["rocsync-once.service", "rocsync-once.timer", "rocsync-mail.path", "rocsync-squid-reload.path", "rocsync-squid-reload.service", "rocsync-haproxy-reload.path", "rocsync-haproxy-reload.service"] {
+        assert!(files.contains(&format!("/usr/lib/systemd/system/{unit}\n")), "{unit}: {files}");
+    }
+    // The man page is one page with the operator's sections; the configuration speaks of the
+    // installed paths.
+    let page = chroot_ok(&root, &["zcat", "/usr/share/man/man1/rocsync.1.gz"]);
+    assert!(!page.contains("(1)") && page.contains(".SH FILES") && page.contains(".SH SIGNALS"), "{page}");
+    let installed = std::fs::read_to_string(root.join("etc/rocsync/config.toml")).unwrap();
+    assert!(!installed.contains("rocsync-out") && !installed.contains("rocsync-state"), "{installed}");
+    // The state is its owner's only; the notifications' Maildir is made, the user's.
+    assert_eq!(chroot_ok(&root, &["stat", "-c", "%a %U", "/var/lib/rocsync/state"]).trim(), "700 rocsync");
+    assert_eq!(chroot_ok(&root, &["stat", "-c", "%a %U", "/var/lib/rocsync/Maildir/new"]).trim(), "700 rocsync");
+    // It runs as its user, with the configuration as installed: check-config checks its rights.
+    let as_rocsync = ["setpriv", "--reuid=rocsync", "--regid=rocsync", "--init-groups", "rocsync"];
+    let check = chroot_ok(&root, &[&as_rocsync[..], &["check-config", "--config", "/etc/rocsync/config.toml"][..]].concat());
+    assert!(check.contains("OK") && !check.contains("checked as root"), "{check}");
+    chroot_ok(&root, &[&as_rocsync[..], &["once", "--config", "/etc/rocsync/config.toml"][..]].concat());
     let hosts = std::fs::read_to_string(root.join("var/lib/rocsync/exports/roc-hosts.txt")).unwrap();
     assert_eq!(hosts.lines().count(), 12, "{hosts}");
+    assert_eq!(chroot_ok(&root, &["stat", "-c", "%a", "/var/lib/rocsync/exports/roc-hosts.txt"]).trim(), "644", "what Squid and the firewalls read");
 
     chroot_ok(&root, &["dpkg", "-r", "rocsync"]);
     assert!(root.join("var/lib/rocsync/state/state.db").exists(), "removal keeps the state");

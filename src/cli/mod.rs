@@ -1,5 +1,6 @@
 //! The `rocsync` command line: clap definitions and one `run` per command.
 
+mod man;
 pub mod output;
 
 use std::io::Write;
@@ -270,8 +271,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig => check_config(&cli.config, &mut out),
         Command::Man => {
-            let mut page = Vec::new();
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
+            let mut page: Vec<u8> = Vec::new();
+            man::render(&mut page)?;
             out.write_all(&page)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -590,6 +591,12 @@ pub fn exit_status(err: &anyhow::Error) -> ExitCode {
 fn check_config(path: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     match Config::from_path(path) {
         Ok(config) => {
+            // As the units run it (ExecStartPre, as the service user, in its sandbox): every path
+            // it must write or read and nftables, with the directive that gives what lacks.
+            if let Err(e) = crate::config::access::check(&config, path) {
+                writeln!(anstream::stderr(), "{e}")?;
+                return Ok(ExitCode::FAILURE);
+            }
             writeln!(
                 out,
                 "{}: OK (source {}, review mode {}, {} output file(s), state in {})",
@@ -599,6 +606,13 @@ fn check_config(path: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
                 config.files.exports.len(),
                 config.state_dir.display()
             )?;
+            if crate::config::access::as_root() {
+                writeln!(
+                    out,
+                    "Rights checked as root, who may write anywhere: the units check the service user's in ExecStartPre \
+                     (`runuser -u rocsync -- rocsync check-config` checks them now)."
+                )?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -8,6 +8,11 @@
 //! the temporary files renamed over their targets and the directories synced; if a rename fails
 //! midway, the files already replaced are put back, so every output stays at its old version. A
 //! crash leaves each target old or new, never half-written; the next write removes what it left.
+//!
+//! Every export has one mode, [`EXPORT_MODE`], whatever the umask of whoever writes it (the
+//! service has `UMask=0027`, a shell usually 0022): Squid, HAProxy and the firewalls' pull jobs
+//! read them as other users. A file whose content and mode are already right is not replaced,
+//! so what watches it (rocsync-squid-reload.path) sees real changes only.
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -23,6 +28,13 @@ use crate::sinks::plain::{self, WildcardStyle};
 use crate::sinks::{Resolved, Sink, SinkError, haproxy, json, squid, stormshield};
 
 pub use crate::sinks::post_write::PostWrite;
+
+/// The mode of every export: written by rocsync, read by everyone (a list of public host
+/// names). Set on the temporary file before the rename, so no reader ever sees another one.
+pub const EXPORT_MODE: u32 = 0o644;
+
+/// The mode of the directories rocsync creates for its exports: the readers must reach them.
+const EXPORT_DIR_MODE: u32 = 0o755;
 
 /// What one output file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +90,9 @@ impl Sink for FileSink {
     fn apply(&self, state: &State, plan_id: i64, resolved: &Resolved) -> Result<Vec<String>, SinkError> {
         let files = self.render(state, plan_id, &resolved.addresses);
         let changed: Vec<bool> = files.iter().map(|(path, want)| read_current(path).map_or(true, |have| have != *want)).collect();
-        write_atomically(&files)?;
+        // Only what differs is replaced (content, mode, or a link where the file should be).
+        let stale: Vec<(PathBuf, String)> = files.into_iter().filter(|(path, want)| needs_write(path, want)).collect();
+        write_atomically(&stale)?;
         let mut warnings = Vec::new();
         for (export, changed) in self.exports.iter().zip(changed) {
             if let (true, Some(post)) = (changed, &export.post_write) {
@@ -109,6 +123,18 @@ fn read_current(path: &Path) -> io::Result<String> {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
     }
     fs::read_to_string(path)
+}
+
+/// Whether `path` must be written to hold `want` with [`EXPORT_MODE`]: it is missing, is not a
+/// regular file of its own (a link is replaced, never kept), has another mode or content.
+fn needs_write(path: &Path, want: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o7777 == EXPORT_MODE => {
+            read_current(path).map_or(true, |have| have != want)
+        }
+        _ => true,
+    }
 }
 
 /// Replaces every file of `files` with its content, all or none.
@@ -251,13 +277,33 @@ fn create_exclusive(path: &Path) -> io::Result<fs::File> {
     fs::OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).mode(0o666).open(path)
 }
 
-/// Writes `content` to a new temporary file beside `target`, synced.
+/// Writes `content` to a new temporary file beside `target`, with [`EXPORT_MODE`], synced.
 fn write_new(target: &Target, content: &str) -> io::Result<NamedTempFile> {
-    fs::create_dir_all(&target.dir)?;
+    use std::os::unix::fs::PermissionsExt as _;
+    create_dirs(&target.dir)?;
     let mut file = temp_beside(target, "new", create_exclusive)?;
+    // The umask took its bits off the creation mode; the export's mode is not the umask's.
+    file.as_file().set_permissions(fs::Permissions::from_mode(EXPORT_MODE))?;
     file.write_all(content.as_bytes())?;
     file.as_file().sync_all()?;
     Ok(file)
+}
+
+/// Creates `dir` and its missing parents with [`EXPORT_DIR_MODE`] whatever the umask; those
+/// that exist are left as they are.
+fn create_dirs(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs(parent)?;
+    }
+    match fs::DirBuilder::new().mode(EXPORT_DIR_MODE).create(dir) {
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(EXPORT_DIR_MODE)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Keeps the file at `target` under another name until every rename succeeded, to put it back
@@ -524,6 +570,41 @@ mod tests {
         let text = crate::error_chain(&err);
         assert!(text.contains("no output file was changed"), "{text}");
         assert_eq!(names(dir.path()), ["a.txt"]);
+    }
+
+    /// The daemon (UMask=0027) wrote the exports 0640 and the timer's pass (UMask=0022) 0644;
+    /// rocsync-squid-reload.path would reload Squid at every rewrite of an unchanged ACL. One
+    /// mode whatever the umask; a file already right stays the very file; a wrong mode or a link
+    /// is replaced.
+    #[test]
+    fn exports_have_one_mode_and_an_unchanged_one_is_not_replaced() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out/hosts.txt");
+        let sink = FileSink { exports: vec![FileExport { export: Export::Plain(WildcardStyle::Star), path: path.clone(), post_write: None }] };
+        let (state, resolved) = (State::default(), Resolved::default());
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        sink.apply(&state, 1, &resolved).unwrap();
+        assert_eq!((mode(&path), mode(&dir.path().join("out"))), (EXPORT_MODE, EXPORT_DIR_MODE));
+        let inode = fs::metadata(&path).unwrap().ino();
+        sink.apply(&state, 1, &resolved).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode, "unchanged: not replaced");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        sink.apply(&state, 1, &resolved).unwrap();
+        assert_eq!(mode(&path), EXPORT_MODE);
+        assert_ne!(fs::metadata(&path).unwrap().ino(), inode, "another mode: replaced");
+        // A link to a file holding the same content is no export of rocsync's.
+        let elsewhere = dir.path().join("elsewhere.txt");
+        fs::copy(&path, &elsewhere).unwrap();
+        fs::remove_file(&path).unwrap();
+        symlink(&elsewhere, &path).unwrap();
+        assert!(needs_write(&path, &fs::read_to_string(&elsewhere).unwrap()));
+        sink.apply(&state, 1, &resolved).unwrap();
+        assert!(fs::symlink_metadata(&path).unwrap().is_file());
+        // write_atomically gives the mode too.
+        let other = dir.path().join("new/dir/x.txt");
+        write_atomically(&[(other.clone(), "x\n".into())]).unwrap();
+        assert_eq!((mode(&other), mode(&dir.path().join("new")), mode(&dir.path().join("new/dir"))), (EXPORT_MODE, EXPORT_DIR_MODE, EXPORT_DIR_MODE));
     }
 
     #[test]
