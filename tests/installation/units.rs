@@ -446,7 +446,10 @@ fn exports_have_one_mode_whatever_the_umask_of_the_pass_that_writes_them() {
     check("0022", &with_umask(&sb, "0022", &["once"]));
     // An export left 0640 (by an earlier daemon) is put right with the next change.
     chmod(&sb.path("out/squid.acl"), 0o640);
-    sb.set_answer("urls-v1.json");
+    // Back to v1's list, published anew (an older serial would wait for approval).
+    let newer = fs::read_to_string(util::fixture("annuaire/urls-v1.json")).unwrap().replace("\"serie\": 4182", "\"serie\": 4184");
+    assert!(newer.contains("4184"));
+    fs::write(sb.path("annuaire.json"), newer).unwrap();
     check("0027", &with_umask(&sb, "0027", &["once"]));
     // And by the other paths that write: an approval applied from the command line.
     sb.write_config(&sb.read("rocsync.toml").replace("mode = \"auto\"", "mode = \"review\""));
@@ -479,7 +482,15 @@ fn upstream() -> u16 {
 /// The status code of `GET http://host:port/` through the proxy.
 fn through(proxy: u16, host: &str, port: u16) -> u16 {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy)).unwrap();
+    // Squid closes and reopens its port on a reconfigure: wait for it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut s = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", proxy)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("the proxy on port {proxy} does not answer: {e}"),
+        }
+    };
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "GET http://{host}:{port}/ HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = String::new();
