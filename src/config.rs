@@ -1167,7 +1167,7 @@ fn check_exempt_users(n: &RawNftables, source: &AnnuaireSource, exports: &RawExp
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let mut uids = BTreeSet::new();
     for (i, user) in users.iter().enumerate() {
-        match uid_of(user, &passwd) {
+        match crate::accounts::id_in(&passwd, user) {
             Some(uid) => {
                 uids.insert(uid);
             }
@@ -1180,19 +1180,6 @@ fn check_exempt_users(n: &RawNftables, source: &AnnuaireSource, exports: &RawExp
     uids
 }
 
-/// The uid of `user`: a number, or a name that `passwd` (the text of /etc/passwd) lists.
-fn uid_of(user: &str, passwd: &str) -> Option<u32> {
-    if let Ok(uid) = user.parse::<u32>() {
-        return Some(uid);
-    }
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        if fields.next() != Some(user) {
-            return None;
-        }
-        fields.nth(1)?.parse().ok()
-    })
-}
 
 fn check_tls_client(a: &RawAnnuaire, base: &Path, bad: &mut Bad<'_>) {
     match (&a.client_pkcs12, &a.client_cert, &a.client_key) {
@@ -1930,10 +1917,10 @@ mod tests {
     #[test]
     fn exempt_users_by_name_or_uid() {
         let passwd = "root:x:0:0:root:/root:/bin/bash\nproxy:x:13:13:proxy:/bin:/usr/sbin/nologin\n";
-        assert_eq!(uid_of("proxy", passwd), Some(13));
-        assert_eq!(uid_of("root", passwd), Some(0));
-        assert_eq!(uid_of("65534", passwd), Some(65534));
-        assert_eq!(uid_of("prox", passwd), None);
-        assert_eq!(uid_of("x", passwd), None);
+        assert_eq!(crate::accounts::id_in(passwd, "proxy"), Some(13));
+        assert_eq!(crate::accounts::id_in(passwd, "root"), Some(0));
+        assert_eq!(crate::accounts::id_in(passwd, "65534"), Some(65534));
+        assert_eq!(crate::accounts::id_in(passwd, "prox"), None);
+        assert_eq!(crate::accounts::id_in(passwd, "x"), None);
     }
 }

@@ -34,6 +34,7 @@
 // say so themselves.
 #![deny(unsafe_code)]
 
+pub mod accounts;
 pub mod alerts;
 pub mod amc;
 pub mod catalogue;

@@ -767,10 +767,13 @@ impl Store {
     }
 
     /// Keeps the last good answer of `source`.
+    /// An answer identical to the one kept is not written again (a few hundred kilobytes at
+    /// every poll for nothing); the kept one keeps its fetch time.
     pub fn cache_answer(&mut self, source: &str, answer: &CachedAnswer) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO source_cache (source, fetched_at, etag, content_type, body) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (source) DO UPDATE SET fetched_at = ?2, etag = ?3, content_type = ?4, body = ?5",
+             ON CONFLICT (source) DO UPDATE SET fetched_at = ?2, etag = ?3, content_type = ?4, body = ?5
+             WHERE body IS NOT excluded.body OR etag IS NOT excluded.etag OR content_type IS NOT excluded.content_type",
             params![source, answer.fetched_at, answer.etag, answer.content_type, answer.body],
         )?;
         Ok(())
@@ -1207,17 +1210,7 @@ impl Ids {
 
 /// The name of user `uid` from `/etc/passwd`, or the number when it has none.
 pub fn user_name(uid: u32) -> String {
-    std::fs::read_to_string("/etc/passwd").ok().and_then(|text| passwd_name(&text, uid)).unwrap_or_else(|| uid.to_string())
-}
-
-/// The name of `uid` in the text of a passwd file.
-fn passwd_name(text: &str, uid: u32) -> Option<String> {
-    text.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        let id = fields.nth(1)?.parse::<u32>().ok()?;
-        (id == uid && !name.is_empty()).then(|| name.to_owned())
-    })
+    crate::accounts::user_name(uid).unwrap_or_else(|| uid.to_string())
 }
 
 /// Creates `path` empty with mode 0600 whatever the umask, or restricts an existing one to its
@@ -1800,13 +1793,6 @@ mod tests {
         assert_eq!(Ids::parse("Name:\tx\n"), None);
     }
 
-    #[test]
-    fn user_names_come_from_passwd() {
-        let passwd = "root:x:0:0:root:/root:/bin/bash\nrocsync:x:998:997::/var/lib/rocsync:/usr/sbin/nologin\n";
-        assert_eq!(passwd_name(passwd, 998).as_deref(), Some("rocsync"));
-        assert_eq!(passwd_name(passwd, 0).as_deref(), Some("root"));
-        assert_eq!(passwd_name(passwd, 4242), None);
-    }
 
     /// `rocsync poll` run as root before the service's first start left a root-owned state.db;
     /// the service said only "attempt to write a readonly database", with no path and no hint.
@@ -1850,5 +1836,19 @@ mod tests {
         store.cache_answer("https://a.test/", &cached).unwrap();
         assert_eq!(store.cached_answer("https://a.test/").unwrap(), Some(cached));
         assert_eq!(store.audit_log(5).unwrap()[0].action, "old");
+    }
+
+    /// The same answer at every poll was written again whole each time.
+    #[test]
+    fn an_unchanged_answer_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let first = CachedAnswer { fetched_at: "t1".into(), etag: Some("\"x\"".into()), content_type: None, body: b"{}".to_vec() };
+        store.cache_answer("https://a.test/", &first).unwrap();
+        store.cache_answer("https://a.test/", &CachedAnswer { fetched_at: "t2".into(), ..first.clone() }).unwrap();
+        assert_eq!(store.cached_answer("https://a.test/").unwrap().unwrap().fetched_at, "t1", "kept as it was");
+        let changed = CachedAnswer { fetched_at: "t3".into(), body: b"{\"a\":1}".to_vec(), ..first.clone() };
+        store.cache_answer("https://a.test/", &changed).unwrap();
+        assert_eq!(store.cached_answer("https://a.test/").unwrap(), Some(changed));
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use util::Sandbox;
 use util::daemon::Daemon;
 use util::smtp::SmtpSink;
+use util::wait_until;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -60,16 +61,6 @@ fn blocked_total(port: u16) -> u64 {
         .sum()
 }
 
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
-}
 
 #[test]
 fn review_mail_then_approval_from_the_cli_applies_in_the_running_daemon() {

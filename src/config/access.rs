@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use toml::de::DeTable;
 
 use super::{Config, ConfigError, Problem};
-use crate::sinks::files::Export;
 
 /// How a packaged unit gets a directive without editing the unit's own file.
 const DROP_IN: &str =
@@ -65,7 +64,7 @@ pub fn problems(config: &Config) -> Vec<Problem> {
             _ => PathBuf::from("."),
         };
         let need = format!("write {} there (a new file, renamed over the old one)", export.path.display());
-        bad(&format!("exports.{}.path", export_key(&export.export)), may_write_in(&dir, &who, &need));
+        bad(&format!("exports.{}.path", export.export.key()), may_write_in(&dir, &who, &need));
     }
     if let Some(maildir) = &config.maildir {
         for (sub, need) in [
@@ -102,17 +101,6 @@ fn place(text: &str, problems: &mut [Problem]) {
     problems.sort_by_key(|p| p.at.unwrap_or((usize::MAX, 0)));
 }
 
-/// The configuration's name of an export's table: `exports.NAME`.
-fn export_key(export: &Export) -> &'static str {
-    match export {
-        Export::Squid => "squid",
-        Export::Plain(_) => "plain",
-        Export::NftScript(_) => "nft_script",
-        Export::Haproxy => "haproxy",
-        Export::Json => "json",
-        Export::Stormshield => "stormshield",
-    }
-}
 
 /// Why rocsync could not create and replace files in `dir` (made when missing, so then its
 /// nearest existing parent is what counts), or `None`.
@@ -265,7 +253,7 @@ struct Who {
 impl Who {
     fn current() -> Who {
         let uid = sys::euid();
-        Who { uid, name: name_in("/etc/passwd", uid) }
+        Who { uid, name: crate::accounts::user_name(uid) }
     }
 
     /// For `chown`: the name, or the number.
@@ -294,8 +282,8 @@ impl Owner {
     fn of(path: &Path) -> Option<Owner> {
         let meta = std::fs::metadata(path).ok()?;
         Some(Owner {
-            user: name_in("/etc/passwd", meta.uid()).unwrap_or_else(|| meta.uid().to_string()),
-            group: name_in("/etc/group", meta.gid()).unwrap_or_else(|| meta.gid().to_string()),
+            user: crate::accounts::user_name(meta.uid()).unwrap_or_else(|| meta.uid().to_string()),
+            group: crate::accounts::group_name(meta.gid()).unwrap_or_else(|| meta.gid().to_string()),
             mode: meta.mode() & 0o7777,
         })
     }
@@ -305,20 +293,6 @@ impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "owner {}, group {}, mode {:04o}", self.user, self.group, self.mode)
     }
-}
-
-/// The name of `id` in a file written like /etc/passwd or /etc/group (`name:x:id:…`).
-fn name_in(file: &str, id: u32) -> Option<String> {
-    let text = std::fs::read_to_string(file).ok()?;
-    names_in(&text, id)
-}
-
-fn names_in(text: &str, id: u32) -> Option<String> {
-    text.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        (fields.nth(1)?.parse::<u32>().ok()? == id).then(|| name.to_owned())
-    })
 }
 
 /// The two calls of the C library that std does not offer. Besides `sinks::netlink`, the only
@@ -380,7 +354,7 @@ mod tests {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o770)).unwrap();
         let err = io::Error::from_raw_os_error(libc::EACCES);
         let text = refused(dir.path(), dir.path(), &err, &who(), "move each message out of new/", Right::Write);
-        let group = names_in(&std::fs::read_to_string("/etc/group").unwrap_or_default(), std::fs::metadata(dir.path()).unwrap().gid())
+        let group = crate::accounts::group_name(std::fs::metadata(dir.path()).unwrap().gid())
             .unwrap_or_else(|| std::fs::metadata(dir.path()).unwrap().gid().to_string());
         assert!(text.contains("is not writable by user rocsync (uid 999)") && text.contains("mode 0770"), "{text}");
         assert!(text.contains(&format!("`SupplementaryGroups={group}`")), "{text}");
@@ -435,14 +409,6 @@ mod tests {
         assert_eq!(may_write_in(&dir.path().join("out/sub"), &who(), "write"), None);
     }
 
-    #[test]
-    fn names_come_from_passwd_and_group_lines() {
-        let passwd = "root:x:0:0:root:/root:/bin/bash\nrocsync:x:999:999:rocsync:/var/lib/rocsync:/usr/sbin/nologin\n";
-        assert_eq!(names_in(passwd, 999).as_deref(), Some("rocsync"));
-        assert_eq!(names_in(passwd, 0).as_deref(), Some("root"));
-        assert_eq!(names_in(passwd, 1000), None);
-        assert_eq!(names_in("proxy:x:13:\nbroken\n", 13).as_deref(), Some("proxy"));
-    }
 
     #[test]
     fn journal_files_are_found_under_the_machine_id() {

@@ -574,7 +574,7 @@ impl Worker {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
         let user = std::fs::metadata(&self.engine.config.state_dir).ok().map(|m| {
             let uid = m.uid();
-            std::fs::read_to_string("/etc/passwd").ok().and_then(|passwd| user_name(&passwd, uid)).unwrap_or_else(|| format!("uid {uid}"))
+            crate::accounts::user_name(uid).unwrap_or_else(|| format!("uid {uid}"))
         });
         let path = std::path::absolute(&self.config_path).unwrap_or_else(|_| self.config_path.clone());
         let config = (path != Path::new(DEFAULT_CONFIG)).then(|| path.display().to_string());
@@ -916,15 +916,6 @@ fn with_notified(annuaire: &Catalogue, plans: &[Plan]) -> Catalogue {
     catalogue
 }
 
-/// The name of user `uid` in `/etc/passwd`'s text.
-fn user_name(passwd: &str, uid: u32) -> Option<String> {
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        let id: u32 = fields.nth(1)?.parse().ok()?;
-        (id == uid && !name.is_empty()).then(|| name.to_owned())
-    })
-}
 
 #[cfg(test)]
 mod tests {
@@ -949,13 +940,6 @@ mod tests {
         assert_eq!(running(dir.path()), Some(4242));
     }
 
-    #[test]
-    fn user_names_come_from_the_password_file() {
-        let passwd = "root:x:0:0:root:/root:/bin/bash\nrocsync:x:998:998:rocsync:/var/lib/rocsync:/usr/sbin/nologin\n";
-        assert_eq!(user_name(passwd, 998).as_deref(), Some("rocsync"));
-        assert_eq!(user_name(passwd, 0).as_deref(), Some("root"));
-        assert_eq!(user_name(passwd, 5), None);
-    }
 
     /// Issue 11, item 2: a blocked request to a host named only by an Inter-AMC e-mail was
     /// counted as "other denied". The watchers' catalogue has the hosts that an open

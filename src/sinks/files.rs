@@ -47,6 +47,20 @@ pub enum Export {
     Stormshield,
 }
 
+impl Export {
+    /// The configuration's name of the export's table: `exports.KEY`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Export::Squid => "squid",
+            Export::Plain(_) => "plain",
+            Export::NftScript(_) => "nft_script",
+            Export::Haproxy => "haproxy",
+            Export::Json => "json",
+            Export::Stormshield => "stormshield",
+        }
+    }
+}
+
 /// One output file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileExport {

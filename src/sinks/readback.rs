@@ -73,7 +73,7 @@ pub fn read(exports: &[FileExport]) -> Result<Vec<ReadBack>, ReadError> {
 
 /// What the text of an output of kind `export`, found at `path`, holds.
 pub fn read_text(export: &Export, path: &Path, text: &str) -> ReadBack {
-    let mut back = ReadBack { path: path.to_owned(), kind: kind(export), plan: None, hosts: BTreeMap::new(), unreadable: 0 };
+    let mut back = ReadBack { path: path.to_owned(), kind: export.key(), plan: None, hosts: BTreeMap::new(), unreadable: 0 };
     match export {
         Export::Json => read_json(text, &mut back),
         Export::NftScript(_) => {
@@ -135,16 +135,6 @@ pub fn disagreements(files: &[ReadBack]) -> Vec<(Host, Vec<PathBuf>)> {
         .collect()
 }
 
-fn kind(export: &Export) -> &'static str {
-    match export {
-        Export::Squid => "squid",
-        Export::Plain(_) => "plain",
-        Export::NftScript(_) => "nft_script",
-        Export::Haproxy => "haproxy",
-        Export::Json => "json",
-        Export::Stormshield => "stormshield",
-    }
-}
 
 fn has_header(kind: &str) -> bool {
     matches!(kind, "squid" | "nft_script" | "haproxy" | "json")

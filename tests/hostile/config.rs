@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::daemon::Daemon;
 use crate::util::{OUTPUTS, Sandbox, answer_json, stderr, stdout};
+use crate::util::wait_until;
 
 const ANNUAIRE: &str = "[annuaire]\nurl = \"file:annuaire.json\"\n";
 const SECRET: &str = "Inline-S3cret-IMAP";
@@ -238,16 +239,6 @@ fn a_connection_flood_leaves_the_daemon_its_descriptors() {
 }
 
 
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    done()
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::util::daemon::Daemon;
 use crate::util::smtp::{Mail, SmtpSink};
 use crate::util::{Sandbox, fixture, stderr};
+use crate::util::wait_until;
 
 /// The configuration (without the outputs): `file:` source, alerts to the three roles through
 /// `smtp`, `annuaire` keys ([`SLOW`] or [`FAST`] at least) added to `[annuaire]` and `rest` at
@@ -102,16 +103,6 @@ fn wait_mail(smtp: &SmtpSink, timeout: Duration, matches: impl Fn(&Mail) -> bool
     }
 }
 
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
-}
 
 /// The user the state directory belongs to, as the mails name it: its name, or `uid N`.
 fn state_owner_names() -> Vec<String> {

@@ -12,17 +12,8 @@ use crate::util::annuaire_server::{Ca, write};
 use crate::util::daemon::Daemon;
 use crate::util::smtp::SmtpSink;
 use crate::util::{Sandbox, stderr, stdout};
+use crate::util::wait_until;
 
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
-}
 
 /// The audit log's entries as (action, detail).
 fn audit(sb: &Sandbox) -> Vec<(String, String)> {

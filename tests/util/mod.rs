@@ -189,3 +189,15 @@ impl Drop for Netns {
         let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
+
+/// Whether `done` becomes true within `timeout`, asked every 100 ms (and once more at the end).
+pub fn wait_until(timeout: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    done()
+}
