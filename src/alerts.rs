@@ -37,7 +37,7 @@ impl RunAt {
     /// `rocsync ARGS`, with `--config PATH` after them when the configuration is not the default.
     pub fn command(&self, args: &str) -> String {
         match &self.config {
-            Some(path) => format!("rocsync {args} --config {}", shell_word(path)),
+            Some(path) => format!("rocsync {args} --config {}", crate::text::shell_word(path)),
             None => format!("rocsync {args}"),
         }
     }
@@ -64,16 +64,6 @@ impl RunAt {
     /// `, sur fw1.hopital.test, en tant que rocsync`, to follow "À faire", or nothing.
     fn inline(&self, fr: bool) -> String {
         self.place(fr).map(|p| format!(", {p}")).unwrap_or_default()
-    }
-}
-
-/// A path as one shell word: as it is when it holds only safe characters, else single-quoted.
-fn shell_word(path: &str) -> String {
-    let path = crate::text::escape(path);
-    if !path.is_empty() && path.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c)) {
-        path.into_owned()
-    } else {
-        format!("'{}'", path.replace('\'', r"'\''"))
     }
 }
 

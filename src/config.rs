@@ -637,10 +637,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// The text of a configuration file: a regular file of a sensible size only. A FIFO at the
+    /// path would block (a SIGHUP would then hang the daemon's signal handling), /dev/zero
+    /// would never end.
+    pub fn read_text(path: &Path) -> Result<String, String> {
+        crate::sources::read_limited(path, 4 * 1024 * 1024)
+            .map_err(|e| crate::error_chain(&e))
+            .and_then(|bytes| String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned()))
+    }
+
     /// Reads and checks a configuration file.
     pub fn from_path(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let text = Config::read_text(path).map_err(|e| ConfigError {
             origin: origin.clone(),
             problems: vec![Problem { at: None, key: None, message: format!("cannot read: {e}") }],
         })?;
@@ -662,7 +671,7 @@ impl Config {
     pub fn from_path_lenient(path: &Path) -> Result<(Config, Option<ConfigError>), ConfigError> {
         let origin = path.display().to_string();
         let fail = |message: String| ConfigError { origin: origin.clone(), problems: vec![Problem { at: None, key: None, message }] };
-        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        let text = Config::read_text(path).map_err(|e| fail(format!("cannot read: {e}")))?;
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let (mut config, problems) = match Config::load_with_problems(&text, &origin, base) {
             Ok((config, problems)) if problems.is_empty() => return Ok((config, None)),
@@ -698,6 +707,17 @@ impl Config {
         let (raw, mut problems) = deserialize_collecting(text, root.clone());
         let raw = raw.unwrap_or_default();
         let config = check(raw, base_dir, &mut problems);
+        // An export must not overwrite the configuration itself.
+        let file = Path::new(origin);
+        if let Some(me) = file.is_file().then(|| Target::of(file)).flatten() {
+            for x in config.files.exports.iter().filter(|x| Target::of(&x.path).as_ref() == Some(&me)) {
+                problems.push(Problem {
+                    at: None,
+                    key: Some(format!("exports.{}.path", x.export.key())),
+                    message: format!("`{}` is this configuration file: an export must not overwrite rocsync's own files", x.path.display()),
+                });
+            }
+        }
         for p in &mut problems {
             if p.at.is_none() {
                 p.at = p.key.as_deref().and_then(|k| key_span(root.get_ref(), k)).map(|s| line_col(text, s));
@@ -1017,6 +1037,25 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
     if let AnnuaireSource::File(p) = &source {
         own.extend(Target::of(p).map(|t| ("the annuaire source (annuaire.url)".to_owned(), t)));
     }
+    // …and the files it reads: certificates, keys, secrets, the logs it watches.
+    let (an, imap) = (&raw.annuaire, &raw.notifications.imap);
+    let read: [(&str, Option<&PathBuf>); 10] = [
+        ("annuaire.client_pkcs12", an.client_pkcs12.as_ref()),
+        ("annuaire.client_cert", an.client_cert.as_ref()),
+        ("annuaire.client_key", an.client_key.as_ref()),
+        ("annuaire.client_password", an.client_password.as_ref().and_then(|s| s.file.as_ref())),
+        ("annuaire.ca_bundle", an.ca_bundle.as_ref()),
+        ("notifications.imap.password", imap.password.as_ref().and_then(|s| s.file.as_ref())),
+        ("notifications.imap.ca_bundle", imap.ca_bundle.as_ref()),
+        ("alerts.smtp.password", raw.alerts.smtp.password.as_ref().and_then(|s| s.file.as_ref())),
+        ("watch.squid_access_log", raw.watch.squid_access_log.as_ref()),
+        ("watch.nft_log", raw.watch.nft_log.as_ref()),
+    ];
+    for (key, path) in read {
+        if let Some(target) = path.filter(|p| !p.as_os_str().is_empty()).and_then(|p| Target::of(&resolve(p))) {
+            own.push((format!("the file of {key}"), target));
+        }
+    }
     for (name, raw_export, export) in [
         ("squid", &e.squid, Export::Squid),
         ("plain", &e.plain, Export::Plain(e.plain.as_ref().and_then(|p| p.wildcard_style).unwrap_or_default())),
@@ -1168,6 +1207,12 @@ fn check_exempt_users(n: &RawNftables, source: &AnnuaireSource, exports: &RawExp
     let mut uids = BTreeSet::new();
     for (i, user) in users.iter().enumerate() {
         match crate::accounts::id_in(&passwd, user) {
+            // root's traffic is every daemon's and every administrator's: exempting it would
+            // leave the AMC filter with nothing to hold.
+            Some(0) => bad(
+                &format!("nftables.exempt_users[{i}]"),
+                "root (uid 0) cannot be exempted: name the proxy's own user (`proxy`, `haproxy`)".into(),
+            ),
             Some(uid) => {
                 uids.insert(uid);
             }

@@ -737,6 +737,7 @@ impl Engine {
     /// in force now). It waits for approval like any change a person asks for, and the mass
     /// removal guard still speaks.
     pub fn rollback(&mut self, to: Option<i64>, by: &str) -> Result<Plan, EngineError> {
+        let by = &crate::text::excerpt(by, 120);
         let applied = self.store.applied()?;
         let history = self.store.applied_history()?;
         let target = match to {
@@ -777,7 +778,10 @@ impl Engine {
         comment: Option<&str>,
         apply: bool,
     ) -> Result<Plan, EngineError> {
-        let plan = self.store.decide(id, decision, by, comment, &now())?;
+        // Who decides and why are typed by people but shown to others (plan show, audit, the
+        // console): escaped once, here, like every text from outside.
+        let (by, comment) = (crate::text::excerpt(by, 120), comment.map(|c| crate::text::excerpt(c, 2000)));
+        let plan = self.store.decide(id, decision, &by, comment.as_deref(), &now())?;
         if decision == Decision::Reject {
             // Openings only a notification named are not proposed again once rejected.
             let notified = plan.diff.changes.iter().filter(|c| {
@@ -788,7 +792,7 @@ impl Engine {
             }
         }
         if decision == Decision::Approve && apply {
-            self.apply(id, by)?;
+            self.apply(id, &by)?;
             return Ok(self.store.plan(id)?);
         }
         Ok(plan)
@@ -984,6 +988,8 @@ impl Engine {
             .read(true)
             .write(true)
             .mode(0o600)
+            // A link planted there is refused, not followed (the pid is written into it).
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|source| EngineError::Lock { path: path.clone(), source })?;
         let started = Instant::now();
@@ -1036,7 +1042,8 @@ impl Engine {
     /// Records what the outputs hold as the state in force, after the store was lost: the
     /// next pass plans against it, and what it closes waits for approval.
     pub fn recover(&mut self, by: &str) -> Result<Recovery, EngineError> {
-        self.locked(|e| e.recover_locked(by))
+        let by = crate::text::excerpt(by, 120);
+        self.locked(|e| e.recover_locked(&by))
     }
 
     fn recover_locked(&mut self, by: &str) -> Result<Recovery, EngineError> {

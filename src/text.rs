@@ -87,6 +87,26 @@ pub fn label(text: &str) -> String {
     }
 }
 
+/// `word` as one shell word, to paste into a terminal: bare when it holds only characters the
+/// shell gives no meaning to, else single-quoted; control characters escaped first (a pasted
+/// command must never carry an escape sequence or a line break of its own).
+///
+/// ```
+/// use rocsync::text::shell_word;
+///
+/// assert_eq!(shell_word("/var/lib/rocsync"), "/var/lib/rocsync");
+/// assert_eq!(shell_word("x y;$(id)"), "'x y;$(id)'");
+/// assert_eq!(shell_word("it's"), r"'it'\''s'");
+/// ```
+pub fn shell_word(word: &str) -> String {
+    let word = escape(word);
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c)) {
+        word.into_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
 /// At most `max` bytes of `text` (cut on a character boundary, `…` added), escaped: for a value
 /// quoted in an error or a warning, which must stay one short line.
 pub fn excerpt(text: &str, max: usize) -> String {
@@ -112,6 +132,16 @@ mod tests {
         }
         assert_eq!(escape("Générale & Fils — ok"), "Générale & Fils — ok");
         assert!(matches!(escape("plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn words_are_quoted_for_the_shell_only_when_needed() {
+        assert_eq!(shell_word("--config"), "--config");
+        assert_eq!(shell_word("/etc/rocsync/config.toml"), "/etc/rocsync/config.toml");
+        assert_eq!(shell_word("J. Martin (RSSI)"), "'J. Martin (RSSI)'");
+        assert_eq!(shell_word("l'AMC"), r"'l'\''AMC'");
+        assert_eq!(shell_word(""), "''");
+        assert_eq!(shell_word("a\u{1b}[2J"), "'a\\u{1b}[2J'", "no escape sequence reaches a pasted command");
     }
 
     #[test]

@@ -516,16 +516,20 @@ fn store_config(path: &Path) -> anyhow::Result<(Config, bool)> {
 fn refuse_root_on_foreign_state(state_dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let Some(me) = crate::store::Ids::current() else { return Ok(()) };
-    let Ok(meta) = std::fs::metadata(state_dir) else { return Ok(()) };
+    // A state directory not made yet would be made by root: judged by the directory it would be
+    // made in (a service user's home, say), as the directory itself would be.
+    let existing = state_dir.ancestors().find(|p| p.exists()).unwrap_or(state_dir);
+    let Ok(meta) = std::fs::metadata(existing) else { return Ok(()) };
     if me.uid != 0 || meta.uid() == 0 {
         return Ok(());
     }
     let user = crate::store::user_name(meta.uid());
     anyhow::bail!(
-        "the state directory {} belongs to {user}, and this command runs as root: the files it would create there (state.db \
+        "the state directory {} ({}) belongs to {user}, and this command runs as root: the files it would create there (state.db \
          and its journal, apply.lock) would belong to root, and rocsync running as {user} (the service) could not write them \
          (\"attempt to write a readonly database\"). Run it as {user}: `runuser -u {user} -- {}`",
         state_dir.display(),
+        if existing == state_dir { "here".to_owned() } else { format!("not made yet, in {}", existing.display()) },
         command_line()
     )
 }
@@ -534,18 +538,9 @@ fn refuse_root_on_foreign_state(state_dir: &Path) -> anyhow::Result<()> {
 fn command_line() -> String {
     let words: Vec<String> = std::env::args_os()
         .enumerate()
-        .map(|(i, word)| if i == 0 { "rocsync".to_owned() } else { shell_quote(&word.to_string_lossy()) })
+        .map(|(i, word)| if i == 0 { "rocsync".to_owned() } else { crate::text::shell_word(&word.to_string_lossy()) })
         .collect();
     words.join(" ")
-}
-
-/// `word` as a shell reads it back: bare when it holds nothing the shell interprets.
-fn shell_quote(word: &str) -> String {
-    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c)) {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
 }
 
 /// What `rocsync recover` read and recorded.
@@ -669,18 +664,4 @@ fn login_name() -> String {
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "unknown".into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn words_are_quoted_for_the_shell_only_when_needed() {
-        assert_eq!(shell_quote("--config"), "--config");
-        assert_eq!(shell_quote("/etc/rocsync/config.toml"), "/etc/rocsync/config.toml");
-        assert_eq!(shell_quote("J. Martin (RSSI)"), "'J. Martin (RSSI)'");
-        assert_eq!(shell_quote("l'AMC"), r"'l'\''AMC'");
-        assert_eq!(shell_quote(""), "''");
-    }
 }

@@ -608,7 +608,11 @@ pub fn log_report(out: &mut impl Write, report: &crate::watch::Report, catalogue
         return writeln!(out, "{}", serde_json::to_string_pretty(report).map_err(io::Error::other)?);
     }
     let name = |n: &str| {
-        crate::amc::AmcNumber::parse(n).ok().and_then(|k| catalogue.amcs.get(&k)).map(|a| format!("{} ({n})", a.name)).unwrap_or_else(|| n.to_owned())
+        crate::amc::AmcNumber::parse(n)
+            .ok()
+            .and_then(|k| catalogue.amcs.get(&k))
+            .map(|a| format!("{} ({n})", crate::text::label(&a.name)))
+            .unwrap_or_else(|| crate::text::escaped(n))
     };
     for e in &report.events {
         let target = match (&e.host, e.ip) {

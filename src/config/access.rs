@@ -222,7 +222,16 @@ fn refused(path: &Path, wanted: &Path, err: &io::Error, who: &Who, need: &str, r
     let described = owner.as_ref().map(|o| format!("; {o}")).unwrap_or_default();
     let fix = match (&owner, right) {
         (Some(o), _) if o.mode & group_bit != 0 => format!("add `SupplementaryGroups={}` {DROP_IN}", o.group),
-        (_, Right::Write) => format!("make it the service user's (`chown {}: {shown}`)", who.user()),
+        // What rocsync writes itself may be given to the service user; a parent that exists
+        // (`/etc`, `/var`) never is: the directory rocsync needs is made for it instead.
+        (_, Right::Write) if wanted == path => {
+            format!("make it the service user's (`chown {}: {}`)", who.user(), crate::text::shell_word(&path.to_string_lossy()))
+        }
+        (_, Right::Write) => format!(
+            "make the directory rocsync needs, the service user's (`install -d -o {} {}`)",
+            who.user(),
+            crate::text::shell_word(&wanted.to_string_lossy())
+        ),
         (_, Right::Read) => "give the service's user read access (a group that may read it, then `SupplementaryGroups=` in the unit)".to_owned(),
     };
     format!("{shown} is not {adjective} by {who} ({err}{described}), and rocsync must {need}: {fix}")
@@ -363,6 +372,16 @@ mod tests {
         let text = refused(dir.path(), dir.path(), &err, &who(), "write its state there", Right::Write);
         assert!(text.contains(&format!("`chown rocsync: {}`", dir.path().display())), "{text}");
         assert!(!text.contains("SupplementaryGroups"), "{text}");
+    }
+
+    /// Found by the second attack: for a directory not made yet, the advice was to give its
+    /// existing parent to the service user (`chown nobody: /etc`), and paths were not quoted.
+    #[test]
+    fn a_parent_that_exists_is_never_given_away_and_paths_are_quoted() {
+        let err = io::Error::from_raw_os_error(libc::EACCES);
+        let text = refused(Path::new("/etc"), Path::new("/etc/x y;$(id)/out"), &err, &who(), "write its exports there", Right::Write);
+        assert!(!text.contains("chown"), "{text}");
+        assert!(text.contains("`install -d -o rocsync '/etc/x y;$(id)/out'`"), "{text}");
     }
 
     #[test]

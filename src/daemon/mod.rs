@@ -90,6 +90,7 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         .truncate(false)
         .write(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(config.state_dir.join(LOCK_FILE))
         .with_context(|| format!("cannot open {}", config.state_dir.join(LOCK_FILE).display()))?;
     lock.try_lock().map_err(|_| anyhow::anyhow!("another rocsync run holds {}", config.state_dir.join(LOCK_FILE).display()))?;
@@ -101,7 +102,7 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let (jobs, rx) = mpsc::channel::<Job>(16);
     let (worker_shared, worker_path) = (shared.clone(), config_path.clone());
     // The file as loaded, to tell what a reload changes.
-    let loaded = std::fs::read_to_string(&config_path).unwrap_or_default();
+    let loaded = Config::read_text(&config_path).unwrap_or_default();
     let worker = std::thread::Builder::new()
         .name("rocsync-worker".into())
         .spawn(move || Worker::new(engine, worker_shared, worker_path, loaded).run(rx))?;
@@ -169,7 +170,7 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                let text = std::fs::read_to_string(&config_path).unwrap_or_default();
+                let text = Config::read_text(&config_path).unwrap_or_default();
                 match Config::from_path(&config_path) {
                     Ok(new) => {
                         info!("SIGHUP: configuration {} read.", config_path.display());

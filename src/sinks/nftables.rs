@@ -316,6 +316,9 @@ pub struct Steps {
     pub leftovers: Vec<Leftover>,
     /// What differed, one line each, for logs, `status` and the audit log.
     pub drift: Vec<String>,
+    /// Why rocsync will not do its part: a chain of the name it needs that is someone else's
+    /// (no rule of it carries rocsync's comments). Nothing is sent then.
+    pub refused: Option<String>,
 }
 
 impl Steps {
@@ -341,6 +344,7 @@ pub fn reconcile(kernel: &Kernel, layout: &Layout, wanted: &Elements) -> Steps {
         add: Vec::new(),
         leftovers: Vec::new(),
         drift: Vec::new(),
+        refused: None,
     };
     if !kernel.table {
         steps.drift.push(format!("nftables: table inet {table} is missing"));
@@ -394,6 +398,19 @@ pub fn reconcile(kernel: &Kernel, layout: &Layout, wanted: &Elements) -> Steps {
         let chain = managed.chain();
         let expected: Vec<String> = managed.rules().into_iter().map(Rule::comment).collect();
         steps.chain = match &kernel.chain {
+            // An administrator's chain of that name (in rocsync's table, or in the table
+            // `nftables.table` names): never replaced, whatever its hook or policy.
+            Some(c) if !c.rules.is_empty() && !c.rules.iter().any(KernelRule::is_rocsyncs) => {
+                steps.refused = Some(format!(
+                    "table inet {table} has a chain {chain} that is not rocsync's ({} rule(s) without rocsync's comments): rocsync will not replace it; \
+                     rename your chain, or use mode = \"sets-only\" and refer to @{} / @{} from it",
+                    c.rules.len(),
+                    layout.names.set_v4,
+                    layout.names.set_v6
+                ));
+                steps.drift.push(format!("nftables: chain {chain} is not rocsync's: left as it is"));
+                ChainStep::Keep
+            }
             None => {
                 if kernel.table {
                     steps.drift.push(format!("nftables: chain {chain} is missing"));
@@ -490,6 +507,9 @@ impl NftablesSink {
         for _ in 0..2 {
             let kernel = netlink::snapshot(&layout).map_err(|e| netlink_error("read", &layout, e))?;
             let steps = reconcile(&kernel, &layout, &wanted(state, resolved, now_millis()));
+            if let Some(why) = &steps.refused {
+                return Err(netlink_error("manage", &layout, std::io::Error::other(why.clone())));
+            }
             if steps.is_empty() {
                 return Ok(steps);
             }
@@ -747,6 +767,32 @@ mod tests {
         let steps = reconcile(&k, &output, &w);
         assert_eq!(steps.chain, ChainStep::Create);
         assert_eq!(steps.leftovers, [Leftover::Chain("forward".into())]);
+    }
+
+    /// Found by the attacker helper: switching to managed mode replaced an administrator's
+    /// chain named `forward` (policy drop, its own rules) with rocsync's (policy accept). A
+    /// chain without one rule of rocsync's is never replaced, whatever its hook: the pass is
+    /// refused with what to do, and nothing is sent.
+    #[test]
+    fn an_administrators_chain_of_the_managed_name_is_never_replaced() {
+        let w = Elements::new();
+        let managed = Layout { names: NftNames::default(), managed: Some(managed_on(NftHook::Forward)) };
+        let mut k = in_step(&w, &layout(false));
+        k.chain = Some(chain_of(2, &["admin uses the set".into(), "admin mgmt".into()]));
+        let steps = reconcile(&k, &managed, &w);
+        assert_eq!(steps.chain, ChainStep::Keep);
+        assert!(steps.refused.as_deref().is_some_and(|r| r.contains("not rocsync's") && r.contains("sets-only")), "{steps:?}");
+        // On another hook too (it would have been recreated).
+        k.chain = Some(chain_of(3, &["admin".into()]));
+        let steps = reconcile(&k, &managed, &w);
+        assert_eq!(steps.chain, ChainStep::Keep);
+        assert!(steps.refused.is_some());
+        // rocsync's own chain with a rule slipped in is still repaired, as before.
+        let mut slipped = comments(&managed_on(NftHook::Forward));
+        slipped.push(String::new());
+        k.chain = Some(chain_of(2, &slipped));
+        let steps = reconcile(&k, &managed, &w);
+        assert!(steps.refused.is_none() && steps.chain == ChainStep::Refill, "{steps:?}");
     }
 
     /// On the proxy host (`hook = "output"`), the chain dropped the proxy's own connections to

@@ -58,14 +58,27 @@ pub struct ReadError {
     pub source: std::io::Error,
 }
 
+/// The most of an export read back: an export of 100,000 hosts is a few megabytes.
+const READ_LIMIT: u64 = 64 * 1024 * 1024;
+
 /// Reads back every configured output that exists (a missing one is skipped).
 pub fn read(exports: &[FileExport]) -> Result<Vec<ReadBack>, ReadError> {
     let mut found = Vec::new();
     for export in exports {
-        match std::fs::read(&export.path) {
-            Ok(bytes) => found.push(read_text(&export.export, &export.path, &String::from_utf8_lossy(&bytes))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // Only a regular file, and at most READ_LIMIT bytes: a FIFO or a device planted at an
+        // export's path would block or never end.
+        match std::fs::metadata(&export.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(source) => return Err(ReadError { path: export.path.clone(), source }),
+            Ok(meta) if !meta.is_file() => {
+                let source = std::io::Error::other("not a regular file");
+                return Err(ReadError { path: export.path.clone(), source });
+            }
+            Ok(_) => {}
+        }
+        match crate::sources::read_limited(&export.path, READ_LIMIT) {
+            Ok(bytes) => found.push(read_text(&export.export, &export.path, &String::from_utf8_lossy(&bytes))),
+            Err(e) => return Err(ReadError { path: export.path.clone(), source: std::io::Error::other(crate::error_chain(&e)) }),
         }
     }
     Ok(found)
@@ -132,7 +145,23 @@ pub fn disagreements(files: &[ReadBack]) -> Vec<(Host, Vec<PathBuf>)> {
             let holders: Vec<PathBuf> = complete.iter().filter(|f| f.hosts.contains_key(host)).map(|f| f.path.clone()).collect();
             (holders.len() < complete.len()).then(|| (host.clone(), holders))
         })
+        .chain(only_in_partial_lists(files, &complete))
         .collect()
+}
+
+/// Hosts that only lists which leave entries out (the Squid ACL, the Stormshield objects) hold,
+/// and no complete list: a line added by hand there would otherwise be recovered unnoticed.
+fn only_in_partial_lists(files: &[ReadBack], complete: &[&ReadBack]) -> Vec<(Host, Vec<PathBuf>)> {
+    if complete.is_empty() {
+        return Vec::new();
+    }
+    let mut found: BTreeMap<Host, Vec<PathBuf>> = BTreeMap::new();
+    for f in files.iter().filter(|f| !lists_every_host(f.kind)) {
+        for host in f.hosts.keys().filter(|h| complete.iter().all(|c| !c.hosts.contains_key(*h))) {
+            found.entry(host.clone()).or_default().push(f.path.clone());
+        }
+    }
+    found.into_iter().collect()
 }
 
 
@@ -265,7 +294,7 @@ fn amc_part(part: &str) -> Option<(AmcNumber, AmcUse)> {
         Some((name, list)) if list.split(", ").all(is_code) => (name, list.split(", ").map(str::to_owned).collect()),
         _ => (rest, BTreeSet::new()),
     };
-    Some((number, AmcUse { name: name.to_owned(), services }))
+    Some((number, AmcUse { name: crate::text::excerpt(name, 200), services }))
 }
 
 /// The JSON export (`sinks::json`): every entry whole.
@@ -311,9 +340,20 @@ fn read_json(text: &str, back: &mut ReadBack) {
         // One bad host is counted alone; the others still read.
         let parsed = serde_json::from_value::<JsonHost>(value).ok().and_then(|h| Some((Host::parse(&h.host).ok()?, h)));
         match parsed {
-            Some((host, h)) if !h.ports.is_empty() && !h.ports.contains(&0) => {
-                let amcs = h.amcs.into_iter().map(|a| (a.number, AmcUse { name: a.name, services: a.services })).collect();
-                back.hosts.insert(host, Some(Entry { ports: h.ports, amcs, origins: h.origins, since: h.since }));
+            // Read back as strictly as the annuaire is read: service codes are codes, names and
+            // dates are escaped, whatever a hand edit put there.
+            Some((host, h))
+                if !h.ports.is_empty()
+                    && !h.ports.contains(&0)
+                    && h.amcs.iter().all(|a| a.services.iter().all(|s| crate::sources::annuaire::is_service_code(s))) =>
+            {
+                let amcs = h
+                    .amcs
+                    .into_iter()
+                    .map(|a| (a.number, AmcUse { name: crate::text::excerpt(&a.name, 200), services: a.services }))
+                    .collect();
+                let since = h.since.map(|s| crate::text::excerpt(&s, 40));
+                back.hosts.insert(host, Some(Entry { ports: h.ports, amcs, origins: h.origins, since }));
             }
             _ => back.unreadable += 1,
         }
@@ -426,4 +466,22 @@ mod tests {
         assert!(amc_part("config").is_none());
         assert_eq!(nft_entry(BTreeSet::from([80]), "config").origins, BTreeSet::from([Origin::Config]));
     }
+
+    /// Found by the attacker helper: a service code `IDB\nflush ruleset\n#` planted in the JSON
+    /// export was recovered as it was and reached the nft script as a statement; a host added by
+    /// hand to the Squid ACL alone was recovered without a word.
+    #[test]
+    fn hand_edits_are_read_back_as_strictly_as_the_annuaire_and_shown() {
+        let json = r#"{"generated_by": "rocsync 0.1.0", "plan": 2, "hosts": [
+            {"host": "ok.test", "ports": [443], "amcs": [{"number": "123456789", "name": "A\u001b[8m", "services": ["IDB"]}]},
+            {"host": "forged.test", "ports": [443], "amcs": [{"number": "123456780", "name": "X", "services": ["IDB\nflush ruleset\n#"]}]}]}"#;
+        let from_json = back(Export::Json, json);
+        assert_eq!((hosts(&from_json), from_json.unreadable), (vec!["ok.test"], 1));
+        let entry = from_json.hosts[&Host::parse("ok.test").unwrap()].as_ref().unwrap();
+        assert!(entry.amcs.values().all(|a| !a.name.chars().any(crate::text::is_unsafe)), "{entry:?}");
+        let plain = back(Export::Plain(WildcardStyle::Star), "ok.test\n");
+        let squid = back(Export::Squid, "# rocsync: AMC hosts allowed for ROC (Squid dstdomain ACL), from plan 2.\nok.test\nforged-c2.test\n");
+        assert_eq!(disagreements(&[plain, squid]), [(Host::parse("forged-c2.test").unwrap(), vec![PathBuf::from("out/file")])]);
+    }
 }
+

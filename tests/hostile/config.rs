@@ -87,6 +87,25 @@ fn hostile_files() -> Vec<(&'static str, String, String)> {
             format!("{ANNUAIRE}[exports.plain]\npath = \"annuaire.json\"\n[store]\nstate_dir = \"state\"\n"),
             "is the annuaire source (annuaire.url): an export must not overwrite rocsync's own files".into(),
         ),
+        // Found by the second attack: an export over the configuration file or a watched log.
+        (
+            "an export over the configuration file",
+            format!("{ANNUAIRE}[exports.plain]\npath = \"rocsync.toml\"\n[store]\nstate_dir = \"state\"\n"),
+            "is this configuration file: an export must not overwrite rocsync's own files".into(),
+        ),
+        (
+            "an export over a watched log",
+            format!("{ANNUAIRE}[watch]\nsquid_access_log = \"out/access.log\"\n[exports.plain]\npath = \"out/access.log\"\n[store]\nstate_dir = \"state\"\n"),
+            "is the file of watch.squid_access_log".into(),
+        ),
+        (
+            "root exempted from the proxy host's filter",
+            format!(
+                "{ANNUAIRE}[resolver]\nenabled = true\n[nftables]\nenabled = true\nmode = \"managed\"\nhook = \"output\"\n\
+                 exempt_users = [\"root\"]\n[exports.plain]\npath = \"out/roc.txt\"\n[store]\nstate_dir = \"state\"\n"
+            ),
+            "root (uid 0) cannot be exempted".into(),
+        ),
         // Found by the attacker helper: a password in the annuaire's URL was shown by
         // check-config and status, and stored.
         (

@@ -85,3 +85,26 @@ fn an_export_path_that_is_a_directory_leaves_every_output_at_the_old_plan() {
     assert_eq!(sb.read("out/hosts.txt").lines().count(), 14);
     assert_eq!(leftovers(&sb), Vec::<String>::new());
 }
+
+/// Found by the second attack: a FIFO planted at an export's path hung `once` (the lost-store
+/// check and `recover` read the outputs back), and a link planted at `apply.lock` was followed
+/// (the pid overwrote its target).
+#[test]
+fn a_fifo_at_an_export_or_a_link_at_the_lock_blocks_nothing_and_writes_nothing() {
+    let sb = Sandbox::new("auto", "urls-v1.json");
+    std::fs::create_dir_all(sb.path("out")).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(sb.path("out/hosts.txt")).status().unwrap().success());
+    let out = sb.cmd().arg("once").timeout(std::time::Duration::from_secs(20)).output().unwrap();
+    assert!(!out.status.success(), "a FIFO where an export goes is an error");
+    assert!(stderr(&out).contains("out/hosts.txt"), "{}", stderr(&out));
+    std::fs::remove_file(sb.path("out/hosts.txt")).unwrap();
+    sb.ok(&["once"]);
+    // A link at the apply lock.
+    std::fs::write(sb.path("victim.txt"), "precious\n").unwrap();
+    std::fs::remove_file(sb.path("state/apply.lock")).ok();
+    std::os::unix::fs::symlink("../victim.txt", sb.path("state/apply.lock")).unwrap();
+    let out = sb.run(&["once"]);
+    assert!(!out.status.success(), "a link at the lock is refused");
+    assert_eq!(std::fs::read_to_string(sb.path("victim.txt")).unwrap(), "precious\n");
+}
+

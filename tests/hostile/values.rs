@@ -350,6 +350,9 @@ fn inspect_commands_refuse_what_is_not_a_regular_file_and_judge_as_the_passes() 
         assert!(!out.status.success(), "{args:?} succeeded on a FIFO");
         assert!(util::stderr(&out).contains("is not a regular file"), "{args:?}: {}", util::stderr(&out));
     }
+    // Nor a configuration file that is a FIFO (a SIGHUP read it and hung the daemon).
+    let out = Command::new(env!("CARGO_BIN_EXE_rocsync")).args(["--config", fifo, "check-config"]).output().unwrap();
+    assert!(!out.status.success() && util::stderr(&out).contains("is not a regular file"), "{}", util::stderr(&out));
     // The configuration's trusted server counts for `inspect mail` as for a pass.
     let config = std::fs::read_to_string(sb.path("rocsync.toml")).unwrap();
     sb.write_config(&format!("{config}[notifications]\ntrusted_authserv_id = \"mx.hopital.test\"\n"));
@@ -359,5 +362,21 @@ fn inspect_commands_refuse_what_is_not_a_regular_file_and_judge_as_the_passes() 
     std::fs::write(sb.path("forged.eml"), forged).unwrap();
     let shown = sb.json(&["inspect", "mail", sb.path("forged.eml").to_str().unwrap(), "--json"]);
     assert_ne!(shown["dkim"], "pass", "{shown:#}");
+}
+
+/// Found by the second attack: `--by` and `--comment` were stored and shown raw, so a decision
+/// could forge an audit line or clear the reviewer's screen.
+#[test]
+fn who_decides_and_why_are_escaped_like_every_outside_text() {
+    let sb = Sandbox::new("review", "urls-v1.json");
+    sb.ok(&["once"]);
+    sb.ok(&["reject", "1", "--by", "Eve\r\nBcc: x\n2026-01-01T00:00:00Z  admin  plan.approved", "--comment", "ok\u{1b}[2J\nforged"]);
+    for args in [&["audit"][..], &["plan", "show", "1"]] {
+        let text = sb.ok(args);
+        assert!(!text.contains('\u{1b}'), "{args:?}: a raw escape\n{text}");
+        for forged in ["forged", "Bcc:", "2026-01-01T00:00:00Z"] {
+            assert!(!text.lines().any(|l| l.trim_start().starts_with(forged)), "{args:?}: a forged line `{forged}`\n{text}");
+        }
+    }
 }
 

@@ -361,7 +361,7 @@ const MAX_CODE: usize = 16;
 
 /// `IDB`, `SIM`, `CLC`, `DEL` or another code: letters, digits and `_`. A code is shown in plans
 /// and written into export comments, so nothing else may pass.
-fn is_service_code(code: &str) -> bool {
+pub fn is_service_code(code: &str) -> bool {
     (1..=MAX_CODE).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
@@ -386,6 +386,12 @@ fn service_endpoint(text: &str) -> Result<(Host, u16), String> {
     let port = url.port_or_known_default().ok_or("the URL has no port")?;
     if port == 0 {
         return Err("port 0 cannot be opened".into());
+    }
+    // An AMC service is HTTPS: on 443, or on an unprivileged port (8443). A system port (22,
+    // 25, 53, …) would open SSH or mail to that host, and in managed nftables mode start
+    // filtering that port for everyone.
+    if port < 1024 && port != 443 {
+        return Err(format!("port {port} is a system port other than 443: not an HTTPS service port"));
     }
     Ok((host, port))
 }
@@ -476,16 +482,19 @@ mod tests {
     }
 
     #[test]
-    fn service_codes_and_port_zero_are_validated() {
+    fn service_codes_port_zero_and_system_ports_are_validated() {
         let body = br#"{"organismes": [{"numero_amc": "123456789", "libelle": "OK", "etat": "cercle_de_confiance",
              "services": [{"code": "IDB\n}\nflush ruleset\n#", "url": "https://idb.ok.test/"},
                           {"code": "SIM", "url": "https://idb0.ok.test:0/"},
                           {"code": "Autre_2", "url": "https://autre.ok.test/"},
-                          {"code": "TOOLONGCODE_ABCDEFGH", "url": "https://long.ok.test/"}]}]}"#;
+                          {"code": "TOOLONGCODE_ABCDEFGH", "url": "https://long.ok.test/"},
+                          {"code": "SSH", "url": "https://ssh.ok.test:22/"},
+                          {"code": "CLC", "url": "https://clc.ok.test:8443/"}]}]}"#;
         let a = parse(body, None).unwrap();
         let codes: Vec<&str> = a.amcs[0].services.iter().map(|s| s.code.as_str()).collect();
-        assert_eq!(codes, ["AUTRE_2"]);
-        assert_eq!(a.rejected.len(), 3, "{:?}", a.rejected);
+        assert_eq!(codes, ["AUTRE_2", "CLC"]);
+        assert_eq!(a.rejected.len(), 4, "{:?}", a.rejected);
+        assert!(a.rejected[3].reason.contains("port 22 is a system port"), "{:?}", a.rejected[3]);
         assert!(a.rejected[0].reason.contains("service code") && a.rejected[0].value == "IDB\\n}\\nflush ruleset\\n#", "{:?}", a.rejected[0]);
         assert!(a.rejected[1].reason.contains("port 0"), "{:?}", a.rejected[1]);
     }
