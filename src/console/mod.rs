@@ -149,7 +149,7 @@ impl Console {
         let inner = self.inner.clone();
         let task = tokio::task::spawn_blocking(move || {
             let mut engine = inner.engine.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut engine)
+            f(&mut *engine)
         });
         match task.await {
             Ok(result) => result,

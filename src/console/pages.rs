@@ -301,7 +301,7 @@ pub(super) async fn login(
         .blocking(move |engine| {
             let now_ms = now_millis();
             let since = now_ms.saturating_sub(THROTTLE.window.as_millis() as u64);
-            let mut wait = None;
+            let mut wait: Option<std::time::Duration> = None;
             for key in &checked_keys {
                 wait = wait.max(THROTTLE.wait(&engine.store.login_failures(key, since)?, now_ms));
             }

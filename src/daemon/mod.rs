@@ -140,14 +140,14 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         // An approval is applied at once, not at the next tick. A weak handle: the console's
         // last connections must not keep the worker from stopping.
         let worker_jobs = jobs.downgrade();
-        let wake = Box::new(move || {
+        let poke = Box::new(move || {
             if let Some(jobs) = worker_jobs.upgrade() {
                 let _ = jobs.try_send(Job::ApplyApproved);
             }
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
         info!("Review console on {scheme}://{}/", settings.listen);
-        let console = crate::console::Console::open(config.clone(), settings, wake)?;
+        let console = crate::console::Console::open(config.clone(), settings, poke)?;
         tasks.spawn(crate::console::serve(listener, tls, console, stopped(stop_rx.clone())));
     }
 
