@@ -24,13 +24,18 @@ pub struct AmcName {
 
 /// Where, and as whom, the commands an e-mail gives are run: the host rocsync runs on, the
 /// user that owns its state (the service user), and the configuration file when it is not the
-/// default one. Empty when unknown (alerts queued by an older rocsync).
+/// default one; and the review console's address, when people reach one. Empty when unknown
+/// (alerts queued by an older rocsync).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunAt {
     pub host: String,
     pub user: Option<String>,
     /// The configuration file, when it is not `/etc/rocsync/config.toml`.
     pub config: Option<String>,
+    /// The review console's public address (`console.public_url`), when it has one: review
+    /// and reminder mails link to the plan's page.
+    #[serde(default)]
+    pub console: Option<String>,
 }
 
 impl RunAt {
@@ -495,7 +500,17 @@ fn decision_commands(plan: i64, at: &RunAt, closes_much: bool, fr: bool) -> Stri
     let show = at.command(&format!("plan show {plan}"));
     let approve = at.command(&format!("approve {plan} --by {name}"));
     let reject = at.command(&format!("reject {plan} --by {name} --comment \"{why}\""));
-    let mut out = at.heading(fr);
+    let mut out = String::new();
+    if let Some(console) = &at.console {
+        let words = match (closes_much, fr) {
+            (false, true) => "Relire et approuver",
+            (true, true) => "Relire avant toute décision",
+            (false, false) => "Review and approve",
+            (true, false) => "Review before any decision",
+        };
+        out.push_str(&format!("{words}{} {console}/plans/{plan}\n\n", if fr { " :" } else { ":" }));
+    }
+    out.push_str(&at.heading(fr));
     let lines: Vec<(&str, &str, &String)> = if closes_much {
         vec![
             ("Vérifier", "Check", &show),
@@ -607,7 +622,24 @@ mod tests {
     }
 
     fn fw1() -> RunAt {
-        RunAt { host: "fw1.hopital.test".into(), user: Some("rocsync".into()), config: None }
+        RunAt { host: "fw1.hopital.test".into(), user: Some("rocsync".into()), config: None, console: None }
+    }
+
+    /// Issue 13: with `console.public_url`, the review and reminder mails link to the plan's
+    /// page in the console, before the commands.
+    #[test]
+    fn review_mails_link_to_the_plan_in_the_console() {
+        let at = RunAt { console: Some("https://rocsync.hopital.test".into()), ..fw1() };
+        let review = Alert::Review { plan: 7, diff: "+ a.test".into(), reasons: vec![], closing: None, at: at.clone() };
+        let (_, body) = review.compose(&Language::Fr, 1, "", "");
+        assert!(body.contains("Relire et approuver : https://rocsync.hopital.test/plans/7\n"), "{body}");
+        assert!(body.find("Relire").unwrap() < body.find("Approuver : rocsync approve").unwrap(), "{body}");
+        let reminder = Alert::Reminder { plan: 7, created: "t".into(), diff: "+ a.test".into(), closing: None, at: at.clone() };
+        assert!(reminder.compose(&Language::En, 1, "", "").1.contains("Review and approve: https://rocsync.hopital.test/plans/7\n"));
+        let much = Alert::Review { plan: 7, diff: String::new(), reasons: vec![], closing: Some(Closing { hosts: 12, in_force: 13 }), at };
+        assert!(much.compose(&Language::Fr, 1, "", "").1.contains("Relire avant toute décision : https://rocsync.hopital.test/plans/7"));
+        let (_, without) = Alert::Review { plan: 7, diff: String::new(), reasons: vec![], closing: None, at: fw1() }.compose(&Language::Fr, 1, "", "");
+        assert!(!without.contains("http"), "no console, no link: {without}");
     }
 
     /// The review alert the daemon raises for the plan from `from` to `to`, in `lang`.

@@ -18,6 +18,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::amc::AmcNumber;
 use crate::catalogue::{HostPorts, Policy};
+use crate::console::{AuthMode, ConsoleSettings, TlsFiles};
 use crate::host::Host;
 use crate::plan::{Guard, Mode};
 use crate::sinks::files::{Export, FileExport, FileSink, PostWrite};
@@ -42,6 +43,44 @@ pub struct RawConfig {
     pub review: RawReview,
     pub store: RawStore,
     pub http: RawHttp,
+    pub console: RawConsole,
+}
+
+/// The review console served by `rocsync run` (off by default); see [`crate::console`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConsole {
+    pub enabled: bool,
+    pub listen: String,
+    /// PEM certificate chain and key; required unless `listen` is a loopback address.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The console's address as people reach it, for the links in review and reminder mails.
+    pub public_url: Option<String>,
+    pub session_idle: String,
+    pub session_max: String,
+    pub auth: AuthMode,
+    pub proxy_user_header: String,
+    /// Addresses or networks of the reverse proxies whose user header is believed.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for RawConsole {
+    fn default() -> Self {
+        RawConsole {
+            enabled: false,
+            // Not 8443: AMC services use it (CLC), and rocsync's managed chain drops it.
+            listen: "127.0.0.1:9443".into(),
+            tls_cert: None,
+            tls_key: None,
+            public_url: None,
+            session_idle: "30m".into(),
+            session_max: "12h".into(),
+            auth: AuthMode::Local,
+            proxy_user_header: "X-Remote-User".into(),
+            trusted_proxies: Vec::new(),
+        }
+    }
 }
 
 /// The HTTP endpoint of `rocsync run` (off by default): the lists for firewalls that pull
@@ -631,6 +670,8 @@ pub struct Config {
     pub files: FileSink,
     /// rocsync's nftables table, when `[nftables]` is enabled.
     pub nftables: Option<NftablesSink>,
+    /// The review console, when `[console]` is enabled.
+    pub console: Option<ConsoleSettings>,
     pub state_dir: PathBuf,
     /// Every section as written and checked, for the parts of rocsync that read them.
     pub raw: RawConfig,
@@ -999,6 +1040,7 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         bad("review.max_removal_percent", format!("{} is more than 100", r.max_removal_percent));
     }
     check_alerts(&raw.alerts, base, &mut bad);
+    let console = check_console(&raw.console, base, &mut bad);
     if raw.http.enabled && raw.http.listen.parse::<std::net::SocketAddr>().is_err() {
         bad("http.listen", format!("`{}` is not an address:port", raw.http.listen));
     }
@@ -1162,6 +1204,7 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         guard: Guard { max_removal_percent: r.max_removal_percent, max_removal_hosts: r.max_removal_hosts },
         files: FileSink { exports },
         nftables,
+        console,
         state_dir: resolve(&raw.store.state_dir),
         raw,
     }
@@ -1387,6 +1430,119 @@ fn check_alerts(a: &RawAlerts, base: &Path, bad: &mut Bad<'_>) {
             }
         }
     }
+}
+
+/// `[console]`: its durations, address and proxy settings are checked always; what serving it
+/// needs (TLS beyond loopback, the certificate itself, trusted proxies in proxy mode) when it is
+/// enabled. `None` when it is not.
+fn check_console(c: &RawConsole, base: &Path, bad: &mut Bad<'_>) -> Option<ConsoleSettings> {
+    // A shorter session is only stricter; the floors catch a unit typed wrong.
+    let session_idle = match Bounds::new(5 * SECOND, DAY).check(&c.session_idle) {
+        Ok(d) => d,
+        Err(e) => {
+            bad("console.session_idle", e);
+            30 * MINUTE
+        }
+    };
+    let session_max = match Bounds::new(MINUTE, 30 * DAY).check(&c.session_max) {
+        Ok(d) => d,
+        Err(e) => {
+            bad("console.session_max", e);
+            12 * HOUR
+        }
+    };
+    if session_idle > session_max {
+        bad("console.session_idle", "is longer than console.session_max".into());
+    }
+    let proxy_user_header = match axum::http::HeaderName::from_bytes(c.proxy_user_header.as_bytes()) {
+        Ok(name) => name,
+        Err(_) => {
+            bad("console.proxy_user_header", format!("`{}` is not an HTTP header name", crate::text::escape(&c.proxy_user_header)));
+            axum::http::HeaderName::from_static("x-remote-user")
+        }
+    };
+    let mut trusted_proxies = Vec::new();
+    for (i, proxy) in c.trusted_proxies.iter().enumerate() {
+        match proxy.parse::<ipnet::IpNet>().or_else(|_| proxy.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)) {
+            Ok(net) => trusted_proxies.push(net),
+            Err(_) => bad(
+                &format!("console.trusted_proxies[{i}]"),
+                format!("`{}` is not an address or a network (`10.20.0.5`, `10.20.0.0/24`)", crate::text::escape(proxy)),
+            ),
+        }
+    }
+    // The text as the URL parser normalised it: it drops tabs and line breaks, which would
+    // otherwise reach the mails.
+    let public_url = match c.public_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+        None => None,
+        Some(text) => match url::Url::parse(text) {
+            Ok(u) if matches!(u.scheme(), "https" | "http")
+                && u.host().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && u.query().is_none()
+                && u.fragment().is_none() =>
+            {
+                Some(u.as_str().trim_end_matches('/').to_owned())
+            }
+            Ok(_) => {
+                bad(
+                    "console.public_url",
+                    "must be an http(s) address without credentials, query or fragment, such as `https://rocsync.hopital.example:9443`".into(),
+                );
+                None
+            }
+            Err(e) => {
+                bad("console.public_url", format!("not a URL: {e}"));
+                None
+            }
+        },
+    };
+    if !c.enabled {
+        return None;
+    }
+    let Ok(listen) = c.listen.parse::<std::net::SocketAddr>() else {
+        bad("console.listen", format!("`{}` is not an address:port", crate::text::escape(&c.listen)));
+        return None;
+    };
+    let tls = match (&c.tls_cert, &c.tls_key) {
+        (Some(cert), Some(key)) => {
+            check_file(bad, "console.tls_cert", base, cert);
+            check_file(bad, "console.tls_key", base, key);
+            let files = TlsFiles { cert: base.join(cert), key: base.join(key) };
+            if files.cert.is_file() && files.key.is_file() {
+                if let Err(e) = crate::console::tls_config(&files) {
+                    bad("console.tls_cert", e);
+                }
+            }
+            Some(files)
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            bad("console.tls_key", "is required with console.tls_cert".into());
+            None
+        }
+        (None, Some(_)) => {
+            bad("console.tls_cert", "is required with console.tls_key".into());
+            None
+        }
+    };
+    if tls.is_none() && c.tls_cert.is_none() && c.tls_key.is_none() && !listen.ip().is_loopback() {
+        bad(
+            "console.tls_cert",
+            format!(
+                "the console listens on {listen}, beyond this host: give tls_cert and tls_key (PEM), so that passwords and sessions do \
+                 not cross the network in clear; or listen on 127.0.0.1 behind a reverse proxy that does TLS"
+            ),
+        );
+    }
+    if c.auth == AuthMode::Proxy && trusted_proxies.is_empty() {
+        bad(
+            "console.trusted_proxies",
+            "is empty: with auth = \"proxy\" every request would be refused; give the address of the reverse proxy that authenticates people".into(),
+        );
+    }
+    Some(ConsoleSettings { listen, tls, public_url, session_idle, session_max, auth: c.auth, proxy_user_header, trusted_proxies })
 }
 
 fn check_file(bad: &mut Bad<'_>, key: &str, base: &Path, path: &Path) {
@@ -1727,6 +1883,8 @@ mod tests {
             ("alerts.smtp", "timeout", Some("0s"), "1s", "1h", "2h"),
             ("review", "remind_after", Some("0s"), "1s", "365d", "366d"),
             ("exports.squid", "post_write_timeout", Some("0s"), "1s", "1h", "18446744073709551615s"),
+            ("console", "session_idle", Some("4s"), "5s", "1d", "2d"),
+            ("console", "session_max", Some("59s"), "1m", "30d", "31d"),
         ];
         for (section, key, below, floor, ceiling, above) in cases {
             let full = format!("{section}.{key}");
@@ -1740,6 +1898,36 @@ mod tests {
             assert!(!out_of_range(&with(section, key, floor), &full), "{full} = {floor}");
             assert!(!out_of_range(&with(section, key, ceiling), &full), "{full} = {ceiling}");
             assert_eq!(problem(&with(section, key, above), &full), Some(format!("`{above}` is too long: at most {ceiling}")), "{full}");
+        }
+    }
+
+    /// The console listening beyond loopback without TLS would carry passwords in clear; in
+    /// proxy mode without trusted proxies it would refuse everyone.
+    #[test]
+    fn the_console_needs_tls_beyond_loopback_and_its_proxies_named() {
+        let console = |lines: &str| format!("{MINIMAL}[console]\nenabled = true\n{lines}");
+        let config = load(&console("")).unwrap_or_else(|e| panic!("{e}"));
+        let settings = config.console.expect("enabled");
+        assert_eq!((settings.listen.to_string().as_str(), settings.auth), ("127.0.0.1:9443", AuthMode::Local));
+        assert_eq!((settings.session_idle, settings.session_max), (Duration::from_secs(1800), Duration::from_secs(43_200)));
+        assert!(load(MINIMAL).unwrap().console.is_none(), "off by default");
+        let open = problem(&console("listen = \"0.0.0.0:9443\"\n"), "console.tls_cert").expect("TLS asked for");
+        assert!(open.contains("0.0.0.0:9443") && open.contains("tls_key"), "{open}");
+        assert!(problem(&console("listen = \"[::1]:9443\"\n"), "console.tls_cert").is_none(), "loopback may go without");
+        assert!(problem(&console("tls_cert = \"missing.pem\"\n"), "console.tls_key").is_some());
+        let unreadable = problem(&console("tls_cert = \"missing.pem\"\ntls_key = \"missing.key\"\n"), "console.tls_cert").unwrap();
+        assert!(unreadable.contains("missing.pem"), "{unreadable}");
+        assert!(problem(&console("auth = \"proxy\"\n"), "console.trusted_proxies").is_some());
+        let proxies = load(&console("auth = \"proxy\"\ntrusted_proxies = [\"127.0.0.1\", \"198.18.0.0/24\"]\n")).unwrap();
+        assert_eq!(proxies.console.unwrap().trusted_proxies.len(), 2);
+        assert!(problem(&console("trusted_proxies = [\"proxy.hopital\"]\n"), "console.trusted_proxies[0]").is_some());
+        assert!(problem(&console("proxy_user_header = \"X Remote\"\n"), "console.proxy_user_header").is_some());
+        assert!(problem(&console("session_idle = \"2h\"\nsession_max = \"1h\"\n"), "console.session_idle").is_some());
+        // Links in mails: the address as the URL parser writes it, without a trailing slash.
+        let linked = load(&console("public_url = \"https://rocsync.hopital.test/\"\n")).unwrap();
+        assert_eq!(linked.console.unwrap().plan_link(7).as_deref(), Some("https://rocsync.hopital.test/plans/7"));
+        for bad in ["ftp://rocsync.hopital.test", "https://user:pw@rocsync.hopital.test", "https://rocsync.hopital.test/?a=b", "not a url"] {
+            assert!(problem(&console(&format!("public_url = \"{bad}\"\n")), "console.public_url").is_some(), "{bad}");
         }
     }
 

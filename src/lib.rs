@@ -26,6 +26,8 @@
 //! - [`engine`]: one reconcile pass, load → read → diff → plan → apply, and the plan commands.
 //! - [`daemon`]: `rocsync run`, the long-running service: the engine's passes on a schedule and
 //!   on wake-ups, the log watchers, the alert queue, the HTTP endpoint, systemd's protocol.
+//! - [`console`]: the review console that `rocsync run` serves: the RSSI approves plans in a
+//!   browser, the helpdesk looks an AMC up; accounts, sessions and roles.
 //! - [`text`]: text from outside made safe to show (controls and bidi overrides escaped).
 //! - [`cli`]: the `rocsync` command line on top of it all; [`logging`], its log lines under
 //!   systemd (one journal entry per event, with its priority).
@@ -40,6 +42,7 @@ pub mod amc;
 pub mod catalogue;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod engine;
 pub mod host;

@@ -2,8 +2,9 @@
 //!
 //! It keeps what is in force (every applied state, newest last, so an earlier one can be
 //! restored), every plan with its diff and status, every approval and rejection, each source
-//! read, and an append-only audit log (triggers refuse any update or delete of it). Every
-//! change of several rows is one transaction: a crash leaves the old rows or the new ones.
+//! read, the review console's accounts and sessions (`console`), and an append-only audit log
+//! (triggers refuse any update or delete of it). Every change of several rows is one
+//! transaction: a crash leaves the old rows or the new ones.
 //!
 //! The directory is created its owner's only (0700), and so are the database and SQLite's
 //! `-wal` and `-shm` beside it (0600), whatever the umask: plans name the hospital's
@@ -20,7 +21,11 @@ use crate::alerts::Alert;
 use crate::catalogue::State;
 use crate::plan::{HostDiff, Plan, Proposal, Status};
 
-const SCHEMA_VERSION: i64 = 5;
+mod console;
+
+pub use console::{SessionRow, UserRow};
+
+const SCHEMA_VERSION: i64 = 6;
 
 /// The database's file name in the state directory.
 pub const DB_FILE: &str = "state.db";
@@ -77,6 +82,32 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#;
+
+/// Version 6: the review console's accounts (Argon2id hashes), its sessions (only a hash of
+/// each session id is kept) and the login failures that throttle guessing.
+const SCHEMA_6: &str = r#"
+CREATE TABLE users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('rssi', 'engineer', 'helpdesk')),
+    hash TEXT NOT NULL,
+    created TEXT NOT NULL,
+    changed TEXT NOT NULL
+);
+CREATE TABLE sessions (
+    id_hash TEXT PRIMARY KEY,
+    user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    csrf TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    seen_ms INTEGER NOT NULL,
+    address TEXT NOT NULL
+);
+CREATE INDEX sessions_by_user ON sessions (user);
+CREATE TABLE login_failures (
+    key TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX login_failures_by_key ON login_failures (key, at_ms);
 "#;
 
 /// Version 5: the daemon's alert queue (nothing lost across an SMTP outage or a restart) and
@@ -400,6 +431,9 @@ impl Store {
         }
         if version < 5 {
             tx.execute_batch(SCHEMA_5)?;
+        }
+        if version < 6 {
+            tx.execute_batch(SCHEMA_6)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
@@ -1727,7 +1761,7 @@ mod tests {
         drop(conn);
         let err = Store::open_read_only(dir.path()).err().expect("refused");
         assert!(matches!(err, StoreError::Outdated { found: 4, .. }), "{err}");
-        assert!(err.to_string().contains("older than this rocsync's 5"), "{err}");
+        assert!(err.to_string().contains(&format!("older than this rocsync's {SCHEMA_VERSION}")), "{err}");
         let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, 4, "not migrated");

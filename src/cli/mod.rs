@@ -2,6 +2,7 @@
 
 mod man;
 pub mod output;
+pub mod users;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ Examples:
   rocsync status
   rocsync audit --limit 20
   rocsync recover --by 'J. Martin (RSSI)'   # after the state store was lost
+  rocsync user add marie --role rssi     # an account of the review console
   rocsync inspect annuaire answer.json --json
   rocsync inspect mail notification.eml";
 
@@ -160,6 +162,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The review console's accounts (`[console]`): add one with its role, list them, change a
+    /// password, remove one. A new password or a removal ends the account's sessions.
+    #[command(subcommand)]
+    User(users::UserAction),
     /// Show what rocsync understands of an input, without storing anything.
     #[command(subcommand)]
     Inspect(Inspect),
@@ -392,6 +398,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::User(action) => users::run(&cli.config, action, &mut out),
         Command::Approve(args) => decide(&cli.config, args, Decision::Approve, &mut out),
         Command::Reject(args) => decide(&cli.config, args, Decision::Reject, &mut out),
         Command::Apply { id, by } => {

@@ -110,12 +110,12 @@ pub type Shared = Arc<RwLock<Published>>;
 /// At most this many connections are served at once. The next ones wait in the kernel's
 /// listen backlog, where they hold none of the daemon's file descriptors: 10,000 idle
 /// connections once took them all, and the passes failed with them.
-const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// A client has this long to send its request headers (a slow one holds a slot).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection is closed after this long, whatever it is doing: a firewall pulls a list in
 /// well under a second, and keep-alive must not let a few clients hold every slot.
-const CONNECTION_TIME_LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const CONNECTION_TIME_LIMIT: Duration = Duration::from_secs(30);
 
 /// Serves until `shutdown` completes.
 pub async fn serve(listener: TcpListener, shared: Shared, shutdown: impl std::future::Future<Output = ()>) {
@@ -190,7 +190,7 @@ const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(60);
 /// What the accept loop does after errors: pauses that double from 100 ms to 1 s while
 /// `accept` fails, and a log line at most once a minute, which tells how many it left out.
 #[derive(Debug, Default)]
-struct AcceptErrors {
+pub(crate) struct AcceptErrors {
     /// Failures since the last success.
     in_a_row: u32,
     /// When a failure was last logged.
@@ -202,7 +202,7 @@ struct AcceptErrors {
 impl AcceptErrors {
     /// Counts a failure at `now`: `Some(n)` when it is to be logged, `n` being how many were
     /// left out since the last line; and how long to pause before the next `accept`.
-    fn failed(&mut self, now: Instant) -> (Option<u64>, Duration) {
+    pub(crate) fn failed(&mut self, now: Instant) -> (Option<u64>, Duration) {
         self.in_a_row = self.in_a_row.saturating_add(1);
         let doublings = (self.in_a_row - 1).min(4);
         let pause = ACCEPT_PAUSE_FIRST.saturating_mul(1 << doublings).min(ACCEPT_PAUSE_MAX);
@@ -219,7 +219,7 @@ impl AcceptErrors {
         (log, pause)
     }
 
-    fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         self.in_a_row = 0;
     }
 }

@@ -12,7 +12,9 @@
 //! Control from the command line goes through the store: `rocsync approve` records the decision
 //! (the daemon holds `daemon.lock` in the state directory, which tells the command it runs), and
 //! the daemon applies approved plans within a second. File permissions on the state directory
-//! are the access control.
+//! are the access control. The review console (`[console]`, [`crate::console`]) is a task of
+//! its own that records decisions the same way, with the person's account, and wakes the
+//! worker to apply them at once.
 
 pub mod http;
 pub mod mailer;
@@ -128,6 +130,26 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.raw.http.listen))?;
         info!("HTTP endpoint on http://{}/roc-hosts.txt", config.raw.http.listen);
         tasks.spawn(http::serve(listener, shared.clone(), stopped(stop_rx.clone())));
+    }
+    if let Some(settings) = config.console.clone() {
+        let tls = match &settings.tls {
+            Some(files) => Some(crate::console::tls_config(files).map_err(|e| anyhow::anyhow!("the review console: {e}"))?),
+            None => None,
+        };
+        let listener =
+            tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("cannot listen on {} (console.listen)", settings.listen))?;
+        // An approval is applied at once, not at the next tick. A weak handle: the console's
+        // last connections must not keep the worker from stopping.
+        let worker_jobs = jobs.downgrade();
+        let poke = Box::new(move || {
+            if let Some(jobs) = worker_jobs.upgrade() {
+                let _ = jobs.try_send(Job::ApplyApproved);
+            }
+        });
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        info!("Review console on {scheme}://{}/", settings.listen);
+        let console = crate::console::Console::open(config.clone(), settings, poke)?;
+        tasks.spawn(crate::console::serve(listener, tls, console, stopped(stop_rx.clone())));
     }
 
     // The first pass before READY: the service is ready once what it enforces is in place.
@@ -579,7 +601,8 @@ impl Worker {
         });
         let path = std::path::absolute(&self.config_path).unwrap_or_else(|_| self.config_path.clone());
         let config = (path != Path::new(DEFAULT_CONFIG)).then(|| path.display().to_string());
-        RunAt { host: crate::text::escaped(&host), user: user.map(|u| crate::text::escaped(&u)), config }
+        let console = self.engine.config.console.as_ref().and_then(|c| c.public_url.as_deref()).map(crate::text::escaped);
+        RunAt { host: crate::text::escaped(&host), user: user.map(|u| crate::text::escaped(&u)), config, console }
     }
 
     /// Tells systemd how the last pass went (`STATUS=`, in `systemctl status`), after every
