@@ -500,15 +500,36 @@ impl Engine {
         // read: its error is reported and the pass goes on.
         let mut mail = MailRun::default();
         if !dry_run {
-            for (name, result) in [("maildir", self.process_maildir()), ("imap", self.process_imap())] {
-                match result {
-                    Ok(run) => mail.add(&run),
+            let labels = [
+                self.config.maildir.as_ref().map(|p| format!("maildir:{}", p.display())),
+                self.config.imap.as_ref().map(|i| format!("imap:{}:{}/{}", i.server, i.port, i.folder)),
+            ];
+            for ((name, result), label) in [("maildir", self.process_maildir()), ("imap", self.process_imap())].into_iter().zip(labels) {
+                let error = match result {
+                    Ok(run) => {
+                        mail.add(&run);
+                        None
+                    }
                     Err(EngineError::Store(e)) => return Err(EngineError::Store(e)),
                     Err(e) => {
                         let text = crate::error_chain(&e);
                         warn!(source = name, "Cannot read the notifications; the annuaire is read all the same: {text}");
                         mail.errors.push(format!("{name}: {text}"));
+                        Some(text)
                     }
+                };
+                // Each mailbox's own health, for `status` and the console.
+                if let Some(label) = label {
+                    let read = SourceRead {
+                        at: now(),
+                        source: format!("{}{label}", crate::store::MAILBOX),
+                        ok: error.is_none(),
+                        serial: None,
+                        hosts: None,
+                        rejected: None,
+                        error,
+                    };
+                    self.store.record_source_read(&read)?;
                 }
             }
         }

@@ -246,6 +246,10 @@ pub struct Applied {
     pub state: State,
 }
 
+/// The prefix of a mailbox's reads in `source_reads` (`mailbox:maildir:/var/…`), which keeps
+/// them apart from the annuaire's.
+pub const MAILBOX: &str = "mailbox:";
+
 /// One read of a source, successful or not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SourceRead {
@@ -934,6 +938,30 @@ impl Store {
     }
 
     /// The newest source read, and the newest successful one.
+    /// Each mailbox's last read, with when it was last read well: the notifications' health,
+    /// apart from the annuaire's (a mailbox down is not the annuaire down).
+    pub fn mailbox_reads(&self) -> Result<Vec<(SourceRead, Option<String>)>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT at, source, ok, error, (SELECT MAX(g.at) FROM source_reads g WHERE g.source = r.source AND g.ok = 1)
+             FROM source_reads r WHERE r.id IN (SELECT MAX(id) FROM source_reads WHERE source LIKE '{MAILBOX}%' GROUP BY source)
+             ORDER BY r.source"
+        ))?;
+        let rows = stmt.query_map([], |r| {
+            let source: String = r.get(1)?;
+            let read = SourceRead {
+                at: r.get(0)?,
+                source: source.strip_prefix(MAILBOX).unwrap_or(&source).to_owned(),
+                ok: r.get(2)?,
+                serial: None,
+                hosts: None,
+                rejected: None,
+                error: r.get(3)?,
+            };
+            Ok((read, r.get::<_, Option<String>>(4)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn last_source_reads(&self) -> Result<(Option<SourceRead>, Option<SourceRead>), StoreError> {
         let query = |filter: &str| -> Result<Option<SourceRead>, StoreError> {
             let sql = format!(
@@ -954,7 +982,7 @@ impl Store {
                 })
                 .optional()?)
         };
-        Ok((query("")?, query("WHERE ok = 1")?))
+        Ok((query(&format!("WHERE source NOT LIKE '{MAILBOX}%'"))?, query(&format!("WHERE ok = 1 AND source NOT LIKE '{MAILBOX}%'"))?))
     }
 }
 

@@ -61,6 +61,7 @@ fn plan_status(sb: &Sandbox, id: &str) -> serde_json::Value {
     sb.json(&["plan", "show", id, "--format", "json"])
 }
 
+/// `util::wait_until` at a finer step (20 ms): the click-to-export time is measured with it.
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -385,6 +386,45 @@ fn login_failures_are_throttled_per_account_and_per_address_with_one_message_for
     assert!(daemon.log().contains("Console login failed"), "{}", daemon.log());
 }
 
+/// Found by the third attack: guesses sent together all passed the throttle before any was
+/// counted (60 passwords checked at once), and a good login with any account of one's own reset
+/// the address's count; a name like `-` stood for every invalid name.
+#[test]
+fn guesses_sent_together_are_throttled_and_a_good_login_keeps_the_address_limit() {
+    let port = free_port();
+    let sb = sandbox("review", port, "");
+    accounts(&sb);
+    let _daemon = Daemon::start(&sb);
+    let base = format!("http://127.0.0.1:{port}");
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let tries: Vec<_> = (0..20)
+            .map(|i| {
+                let base = base.clone();
+                scope.spawn(move || {
+                    let http = Http::with(&base, Some("127.0.0.3".parse().unwrap()), None);
+                    http.post("/login", None, &[("username", RSSI.0), ("password", &format!("wrong guess {i:04}"))]).status
+                })
+            })
+            .collect();
+        tries.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!(checked <= 5, "{checked} of 20 simultaneous guesses were checked: {statuses:?}");
+    assert_eq!(checked + statuses.iter().filter(|s| **s == 429).count(), 20, "{statuses:?}");
+    // Four failures from an address, then a good login of one's own: the fifth failure still
+    // counts, and the sixth try waits.
+    let from = Http::with(&base, Some("127.0.0.4".parse().unwrap()), None);
+    for name in ["x1", "x2", "x3", "x4"] {
+        assert_eq!(from.post("/login", None, &[("username", name), ("password", "nimporte quoi 123")]).status, 401);
+    }
+    from.login(HELPDESK);
+    assert_eq!(from.post("/login", None, &[("username", "x5"), ("password", "nimporte quoi 123")]).status, 401);
+    assert_eq!(from.post("/login", None, &[("username", "x6"), ("password", "nimporte quoi 123")]).status, 429);
+    // `-` is no one's name.
+    let out = sb.cmd().args(["user", "add", "--role", "engineer", "--password-stdin", "--", "-"]).write_stdin("a good long password\n").output().unwrap();
+    assert!(!out.status.success(), "`-` taken as an account name");
+}
+
 #[test]
 fn every_answer_carries_a_csp_without_script_no_referrer_and_pages_are_not_cached() {
     let port = free_port();
@@ -551,6 +591,10 @@ fn the_proxys_user_is_believed_only_from_a_trusted_proxy_and_only_for_an_account
     let cookie = page.cookie();
     assert_eq!(http.get("/plans/1", None).status, 403, "no user named");
     assert_eq!(http.get_with("/plans/1", &[("x-remote-user", "inconnu")]).status, 403, "no such account");
+    // Found by the third attack: two user headers (a proxy that appends the header leaves the
+    // client's forged one first) made the first one believed.
+    let twice = http.get_with("/plans/1", &[("x-remote-user", "marie"), ("x-remote-user", "accueil")]);
+    assert_eq!(twice.status, 403, "{}", twice.body);
     assert_eq!(http.get("/login", None).header("location"), "/", "no password in proxy mode");
     assert_eq!(http.post("/login", None, &[("username", RSSI.0), ("password", RSSI.1)]).status, 404);
     // Not from the trusted proxy: the header is not believed.

@@ -119,4 +119,11 @@ fn an_imap_outage_never_keeps_the_annuaire_from_being_read() {
     let err = stderr(&out);
     assert!(err.contains("imap:") && err.contains("the annuaire was read all the same"), "{err}");
     assert!(sb.read("out/hosts.txt").contains("idb.roc.mutuelle-exemple.test"), "the annuaire's hosts are applied");
+    // Each source has its own health: the mailbox failing, the annuaire read well.
+    let status = sb.json(&["status", "--json"]);
+    assert_eq!(status["last_source_read"]["ok"], true, "{status:#}");
+    let mailbox = &status["mailboxes"][0];
+    assert_eq!((mailbox["ok"].as_bool(), mailbox["last_ok"].is_null()), (Some(false), true), "{status:#}");
+    assert!(mailbox["source"].as_str().is_some_and(|s| s.starts_with("imap:127.0.0.1:")), "{status:#}");
+    assert!(sb.ok(&["status"]).contains("the annuaire is read all the same"));
 }

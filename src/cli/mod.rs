@@ -532,11 +532,10 @@ fn refuse_root_on_foreign_state(state_dir: &Path) -> anyhow::Result<()> {
     }
     let user = crate::store::user_name(meta.uid());
     anyhow::bail!(
-        "the state directory {} ({}) belongs to {user}, and this command runs as root: the files it would create there (state.db \
+        "the state directory {} belongs to {user}, and this command runs as root: the files it would create there (state.db \
          and its journal, apply.lock) would belong to root, and rocsync running as {user} (the service) could not write them \
          (\"attempt to write a readonly database\"). Run it as {user}: `runuser -u {user} -- {}`",
-        state_dir.display(),
-        if existing == state_dir { "here".to_owned() } else { format!("not made yet, in {}", existing.display()) },
+        if existing == state_dir { state_dir.display().to_string() } else { format!("{} (not made yet, in {})", state_dir.display(), existing.display()) },
         command_line()
     )
 }

@@ -295,6 +295,8 @@ pub fn status(out: &mut impl Write, engine: &Engine, json: bool) -> anyhow::Resu
             "open_plans": open.iter().map(|p| json!({"id": p.id, "status": p.status, "needs_approval": p.needs_approval, "reasons": p.reasons})).collect::<Vec<_>>(),
             "last_source_read": last,
             "last_successful_read": last_ok,
+            "mailboxes": engine.store.mailbox_reads()?.into_iter().map(|(read, last_ok)| json!({
+                "source": read.source, "ok": read.ok, "at": read.at, "error": read.error, "last_ok": last_ok})).collect::<Vec<_>>(),
             "outputs": engine.config.files.exports.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
             "drift": drift,
             "resolver": book.as_ref().map(|b| {
@@ -340,6 +342,19 @@ pub fn status(out: &mut impl Write, engine: &Engine, json: bool) -> anyhow::Resu
                 Some(ok) => writeln!(out, "  last successful read: {} (serial {})", ok.at, ok.serial.map(|s| s.to_string()).unwrap_or_else(|| "-".into()))?,
                 None => writeln!(out, "  no successful read yet")?,
             }
+        }
+    }
+    for (read, last_ok) in engine.store.mailbox_reads()? {
+        match (&read.error, read.ok) {
+            (None, true) => writeln!(out, "{BOLD}Notifications:{BOLD:#} {} read {}: OK.", read.source, read.at)?,
+            (error, _) => writeln!(
+                out,
+                "{BOLD}Notifications:{BOLD:#} {} read {}: {DEL}FAILED{DEL:#}: {} (last good read: {}; the annuaire is read all the same)",
+                read.source,
+                read.at,
+                error.as_deref().unwrap_or(""),
+                last_ok.as_deref().unwrap_or("never")
+            )?,
         }
     }
     if open.is_empty() {

@@ -66,6 +66,9 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Whether `password` may be an account's password: 12 characters at least (a passphrase is
 /// welcome), 1024 bytes at most. The message never repeats it.
 pub fn check_password(password: &str) -> Result<(), String> {
+    if password.trim().is_empty() {
+        return Err("the password is only blanks".into());
+    }
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
         return Err(format!("the password has {chars} character(s); it needs at least {MIN_PASSWORD_CHARS}"));
@@ -81,7 +84,11 @@ pub fn check_password(password: &str) -> Result<(), String> {
 /// as it is, so nothing else gets through.
 pub fn account_name(raw: &str) -> Result<String, String> {
     let name = raw.trim().to_ascii_lowercase();
-    let valid = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
+    // At least one letter or digit: `-`, `.` or `..` alone are no one's name.
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c))
+        && name.chars().any(|c| c.is_ascii_alphanumeric());
     if valid {
         Ok(name)
     } else {

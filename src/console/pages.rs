@@ -188,7 +188,13 @@ impl Console {
                     warn!(peer = %peer.ip(), "Console: a request that did not come through a trusted proxy was refused.");
                     return Err(Failure::Forbidden("the console takes requests from its trusted proxies only (console.trusted_proxies)"));
                 }
-                let named = headers.get(&settings.proxy_user_header).and_then(|v| v.to_str().ok()).unwrap_or("");
+                // One value exactly: a proxy that appends the header would leave the client's
+                // forged one first.
+                let values: Vec<&HeaderValue> = headers.get_all(&settings.proxy_user_header).iter().collect();
+                if values.len() > 1 {
+                    return Err(Failure::Forbidden("the proxy's user header came more than once"));
+                }
+                let named = values.first().and_then(|v| v.to_str().ok()).unwrap_or("");
                 let Ok(name) = auth::account_name(named) else {
                     return Err(Failure::Forbidden("the proxy named no account"));
                 };
@@ -293,23 +299,40 @@ pub(super) async fn login(
     let form = Fields::parse(&body);
     let (typed, password) = (form.get("username").to_owned(), form.get("password").to_owned());
     let address = peer.ip().to_string();
-    // A name that cannot be an account is throttled and answered like any other.
-    let name = auth::account_name(&typed).unwrap_or_else(|_| "-".into());
-    let keys = vec![format!("account:{name}"), format!("address:{address}")];
-    let (checked_keys, checked_name) = (keys.clone(), name.clone());
-    let (wait, credentials) = c
+    // A name that cannot be an account, or that no account has, is answered like any other,
+    // and throttled under one shared key: what is typed there (a password, by mistake) is
+    // neither kept nor logged.
+    let name = auth::account_name(&typed).ok();
+    let address_key = format!("address:{address}");
+    let (looked_up, addr_key) = (name.clone(), address_key.clone());
+    // Checked and counted in one step (the engine is behind a lock): an attempt counts as a
+    // failure *before* its password is checked, so parallel guesses cannot all pass the
+    // throttle before any of them is counted.
+    let (wait, credentials, account_key, attempt_ms) = c
         .blocking(move |engine| {
+            let credentials = match &looked_up {
+                Some(name) => engine.store.user_credentials(name)?,
+                None => None,
+            };
+            let account_key = match (&looked_up, &credentials) {
+                (Some(name), Some(_)) => format!("account:{name}"),
+                _ => "account:(unknown)".to_owned(),
+            };
             let now_ms = now_millis();
             let since = now_ms.saturating_sub(THROTTLE.window.as_millis() as u64);
             let mut wait: Option<std::time::Duration> = None;
-            for key in &checked_keys {
+            for key in [&account_key, &addr_key] {
                 wait = wait.max(THROTTLE.wait(&engine.store.login_failures(key, since)?, now_ms));
             }
-            Ok((wait, engine.store.user_credentials(&checked_name)?))
+            if wait.is_none() {
+                engine.store.record_login_failure(&[&account_key, &addr_key], now_ms)?;
+            }
+            Ok((wait, credentials, account_key, now_ms))
         })
         .await?;
+    let shown = if credentials.is_some() { name.clone().unwrap_or_default() } else { "(unknown)".to_owned() };
     if let Some(wait) = wait {
-        warn!(account = %name, address = %address, "Console login refused: too many failures; {} s to wait.", wait.as_secs());
+        warn!(account = %shown, address = %address, "Console login refused: too many failures; {} s to wait.", wait.as_secs());
         return c.login_form(StatusCode::TOO_MANY_REQUESTS, c.t().throttled, &typed);
     }
     let hash = credentials.as_ref().map(|(_, hash)| hash.clone());
@@ -320,18 +343,15 @@ pub(super) async fn login(
             .map_err(|e| Failure::Internal(e.to_string()))?
     };
     let role = credentials.as_ref().and_then(|(role, _)| Role::parse(role));
-    if !verified || role.is_none() {
-        c.blocking(move |engine| {
-            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            Ok(engine.store.record_login_failure(&keys, now_millis())?)
-        })
-        .await?;
-        warn!(account = %name, address = %address, "Console login failed: unknown account or wrong password.");
+    let (Some(name), true, Some(_)) = (name, verified, role) else {
+        warn!(account = %shown, address = %address, "Console login failed: unknown account or wrong password.");
         return c.login_form(StatusCode::UNAUTHORIZED, c.t().login_failed, &typed);
-    }
+    };
+    // A good login forgets the account's failures, and only this attempt of the address's:
+    // an account of one's own must not switch off the limit on guessing others'.
     c.blocking(move |engine| {
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        Ok(engine.store.clear_login_failures(&keys, now_millis().saturating_sub(THROTTLE.window.as_millis() as u64))?)
+        engine.store.clear_login_failures(&[&account_key], now_millis().saturating_sub(THROTTLE.window.as_millis() as u64))?;
+        Ok(engine.store.forget_login_attempt(&address_key, attempt_ms)?)
     })
     .await?;
     let viewer = c.open_session(name.clone(), address.clone()).await?.ok_or(Failure::Login)?;

@@ -161,6 +161,16 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets one attempt recorded under `key` at `at_ms`: a login counted as failed before its
+    /// password was checked, which then turned out good.
+    pub fn forget_login_attempt(&mut self, key: &str, at_ms: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM login_failures WHERE rowid = (SELECT rowid FROM login_failures WHERE key = ?1 AND at_ms = ?2 LIMIT 1)",
+            params![key, at_ms as i64],
+        )?;
+        Ok(())
+    }
+
     /// When logins under `key` failed since `since_ms`, oldest first.
     pub fn login_failures(&self, key: &str, since_ms: u64) -> Result<Vec<u64>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT at_ms FROM login_failures WHERE key = ?1 AND at_ms >= ?2 ORDER BY at_ms")?;
