@@ -24,7 +24,7 @@ mod views;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -42,7 +42,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::{Config, Language};
-use crate::daemon::http::{AcceptErrors, CONNECTION_TIME_LIMIT, HEADER_TIMEOUT, MAX_CONNECTIONS};
+use crate::daemon::http::{CONNECTION_TIME_LIMIT, HEADER_TIMEOUT};
 use crate::engine::{Engine, EngineError};
 
 /// How the console knows who is asking.
@@ -192,7 +192,7 @@ fn router(console: Console) -> Router {
 }
 
 /// Serves the console on `listener` (over TLS with `tls`) until `shutdown` completes. At most
-/// [`MAX_CONNECTIONS`] connections at once, each for at most [`CONNECTION_TIME_LIMIT`], a TLS
+/// [`crate::daemon::http::MAX_CONNECTIONS`] connections at once, each for at most [`CONNECTION_TIME_LIMIT`], a TLS
 /// handshake within [`HEADER_TIMEOUT`]; `accept` errors pause the loop and are logged once a
 /// minute, as for the HTTP endpoint.
 pub async fn serve(
@@ -204,38 +204,8 @@ pub async fn serve(
     tokio::pin!(shutdown);
     let app = router(console);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut errors = AcceptErrors::default();
-    loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            () = &mut shutdown => return,
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => {
-                errors.succeeded();
-                accepted
-            }
-            Err(e) => {
-                let (log, pause) = errors.failed(Instant::now());
-                if let Some(suppressed) = log {
-                    tracing::warn!(suppressed, "Console: cannot accept a connection: {e}");
-                }
-                drop(permit);
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    () = &mut shutdown => return,
-                }
-                continue;
-            }
-        };
+    let mut gate = crate::daemon::http::Gate::new("Console");
+    while let Some((stream, peer, permit)) = gate.accept(&listener, &mut shutdown).await {
         let (app, acceptor) = (app.clone(), acceptor.clone());
         tokio::spawn(async move {
             let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());

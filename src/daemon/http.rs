@@ -120,46 +120,8 @@ pub(crate) const CONNECTION_TIME_LIMIT: Duration = Duration::from_secs(30);
 /// Serves until `shutdown` completes.
 pub async fn serve(listener: TcpListener, shared: Shared, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut errors = AcceptErrors::default();
-    loop {
-        // A slot before `accept`: over the cap, connections wait unaccepted.
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            () = &mut shutdown => return,
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => return,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => {
-                errors.succeeded();
-                stream
-            }
-            Err(e) => {
-                // Out of descriptors, `accept` fails at once and forever: without a pause the
-                // loop spins, and without a limit it writes the same line millions of times.
-                let (log, pause) = errors.failed(Instant::now());
-                match log {
-                    Some(0) => tracing::warn!("HTTP endpoint: cannot accept a connection: {e}"),
-                    Some(suppressed) => tracing::warn!(
-                        suppressed,
-                        "HTTP endpoint: cannot accept a connection: {e} ({suppressed} more since the last such line, not logged)"
-                    ),
-                    None => {}
-                }
-                drop(permit);
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    () = &mut shutdown => return,
-                }
-                continue;
-            }
-        };
+    let mut gate = Gate::new("HTTP endpoint");
+    while let Some((stream, _, permit)) = gate.accept(&listener, &mut shutdown).await {
         let shared = shared.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
@@ -178,6 +140,66 @@ pub async fn serve(listener: TcpListener, shared: Shared, shutdown: impl std::fu
             // The slot is free once the connection is closed (dropping it closes the socket).
             drop(permit);
         });
+    }
+}
+
+/// The accept side of rocsync's servers (this endpoint, the console): at most
+/// [`MAX_CONNECTIONS`] at once, a slot taken *before* `accept` so that connections over the cap
+/// wait unaccepted (holding no descriptor), and after a failed `accept` a pause and a log line
+/// at most once a minute ([`AcceptErrors`]).
+pub(crate) struct Gate {
+    what: &'static str,
+    slots: Arc<Semaphore>,
+    errors: AcceptErrors,
+}
+
+impl Gate {
+    pub(crate) fn new(what: &'static str) -> Gate {
+        Gate { what, slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)), errors: AcceptErrors::default() }
+    }
+
+    /// The next connection with its peer and its slot (dropped when the connection is done);
+    /// `None` once `shutdown` completes.
+    pub(crate) async fn accept(
+        &mut self,
+        listener: &TcpListener,
+        shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Option<(tokio::net::TcpStream, std::net::SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
+        loop {
+            let permit = tokio::select! {
+                permit = self.slots.clone().acquire_owned() => permit.ok()?,
+                () = shutdown.as_mut() => return None,
+            };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = shutdown.as_mut() => return None,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    self.errors.succeeded();
+                    return Some((stream, peer, permit));
+                }
+                Err(e) => {
+                    // Out of descriptors, `accept` fails at once and forever: without a pause
+                    // the loop spins, and without a limit it logs the same line millions of times.
+                    let (log, pause) = self.errors.failed(Instant::now());
+                    match log {
+                        Some(0) => tracing::warn!("{}: cannot accept a connection: {e}", self.what),
+                        Some(suppressed) => tracing::warn!(
+                            suppressed,
+                            "{}: cannot accept a connection: {e} ({suppressed} more since the last such line, not logged)",
+                            self.what
+                        ),
+                        None => {}
+                    }
+                    drop(permit);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = shutdown.as_mut() => return None,
+                    }
+                }
+            }
+        }
     }
 }
 
