@@ -595,6 +595,14 @@ fn the_proxys_user_is_believed_only_from_a_trusted_proxy_and_only_for_an_account
     // client's forged one first) made the first one believed.
     let twice = http.get_with("/plans/1", &[("x-remote-user", "marie"), ("x-remote-user", "accueil")]);
     assert_eq!(twice.status, 403, "{}", twice.body);
+    // Found by the third attack: a client keeping no cookie opened a session, and wrote an
+    // audit line, at every request. It goes on in its live session.
+    let logins = || sb.ok(&["audit"]).matches("console.login").count();
+    let before = logins();
+    for _ in 0..5 {
+        assert_eq!(http.get_with("/plans", &as_marie).status, 200);
+    }
+    assert_eq!(logins(), before, "no new session per cookieless request");
     assert_eq!(http.get("/login", None).header("location"), "/", "no password in proxy mode");
     assert_eq!(http.post("/login", None, &[("username", RSSI.0), ("password", RSSI.1)]).status, 404);
     // Not from the trusted proxy: the header is not believed.

@@ -242,10 +242,20 @@ impl Console {
     async fn open_session(&self, name: String, address: String) -> Result<Option<Viewer>, Failure> {
         let (cookie_name, secure) = (self.cookie_name(), self.inner.settings.tls.is_some());
         let (idle, max) = (self.inner.settings.session_idle, self.inner.settings.session_max);
+        let proxied = self.inner.settings.auth == AuthMode::Proxy;
         self.blocking(move |engine| {
             let Some(role) = engine.store.user_role(&name)?.as_deref().and_then(Role::parse) else { return Ok(None) };
             let now_ms = now_millis();
-            engine.store.end_expired_sessions(now_ms.saturating_sub(idle.as_millis() as u64), now_ms.saturating_sub(max.as_millis() as u64))?;
+            let (seen_after, created_after) = (now_ms.saturating_sub(idle.as_millis() as u64), now_ms.saturating_sub(max.as_millis() as u64));
+            engine.store.end_expired_sessions(seen_after, created_after)?;
+            // Behind the proxy, a client that sent no cookie goes on in its live session (no new
+            // session, no new audit line at every request).
+            if proxied {
+                if let Some((key, csrf)) = engine.store.recent_session(&name, &address, seen_after, created_after)? {
+                    engine.store.touch_session(&key, now_ms)?;
+                    return Ok(Some(Viewer { name, role, csrf, address, set_cookie: None }));
+                }
+            }
             let (id, csrf) = (auth::random_token()?, auth::random_token()?);
             engine.store.create_session(&auth::session_key(&id)?, &name, &csrf, now_ms, &address)?;
             let viewer = Viewer { name, role, csrf, address, set_cookie: Some(session_cookie(cookie_name, &id, secure)?) };

@@ -131,6 +131,27 @@ impl Store {
             .optional()?)
     }
 
+    /// The newest session of `user` from `address` used since `seen_after_ms` and opened since
+    /// `created_after_ms`: its key and CSRF token. Behind an SSO proxy a client that keeps no
+    /// cookie (a health check, curl) goes on in it instead of opening one per request.
+    pub fn recent_session(
+        &self,
+        user: &str,
+        address: &str,
+        seen_after_ms: u64,
+        created_after_ms: u64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id_hash, csrf FROM sessions WHERE user = ?1 AND address = ?2 AND seen_ms >= ?3 AND created_ms >= ?4
+                 ORDER BY seen_ms DESC LIMIT 1",
+                params![user, address, seen_after_ms as i64, created_after_ms as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
     /// Records that the session was used at `now_ms` (its idle time starts again).
     pub fn touch_session(&mut self, id_hash: &str, now_ms: u64) -> Result<(), StoreError> {
         self.conn.execute("UPDATE sessions SET seen_ms = ?2 WHERE id_hash = ?1", params![id_hash, now_ms as i64])?;
