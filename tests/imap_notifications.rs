@@ -127,3 +127,26 @@ fn an_imap_outage_never_keeps_the_annuaire_from_being_read() {
     assert!(mailbox["source"].as_str().is_some_and(|s| s.starts_with("imap:127.0.0.1:")), "{status:#}");
     assert!(sb.ok(&["status"]).contains("the annuaire is read all the same"));
 }
+
+/// IMAP without IDLE ran a whole annuaire pass at every `imap.poll_interval` whether or not
+/// mail came. The folder is checked on its interval; the annuaire is read again only when a
+/// message is there.
+#[test]
+fn without_idle_the_annuaire_is_read_again_only_when_a_message_came() {
+    if !util::have("dovecot", true) {
+        return;
+    }
+    let server = Dovecot::start();
+    let sb = sandbox(&server);
+    let config = std::fs::read_to_string(sb.path("rocsync.toml")).unwrap()
+        .replace("[annuaire]\nurl = \"file:annuaire.json\"\n", "[annuaire]\nurl = \"file:annuaire.json\"\npoll_interval = \"1h\"\npoll_jitter = \"0s\"\n")
+        .replace("[notifications.imap]\n", "[notifications.imap]\nuse_idle = false\npoll_interval = \"10s\"\n");
+    sb.write_config(&config);
+    let daemon = util::daemon::Daemon::start(&sb);
+    let reads = || daemon.log().matches("Read the annuaire.").count();
+    std::thread::sleep(std::time::Duration::from_secs(23));
+    assert!(daemon.log().contains("Checking the mailbox every 10s (no IDLE)"), "{}", daemon.log());
+    assert_eq!(reads(), 1, "two mailbox checks and no mail: no annuaire pass but the first\n{}", daemon.log());
+    server.deliver("1763609999.M1P1.mx", &std::fs::read(fixture("mail/ouverture-texte.eml")).unwrap());
+    assert!(util::wait_until(std::time::Duration::from_secs(25), || reads() >= 2), "a message came: the annuaire is read again\n{}", daemon.log());
+}

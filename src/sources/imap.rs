@@ -274,10 +274,16 @@ pub async fn watch(
             }
             let has_idle = session.capabilities().await.map_err(command("CAPABILITY"))?.has_str("IDLE");
             if !(use_idle && has_idle) {
-                tracing::info!(server = %settings.server, "Polling the mailbox every {poll_interval:?} (no IDLE).");
+                tracing::info!(server = %settings.server, "Checking the mailbox every {poll_interval:?} (no IDLE).");
+                // The folder is looked at, and the annuaire poll woken only when a message is
+                // there: the national service is not polled at the mailbox's pace.
                 loop {
                     tokio::time::sleep(poll_interval).await;
-                    wake.notify_one();
+                    let mailbox = session.select(&settings.folder).await.map_err(command("SELECT"))?;
+                    if mailbox.exists > 0 {
+                        tracing::debug!(server = %settings.server, waiting = mailbox.exists, "A message is in the mailbox.");
+                        wake.notify_one();
+                    }
                 }
             }
             loop {
