@@ -31,6 +31,11 @@ pub fn user_name(uid: u32) -> Option<String> {
     name_in(&std::fs::read_to_string("/etc/passwd").ok()?, uid)
 }
 
+/// The uid of user `name` (or a number, taken as it is) on this system.
+pub fn user_id(name: &str) -> Option<u32> {
+    id_in(&std::fs::read_to_string("/etc/passwd").unwrap_or_default(), name)
+}
+
 /// The group name of `gid` on this system.
 pub fn group_name(gid: u32) -> Option<String> {
     name_in(&std::fs::read_to_string("/etc/group").ok()?, gid)

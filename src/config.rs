@@ -188,7 +188,9 @@ impl SecretRef {
         match (&self.file, &self.env) {
             (Some(file), None) => {
                 let path = base.join(file);
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let text = crate::sources::read_small(&path)
+                    .and_then(|bytes| String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text")))
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                 let secret = text.trim_end_matches(['\r', '\n']).to_owned();
                 if secret.is_empty() {
                     return Err(format!("{} is empty", path.display()));
@@ -1246,10 +1248,9 @@ fn check_exempt_users(n: &RawNftables, source: &AnnuaireSource, exports: &RawExp
             "only the managed chain on the output hook sees which user sends a packet: set `mode = \"managed\"` and `hook = \"output\"`, or leave the key out".into(),
         );
     }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let mut uids = BTreeSet::new();
     for (i, user) in users.iter().enumerate() {
-        match crate::accounts::id_in(&passwd, user) {
+        match crate::accounts::user_id(user) {
             // root's traffic is every daemon's and every administrator's: exempting it would
             // leave the AMC filter with nothing to hold.
             Some(0) => bad(
@@ -1551,11 +1552,16 @@ fn check_file(bad: &mut Bad<'_>, key: &str, base: &Path, path: &Path) {
         return;
     }
     let full = base.join(path);
-    match std::fs::File::open(&full) {
+    // The type first: opening a FIFO would block the check (and the unit's ExecStartPre=).
+    match std::fs::metadata(&full) {
         Err(e) => bad(key, format!("cannot read {}: {e}", full.display())),
-        // Opening a directory succeeds; reading it would not.
-        Ok(_) if full.is_dir() => bad(key, format!("{} is a directory, not a file", full.display())),
-        Ok(_) => {}
+        Ok(m) if m.is_dir() => bad(key, format!("{} is a directory, not a file", full.display())),
+        Ok(m) if !m.is_file() => bad(key, format!("{} is not a regular file", full.display())),
+        Ok(_) => {
+            if let Err(e) = std::fs::File::open(&full) {
+                bad(key, format!("cannot read {}: {e}", full.display()));
+            }
+        }
     }
 }
 

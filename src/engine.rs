@@ -85,6 +85,9 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// A plan was approved while the plan it is computed on top of still waits for approval.
+    #[error("plan {plan} applies on top of plan {base}, which still waits for approval: approve plan {base} first (rocsync plan show {base})")]
+    BaseWaits { plan: i64, base: i64 },
     /// Another rocsync held the apply lock longer than [`LOCK_WAIT`].
     #[error(
         "{holder} held the apply lock {} for more than {waited} s; nothing was planned or applied: try again once it is done",
@@ -802,6 +805,22 @@ impl Engine {
         // Who decides and why are typed by people but shown to others (plan show, audit, the
         // console): escaped once, here, like every text from outside.
         let (by, comment) = (crate::text::excerpt(by, 120), comment.map(|c| crate::text::excerpt(c, 2000)));
+        // A plan computed on top of one that still waits cannot apply before it: said now, to
+        // the person approving, rather than found by the daemon at every retry.
+        if decision == Decision::Approve {
+            let in_force = self.store.applied()?.plan_id;
+            let mut base = self.store.plan(id)?.base;
+            while base != 0 && base != in_force {
+                let Ok(before) = self.store.plan(base) else { break };
+                if before.status == Status::Pending {
+                    return Err(EngineError::BaseWaits { plan: id, base });
+                }
+                if !before.status.is_open() {
+                    break;
+                }
+                base = before.base;
+            }
+        }
         let plan = self.store.decide(id, decision, &by, comment.as_deref(), &now())?;
         if decision == Decision::Reject {
             // Openings only a notification named are not proposed again once rejected.

@@ -1150,9 +1150,12 @@ fn set_status(conn: &Connection, id: i64, status: Status) -> Result<(), StoreErr
 }
 
 fn audit_in(conn: &Connection, now: &str, actor: &str, action: &str, plan_id: Option<i64>, detail: &str) -> Result<(), StoreError> {
+    // The one gate of the audit log: who acted may come from a command line or the environment,
+    // and no line of the log may forge another (escaping what is already escaped changes nothing).
+    let (actor, detail) = (crate::text::excerpt(actor, 200), crate::text::escape(detail));
     conn.execute(
         "INSERT INTO audit (at, actor, action, plan_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![now, actor, action, plan_id, detail],
+        params![now, actor, action, plan_id, detail.as_ref()],
     )?;
     Ok(())
 }

@@ -412,14 +412,25 @@ fn guesses_sent_together_are_throttled_and_a_good_login_keeps_the_address_limit(
     assert!(checked <= 5, "{checked} of 20 simultaneous guesses were checked: {statuses:?}");
     assert_eq!(checked + statuses.iter().filter(|s| **s == 429).count(), 20, "{statuses:?}");
     // Four failures from an address, then a good login of one's own: the fifth failure still
-    // counts, and the sixth try waits.
+    // counts, and the sixth try waits. Spread over several names (each counted under its own
+    // key), so that no name reaches five and only the address's limit can answer 429.
     let from = Http::with(&base, Some("127.0.0.4".parse().unwrap()), None);
-    for name in ["x1", "x2", "x3", "x4"] {
+    for name in [ENGINEER.0, ENGINEER.0, "x1", "x2"] {
         assert_eq!(from.post("/login", None, &[("username", name), ("password", "nimporte quoi 123")]).status, 401);
     }
     from.login(HELPDESK);
-    assert_eq!(from.post("/login", None, &[("username", "x5"), ("password", "nimporte quoi 123")]).status, 401);
-    assert_eq!(from.post("/login", None, &[("username", "x6"), ("password", "nimporte quoi 123")]).status, 429);
+    assert_eq!(from.post("/login", None, &[("username", ENGINEER.0), ("password", "nimporte quoi 123")]).status, 401);
+    assert_eq!(from.post("/login", None, &[("username", "x3"), ("password", "nimporte quoi 123")]).status, 429);
+    // Unknown names are counted each under its own key, like accounts: the throttle does not
+    // tell which names exist (five tries on made-up names from one address, then, from another,
+    // a made-up name and an account both answer 401).
+    let spray = Http::with(&base, Some("127.0.0.5".parse().unwrap()), None);
+    for name in ["y1", "y2", "y3", "y4", "y5"] {
+        assert_eq!(spray.post("/login", None, &[("username", name), ("password", "nimporte quoi 123")]).status, 401);
+    }
+    let other = Http::with(&base, Some("127.0.0.6".parse().unwrap()), None);
+    assert_eq!(other.post("/login", None, &[("username", "y6"), ("password", "nimporte quoi 123")]).status, 401);
+    assert_eq!(other.post("/login", None, &[("username", HELPDESK.0), ("password", "nimporte quoi 123")]).status, 401);
     // `-` is no one's name.
     let out = sb.cmd().args(["user", "add", "--role", "engineer", "--password-stdin", "--", "-"]).write_stdin("a good long password\n").output().unwrap();
     assert!(!out.status.success(), "`-` taken as an account name");

@@ -403,7 +403,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reject(args) => decide(&cli.config, args, Decision::Reject, &mut out),
         Command::Apply { id, by } => {
             let mut engine = open(&cli.config)?;
-            let by = by.unwrap_or_else(login_name);
+            let by = by.map(|b| crate::text::excerpt(&b, 120)).unwrap_or_else(login_name);
             for plan in engine.apply(id, &by)? {
                 writeln!(out, "Plan {} applied.", plan.id)?;
             }
@@ -651,7 +651,7 @@ fn decide(config: &Path, args: DecideArgs, decision: Decision, out: &mut impl Wr
         Decision::Approve => "approved",
         Decision::Reject => "rejected",
     };
-    writeln!(out, "Plan {} {verb} by {by}; it is now {}.", plan.id, plan.status)?;
+    writeln!(out, "Plan {} {verb} by {}; it is now {}.", plan.id, crate::text::Untrusted(by), plan.status)?;
     match (daemon, plan.status, args.no_apply) {
         (Some(pid), crate::plan::Status::Approved, false) => {
             writeln!(out, "The running rocsync (pid {pid}) applies it within seconds; `rocsync plan show {}` tells when.", plan.id)?;
@@ -669,5 +669,6 @@ fn login_name() -> String {
     ["SUDO_USER", "USER", "LOGNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .map(|name| crate::text::excerpt(&name, 64))
         .unwrap_or_else(|| "unknown".into())
 }

@@ -120,8 +120,12 @@ pub fn run(config: &Path, action: UserAction, out: &mut impl Write) -> anyhow::R
 /// stored; never printed.
 fn read_password(from_stdin: bool, name: &str) -> anyhow::Result<String> {
     let password = if from_stdin {
+        // At most one line of a password's greatest length (and a little): a huge input is not
+        // read whole before being refused.
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
+        std::io::Read::take(std::io::stdin().lock(), auth::MAX_PASSWORD_BYTES as u64 + 2)
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
         line.trim_end_matches(['\r', '\n']).to_owned()
     } else {
         let first = rpassword::prompt_password(format!("Password for {name} (at least {} characters): ", auth::MIN_PASSWORD_CHARS))

@@ -89,7 +89,7 @@ impl ConsoleSettings {
 /// The rustls configuration for `files`: TLS 1.3 or 1.2 with ring, HTTP/1.1. The message says
 /// which file is wrong.
 pub fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
-    let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+    let read = |path: &PathBuf| crate::sources::read_small(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
     let pem = read(&files.cert)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
     if chain.is_empty() {

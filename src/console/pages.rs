@@ -324,9 +324,12 @@ pub(super) async fn login(
                 Some(name) => engine.store.user_credentials(name)?,
                 None => None,
             };
-            let account_key = match (&looked_up, &credentials) {
-                (Some(name), Some(_)) => format!("account:{name}"),
-                _ => "account:(unknown)".to_owned(),
+            // Every valid name is counted under its own key, whether an account has it or not
+            // (a shared key for unknown names would tell them apart), as a digest: what is typed
+            // there is not kept.
+            let account_key = match &looked_up {
+                Some(name) => format!("account:{}", auth::session_key(name)?),
+                None => "account:(not a name)".to_owned(),
             };
             let now_ms = now_millis();
             let since = now_ms.saturating_sub(THROTTLE.window.as_millis() as u64);
@@ -379,13 +382,14 @@ pub(super) async fn logout(
     let viewer = c.viewer(&headers, peer).await?;
     check_form(&headers, &Fields::parse(&body), &viewer)?;
     let cookie = CookieJar::from_headers(&headers).get(c.cookie_name()).map(|cookie| cookie.value().to_owned());
-    if let Some(id) = cookie.filter(|v| auth::is_token(v)) {
-        c.blocking(move |engine| {
+    let actor = viewer.actor();
+    c.blocking(move |engine| {
+        if let Some(id) = cookie.filter(|v| auth::is_token(v)) {
             engine.store.end_session(&auth::session_key(&id)?)?;
-            Ok(())
-        })
-        .await?;
-    }
+        }
+        Ok(engine.store.audit(&actor, "console.logout", None, "session ended", &now())?)
+    })
+    .await?;
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().append(header::SET_COOKIE, removal_cookie(c.cookie_name(), c.inner.settings.tls.is_some())?);
     Ok(response)

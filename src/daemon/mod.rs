@@ -362,6 +362,8 @@ struct Worker {
     catalogue: Option<(String, Catalogue)>,
     /// Since when the annuaire has failed, with the last error.
     failing_since: Option<(String, u64, String)>,
+    /// Approved plans that could not be applied, with why, already said in the log.
+    apply_failures: std::collections::BTreeSet<(i64, String)>,
     published_plan: Option<i64>,
     /// The configuration file's text as loaded, to tell what a reload changes.
     loaded: String,
@@ -385,6 +387,7 @@ impl Worker {
             journal: None,
             catalogue: None,
             failing_since: None,
+            apply_failures: Default::default(),
             published_plan: None,
             loaded,
             health: BTreeMap::new(),
@@ -709,7 +712,10 @@ impl Worker {
                 }
                 Err(e) => {
                     let text = crate::error_chain(&e);
-                    warn!(plan = plan.id, "Approved plan not applied: {text}");
+                    // Tried again every second: said once until the reason changes.
+                    if self.apply_failures.insert((plan.id, text.clone())) {
+                        warn!(plan = plan.id, "Approved plan not applied: {text}");
+                    }
                     match e {
                         EngineError::Sink { .. } => self.raise(Alert::ApplyFailed { plan: plan.id, error: text }),
                         // Superseded by the store on the way: whoever approved it waits for it.

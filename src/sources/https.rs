@@ -131,7 +131,7 @@ pub enum TlsSetupError {
 
 /// Reads the client identity from PKCS#12 or PEM.
 pub fn load_identity(tls: &TlsSettings) -> Result<ClientIdentity, TlsSetupError> {
-    let read = |path: &Path| std::fs::read(path).map_err(|source| TlsSetupError::Read { path: path.to_owned(), source });
+    let read = |path: &Path| crate::sources::read_small(path).map_err(|source| TlsSetupError::Read { path: path.to_owned(), source });
     let (chain, key, path) = match (&tls.client_pkcs12, &tls.client_cert, &tls.client_key) {
         (Some(p12), _, _) => {
             let data = read(p12)?;
@@ -198,7 +198,7 @@ fn client_auth_reason(err: &rustls::Error) -> String {
 pub fn load_roots(tls: &TlsSettings) -> Result<RootCertStore, TlsSetupError> {
     let mut roots = RootCertStore::empty();
     if let Some(path) = &tls.ca_bundle {
-        let pem = std::fs::read(path).map_err(|source| TlsSetupError::Read { path: path.clone(), source })?;
+        let pem = crate::sources::read_small(path).map_err(|source| TlsSetupError::Read { path: path.clone(), source })?;
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
         let (added, rejected) = roots.add_parsable_certificates(certs);
         if added == 0 {

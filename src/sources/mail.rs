@@ -410,9 +410,9 @@ fn authentication(message: &Message<'_>, from_domain: Option<&str>, trusted: Opt
                 )),
             },
             ("dmarc", _) if property(clause, "header.from").is_none_or(|f| f == from) => {
-                dmarc_fail = Some(format!("dmarc={} for the From domain {}", result.escape_debug(), shown(from)));
+                dmarc_fail = Some(format!("dmarc={} for the From domain {}", crate::text::escape(result), shown(from)));
             }
-            ("dkim" | "dmarc", _) => others.push(format!("{method}={}", result.escape_debug())),
+            ("dkim" | "dmarc", _) => others.push(format!("{method}={}", crate::text::escape(result))),
             _ => {}
         }
     }
@@ -490,8 +490,7 @@ fn property<'a>(clause: &'a [String], name: &str) -> Option<&'a str> {
 
 /// Outside text in a reason a person reads: escaped, quoted and cut short.
 fn shown(text: &str) -> String {
-    let short: String = text.chars().take(100).collect();
-    format!("`{}`", short.escape_debug())
+    format!("`{}`", crate::text::excerpt(text, 100))
 }
 
 #[cfg(test)]

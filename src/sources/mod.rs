@@ -37,6 +37,23 @@ pub enum SourceError {
     },
 }
 
+/// The most a certificate, a key, a CA bundle or a secret file may hold.
+pub const SMALL_FILE: u64 = 1024 * 1024;
+
+/// A certificate, key, CA bundle or secret: a regular file of at most [`SMALL_FILE`] bytes. A
+/// FIFO there would block a check (and `ExecStartPre=` with it), `/dev/zero` would never end.
+pub fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut body = Vec::new();
+    std::fs::File::open(path)?.take(SMALL_FILE + 1).read_to_end(&mut body)?;
+    if body.len() as u64 > SMALL_FILE {
+        return Err(std::io::Error::other(format!("larger than {SMALL_FILE} bytes")));
+    }
+    Ok(body)
+}
+
 /// Reads an annuaire answer saved in a file (the embedded default, `rocsync plan --source`,
 /// `rocsync inspect annuaire`). The format is sniffed, as for an HTTP answer without a
 /// content type.

@@ -234,6 +234,17 @@ fn an_older_serial_does_not_undo_an_approved_closing() {
     assert!(!waiting.is_empty(), "{plans:#}");
     let shown = sb.ok(&["plan", "show", &waiting[0].to_string()]);
     assert!(shown.contains("serial 4182 is older than serial 4183"), "{shown}");
+    // Found by the review: approving the plan computed on top of a plan that still waits was
+    // taken (the daemon then retried it every second). It is refused, naming the plan to
+    // approve first.
+    let on_top = waiting.iter().find_map(|id| {
+        let base = sb.json(&["plan", "show", &id.to_string(), "--format", "json"])["base"].as_i64()?;
+        waiting.contains(&base).then_some((*id, base))
+    });
+    let (plan, base) = on_top.unwrap_or_else(|| panic!("one waiting plan is computed on top of the other: {waiting:?}"));
+    let out = sb.run(&["approve", &plan.to_string(), "--by", "rssi"]);
+    assert!(!out.status.success(), "{}", util::stdout(&out));
+    assert!(util::stderr(&out).contains(&format!("approve plan {base} first")), "{}", util::stderr(&out));
 }
 
 /// Found by the attacker helper: an answer whose `serie` was removed (or unreadable) skipped the

@@ -237,12 +237,8 @@ fn skip_space(body: &[u8]) -> &[u8] {
 /// The first bytes of a body, printable, for an error message.
 pub fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(80)]);
-    let mut out: String =
-        text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>();
-    if body.len() > 80 {
-        out.push('…');
-    }
-    format!("{:?}", out.trim())
+    let more = if body.len() > 80 { "…" } else { "" };
+    format!("\"{}{more}\"", crate::text::escape(text.trim()))
 }
 
 /// Applies the contract to what a format parser found. Never fails: what is wrong is rejected
