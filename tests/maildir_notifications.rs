@@ -9,21 +9,9 @@ use std::path::Path;
 
 use serde_json::Value;
 use util::{Sandbox, fixture};
+use util::{deliver, maildir};
 
-fn maildir(sb: &Sandbox) -> std::path::PathBuf {
-    let root = sb.path("Maildir");
-    for sub in ["new", "cur", "tmp"] {
-        fs::create_dir_all(root.join(sub)).unwrap();
-    }
-    root
-}
 
-/// Delivers a message as an MTA does: written in tmp/, renamed into new/.
-fn deliver(root: &Path, name: &str, body: &[u8]) {
-    let tmp = root.join("tmp").join(name);
-    fs::write(&tmp, body).unwrap();
-    fs::rename(&tmp, root.join("new").join(name)).unwrap();
-}
 
 fn deliver_fixture(root: &Path, n: u32, fixture_name: &str) {
     deliver(root, &format!("17636{n:05}.M{n}P1.mx.chu.test"), &fs::read(fixture(&format!("mail/{fixture_name}"))).unwrap());

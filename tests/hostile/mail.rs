@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::util::{OUTPUTS, Sandbox, stderr};
+use crate::util::{deliver, maildir};
 
 const SENDER: &str = "notifications@inter-amc.test";
 const TRUSTED: &str = "trusted_authserv_id = \"mx.hopital.test\"\n";
@@ -30,10 +31,7 @@ fn config(allowed: &str) -> String {
 fn sandbox(config_text: &str) -> (Sandbox, PathBuf) {
     let sb = Sandbox::with_config(config_text);
     sb.set_answer("urls-v1.json");
-    let root = sb.path("Maildir");
-    for sub in ["new", "cur", "tmp"] {
-        fs::create_dir_all(root.join(sub)).unwrap();
-    }
+    let root = maildir(&sb);
     (sb, root)
 }
 
@@ -52,12 +50,6 @@ fn opening(host: &str) -> String {
     format!("Bonjour,\r\n\r\nOUVERTURE | 2026-11-25 | 891234567 | MUTUELLE HOSTILE | {host}\r\n\r\nCordialement\r\n")
 }
 
-/// Delivers a message as an MTA does: written in tmp/, renamed into new/.
-fn deliver(root: &Path, name: &str, text: &str) {
-    let tmp = root.join("tmp").join(name);
-    fs::write(&tmp, text).unwrap();
-    fs::rename(&tmp, root.join("new").join(name)).unwrap();
-}
 
 fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -13,6 +13,7 @@ use crate::util::daemon::Daemon;
 use crate::util::smtp::{Mail, SmtpSink};
 use crate::util::{Sandbox, fixture, stderr};
 use crate::util::wait_until;
+use crate::util::{deliver, maildir};
 
 /// The configuration (without the outputs): `file:` source, alerts to the three roles through
 /// `smtp`, `annuaire` keys ([`SLOW`] or [`FAST`] at least) added to `[annuaire]` and `rest` at
@@ -39,20 +40,7 @@ const FAST: &str = "poll_interval = \"1s\"\nbackoff_max = \"1s\"\n";
 /// Polls once, at the start.
 const SLOW: &str = "poll_interval = \"1h\"\n";
 
-fn maildir(sb: &Sandbox) -> PathBuf {
-    let root = sb.path("Maildir");
-    for sub in ["new", "cur", "tmp"] {
-        fs::create_dir_all(root.join(sub)).unwrap();
-    }
-    root
-}
 
-/// Delivers a message as an MTA does: written in tmp/, renamed into new/.
-fn deliver(root: &Path, name: &str, body: &[u8]) {
-    let tmp = root.join("tmp").join(name);
-    fs::write(&tmp, body).unwrap();
-    fs::rename(&tmp, root.join("new").join(name)).unwrap();
-}
 
 /// Replaces the answer the source reads in one rename, so that no poll reads it half-written.
 fn set_answer_text(sb: &Sandbox, text: &str) {

@@ -201,3 +201,20 @@ pub fn wait_until(timeout: std::time::Duration, mut done: impl FnMut() -> bool) 
     }
     done()
 }
+
+/// The sandbox's Maildir (`Maildir/` with `new`, `cur`, `tmp`), made if missing.
+pub fn maildir(sb: &Sandbox) -> PathBuf {
+    let root = sb.path("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    root
+}
+
+/// Delivers a message as an MTA does: written in tmp/, renamed into new/.
+pub fn deliver(root: &Path, name: &str, body: impl AsRef<[u8]>) {
+    let tmp = root.join("tmp").join(name);
+    fs::write(&tmp, body).unwrap();
+    fs::rename(&tmp, root.join("new").join(name)).unwrap();
+}
+
