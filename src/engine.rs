@@ -558,7 +558,7 @@ impl Engine {
     }
 
     fn apply_locked(&mut self, id: i64, actor: &str) -> Result<Vec<Plan>, EngineError> {
-        let in_force = self.store.applied()?.plan_id;
+        let in_force = self.store.applied_plan_id()?;
         let mut chain = vec![self.store.plan(id)?];
         while let Some(first) = chain.first() {
             if first.base == in_force || first.base == 0 {
@@ -808,7 +808,7 @@ impl Engine {
         // A plan computed on top of one that still waits cannot apply before it: said now, to
         // the person approving, rather than found by the daemon at every retry.
         if decision == Decision::Approve {
-            let in_force = self.store.applied()?.plan_id;
+            let in_force = self.store.applied_plan_id()?;
             let mut base = self.store.plan(id)?.base;
             while base != 0 && base != in_force {
                 let Ok(before) = self.store.plan(base) else { break };
@@ -1087,7 +1087,7 @@ impl Engine {
     }
 
     fn recover_locked(&mut self, by: &str) -> Result<Recovery, EngineError> {
-        let current = self.store.applied()?.plan_id;
+        let current = self.store.applied_plan_id()?;
         if current != 0 {
             return Err(StoreError::NotLost { current }.into());
         }

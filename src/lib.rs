@@ -32,8 +32,8 @@
 //! - [`cli`]: the `rocsync` command line on top of it all; [`logging`], its log lines under
 //!   systemd (one journal entry per event, with its priority).
 
-// Unsafe code lives in `sinks::netlink` and in `config::access` (access(2), geteuid(2)), which
-// say so themselves.
+// Unsafe code lives in `sinks::netlink`, in `config::access` (access(2), geteuid(2)) and in
+// `memory` (malloc_trim(3)), which say so themselves.
 #![deny(unsafe_code)]
 
 pub mod accounts;
@@ -47,6 +47,7 @@ pub mod daemon;
 pub mod engine;
 pub mod host;
 pub mod logging;
+pub mod memory;
 pub mod plan;
 pub mod resolve;
 pub mod sinks;

@@ -449,6 +449,33 @@ impl Store {
         applied_in(&self.conn)
     }
 
+    /// The plan whose state is in force (0 before any) and how many hosts it holds, without
+    /// decoding the state: the daemon asks at every pass and rebuilds what it publishes only when
+    /// the plan changed.
+    pub fn applied_summary(&self) -> Result<(i64, usize), StoreError> {
+        let row: Option<(i64, Option<i64>)> = self
+            .conn
+            .query_row(
+                "SELECT plan_id, (SELECT count(*) FROM json_each(state, '$.entries')) FROM applied ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(id, n)| (id, n.unwrap_or(0) as usize)).unwrap_or((0, 0)))
+    }
+
+    /// The plan whose state is in force (0 before any), without decoding the state.
+    pub fn applied_plan_id(&self) -> Result<i64, StoreError> {
+        let id: Option<i64> = self.conn.query_row("SELECT plan_id FROM applied ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).optional()?;
+        Ok(id.unwrap_or(0))
+    }
+
+    /// How many plans wait for approval, without decoding them.
+    pub fn pending_count(&self) -> Result<usize, StoreError> {
+        let n: i64 = self.conn.query_row("SELECT count(*) FROM plans WHERE status = 'pending'", [], |r| r.get(0))?;
+        Ok(n as usize)
+    }
+
     /// The state plan `plan_id` put in force, if the store still keeps it whole.
     pub fn applied_state_of(&self, plan_id: i64) -> Result<Option<State>, StoreError> {
         let text: Option<Option<String>> = self

@@ -511,6 +511,7 @@ impl Worker {
     fn pass(&mut self) -> bool {
         let started = Instant::now();
         let result = self.engine.once(false);
+        crate::memory::release_freed();
         let mut failure = None;
         let ok = match result {
             Ok(run) => {
@@ -613,7 +614,7 @@ impl Worker {
     fn tell_status(&self, failure: Option<&str>) {
         let text = match failure {
             None => {
-                let in_force = self.engine.store.applied().map(|a| a.plan_id).unwrap_or(0);
+                let in_force = self.engine.store.applied_plan_id().unwrap_or(0);
                 let waiting = self.engine.store.open_plans().map(|p| p.iter().filter(|p| p.status == Status::Pending).count()).unwrap_or(0);
                 format!("running; last pass {} OK: plan {in_force} in force, {waiting} plan(s) waiting for approval", now())
             }
@@ -662,7 +663,7 @@ impl Worker {
     /// How much `plan` closes of what is in force, when the mass-removal guard speaks against
     /// it (more than `review.max_removal_percent` or `review.max_removal_hosts`).
     fn closing(&self, plan: &Plan) -> Option<Closing> {
-        let in_force = self.engine.store.applied().map(|a| a.state.len()).unwrap_or(0);
+        let in_force = self.engine.store.applied_summary().map(|(_, hosts)| hosts).unwrap_or(0);
         let fired = !self.engine.config.guard.check(in_force, &plan.diff).is_empty();
         fired.then(|| Closing { hosts: plan.diff.closings(), in_force })
     }
@@ -884,8 +885,10 @@ impl Worker {
 
     /// Refreshes what the HTTP endpoint serves and the gauges.
     fn publish(&mut self) {
-        let Ok(applied) = self.engine.store.applied() else { return };
-        let pending = self.engine.store.open_plans().map(|p| p.iter().filter(|p| p.status == Status::Pending).count()).unwrap_or(0);
+        // The state is decoded only when another plan came into force: decoding it at every pass
+        // to count its hosts was most of the daemon's memory in a steady state.
+        let Ok((plan_id, hosts)) = self.engine.store.applied_summary() else { return };
+        let pending = self.engine.store.pending_count().unwrap_or(0);
         let (addresses, dns_refused) = match self.engine.config.resolver.enabled.then(|| self.engine.store.address_book()) {
             Some(Ok(b)) => (
                 b.addresses().values().map(|a| a.len()).sum(),
@@ -893,17 +896,27 @@ impl Worker {
             ),
             _ => (0, 0),
         };
-        let changed = self.published_plan != Some(applied.plan_id);
+        let documents = match self.published_plan != Some(plan_id) {
+            true => match self.engine.store.applied() {
+                Ok(applied) => Some((
+                    Document::new(crate::sinks::plain::render(&applied.state, WildcardStyle::Star)),
+                    Document::new(crate::sinks::json::render(&applied.state, applied.plan_id)),
+                    applied.plan_id,
+                )),
+                Err(_) => return,
+            },
+            false => None,
+        };
         let Ok(mut p) = self.shared.write() else { return };
-        p.metrics.hosts_in_force = applied.state.entries.len();
+        p.metrics.hosts_in_force = hosts;
         p.metrics.pending_plans = pending;
         p.metrics.addresses = addresses;
         p.metrics.dns_refused = dns_refused;
         p.serve_metrics = self.engine.config.raw.http.metrics;
-        if changed {
-            p.plain = Document::new(crate::sinks::plain::render(&applied.state, WildcardStyle::Star));
-            p.json = Document::new(crate::sinks::json::render(&applied.state, applied.plan_id));
-            self.published_plan = Some(applied.plan_id);
+        if let Some((plain, json, plan_id)) = documents {
+            p.plain = plain;
+            p.json = json;
+            self.published_plan = Some(plan_id);
         }
     }
 }
