@@ -4,7 +4,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Language;
+/// The language of the alerts, the review mails and the console (`[alerts] language`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    #[default]
+    Fr,
+    En,
+}
 
 /// Who receives an alert (`[alerts.recipients]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

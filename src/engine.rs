@@ -26,7 +26,8 @@ use crate::sources::maildir::Maildir;
 use crate::config::{AnnuaireSource, Config};
 use crate::plan::{Context, HostDiff, Plan, Proposal, Status, propose};
 use crate::resolve::{BookChange, DnsResolver, ResolverError, now_millis};
-use crate::sinks::nftables::{element_commands, wanted};
+use crate::sinks::files::FileSink;
+use crate::sinks::nftables::{NftablesSink, element_commands, wanted};
 use crate::sinks::{Resolved, Sink, SinkError};
 use crate::sources::annuaire::Answer;
 use crate::sources::https::{AnnuaireClient, CertInfo, FetchError, Fetched, TlsSetupError, load_identity};
@@ -253,9 +254,28 @@ pub struct Recovery {
     pub disagreements: Vec<(Host, Vec<PathBuf>)>,
 }
 
+/// The sinks built from the configuration's settings: the configuration says what to write
+/// and where, the engine owns what writes it.
+struct Outputs {
+    files: FileSink,
+    /// rocsync's nftables table, when `[nftables]` is enabled.
+    nftables: Option<NftablesSink>,
+}
+
+impl Outputs {
+    fn from_config(config: &Config) -> Outputs {
+        Outputs {
+            files: FileSink { exports: config.exports.clone() },
+            nftables: config.nftables.layout.clone().map(|layout| NftablesSink { layout }),
+        }
+    }
+}
+
 pub struct Engine {
     pub config: Config,
     pub store: Store,
+    /// The sinks that the configuration's settings ask for.
+    outputs: Outputs,
     /// The web service client, built on first use.
     client: Option<AnnuaireClient>,
     /// The apply lock, while this engine holds it (see [`Engine::locked`]).
@@ -264,20 +284,22 @@ pub struct Engine {
 
 impl Engine {
     pub fn open(config: Config) -> Result<Engine, EngineError> {
-        let store = Store::open(&config.state_dir)?.with_retention(config.raw.store.keep_applied_states);
-        Ok(Engine { config, store, client: None, apply_lock: None })
+        let store = Store::open(&config.state_dir)?.with_retention(config.keep_applied_states);
+        let outputs = Outputs::from_config(&config);
+        Ok(Engine { config, store, outputs, client: None, apply_lock: None })
     }
 
     /// For the commands that only show: the store is opened read-only (nothing created,
     /// migrated or written), so that they answer on a full disk.
     pub fn open_read_only(config: Config) -> Result<Engine, EngineError> {
         let store = Store::open_read_only(&config.state_dir)?;
-        Ok(Engine { config, store, client: None, apply_lock: None })
+        let outputs = Outputs::from_config(&config);
+        Ok(Engine { config, store, outputs, client: None, apply_lock: None })
     }
 
     fn sinks(&self) -> Vec<&dyn Sink> {
-        let mut sinks: Vec<&dyn Sink> = vec![&self.config.files];
-        if let Some(nft) = &self.config.nftables {
+        let mut sinks: Vec<&dyn Sink> = vec![&self.outputs.files];
+        if let Some(nft) = &self.outputs.nftables {
             sinks.push(nft);
         }
         sinks
@@ -602,7 +624,7 @@ impl Engine {
         let Some(root) = self.config.maildir.clone() else { return Ok(MailRun::default()) };
         let io = |source| EngineError::Maildir { path: root.clone(), source };
         let maildir = Maildir::open(&root).map_err(io)?;
-        let limit = self.config.raw.notifications.max_message_bytes;
+        let limit = self.config.notifications.max_message_bytes;
         let mut run = MailRun::default();
         for path in maildir.pending().map_err(io)? {
             let message = maildir.read(&path, limit).map_err(io)?;
@@ -618,7 +640,7 @@ impl Engine {
     /// to the processed folder.
     pub fn process_imap(&mut self) -> Result<MailRun, EngineError> {
         let Some(settings) = self.config.imap.clone() else { return Ok(MailRun::default()) };
-        let limit = self.config.raw.notifications.max_message_bytes;
+        let limit = self.config.notifications.max_message_bytes;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EngineError::Runtime)?;
         let (mut session, messages) = runtime.block_on(async {
             let (mut session, _) = imap::connect(&settings).await?;
@@ -677,7 +699,7 @@ impl Engine {
     /// `notifications.max_message_bytes` was never read: it is recorded by where it lies, as
     /// unreadable.
     fn notification_record(&self, message: &mail::Incoming, origin: &str) -> (NotificationRecord, Vec<String>) {
-        let n = &self.config.raw.notifications;
+        let n = &self.config.notifications;
         let unreadable = |reason: String| {
             let record = NotificationRecord {
                 key: origin.to_owned(),
@@ -915,7 +937,7 @@ impl Engine {
         };
         let after = plan.diff.apply_to(&base, &now());
         let resolved = Resolved { addresses: self.resolved()?.addresses, leaving: Default::default() };
-        let names = self.config.raw.nftables.names();
+        let names = self.config.nftables.names.clone();
         let mut out = format!(
             "# Plan {}: the nft commands equivalent to what rocsync sends through netlink, in one\n\
              # transaction, with the addresses the resolver knows now.\n",
@@ -1064,7 +1086,7 @@ impl Engine {
             return Ok(None);
         }
         let found: Vec<ReadBack> =
-            readback::read(&self.config.files.exports)?.into_iter().filter(ReadBack::written_by_rocsync).collect();
+            readback::read(&self.config.exports)?.into_iter().filter(ReadBack::written_by_rocsync).collect();
         Ok((!found.is_empty()).then_some(found))
     }
 
@@ -1092,9 +1114,9 @@ impl Engine {
             return Err(StoreError::NotLost { current }.into());
         }
         let files: Vec<ReadBack> =
-            readback::read(&self.config.files.exports)?.into_iter().filter(ReadBack::written_by_rocsync).collect();
+            readback::read(&self.config.exports)?.into_iter().filter(ReadBack::written_by_rocsync).collect();
         if files.is_empty() {
-            let configured: Vec<String> = self.config.files.exports.iter().map(|f| f.path.display().to_string()).collect();
+            let configured: Vec<String> = self.config.exports.iter().map(|f| f.path.display().to_string()).collect();
             return Err(EngineError::NothingToRecover(format!(
                 "no output that rocsync wrote was found (configured: {}); `rocsync once` starts from the empty state",
                 if configured.is_empty() { "none".to_owned() } else { configured.join(", ") }

@@ -54,6 +54,7 @@ pub mod sinks;
 pub mod sources;
 pub mod store;
 pub mod text;
+pub mod tls;
 pub mod watch;
 #[cfg(test)]
 mod testing;

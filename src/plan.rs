@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::amc::AmcNumber;
 use crate::catalogue::{Entry, Origin, State};
-use crate::config::Language;
+use crate::alerts::Language;
 use crate::host::Host;
 
 pub mod render;

@@ -312,7 +312,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(e) => e.store.applied()?.state,
                 None => crate::catalogue::State::default(),
             };
-            let prefix = engine.as_ref().map(|e| e.config.raw.nftables.log_prefix.clone()).unwrap_or_else(|| "rocsync-drop: ".into());
+            let prefix = engine.as_ref().map(|e| e.config.nftables.log_prefix.clone()).unwrap_or_else(|| "rocsync-drop: ".into());
             // Addresses back to hosts: the resolver's book, kept in the store.
             let reverse = match &engine {
                 Some(e) => e.store.address_book()?.reverse(),
@@ -328,7 +328,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Inspect(Inspect::Mail { file, json }) => {
             // Judged as the passes judge it: with the configuration's limit and trusted server.
-            let notifications = if cli.config.exists() { open_read_only(&cli.config).ok().map(|e| e.config.raw.notifications) } else { None };
+            let notifications = if cli.config.exists() { open_read_only(&cli.config).ok().map(|e| e.config.notifications) } else { None };
             let limit = notifications.as_ref().map_or(4 * 1024 * 1024, |n| n.max_message_bytes);
             let raw = crate::sources::read_limited(&file, limit)?;
             let trusted = notifications.as_ref().and_then(|n| n.trusted_authserv_id.as_deref());
@@ -431,7 +431,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Alerts { limit, json } => {
             let engine = open_store_read_only(&cli.config)?;
-            let lang = engine.config.raw.alerts.language.clone();
+            let lang = engine.config.alerts.language.clone();
             output::alerts(&mut out, &engine.store.recent_alerts(limit)?, &lang, json)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -604,7 +604,7 @@ fn check_config(path: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
                 path.display(),
                 config.source,
                 config.mode,
-                config.files.exports.len(),
+                config.exports.len(),
                 config.state_dir.display()
             )?;
             if crate::config::access::as_root() {

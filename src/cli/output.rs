@@ -9,7 +9,7 @@ use anstyle::{AnsiColor, Style};
 use serde_json::{Value, json};
 
 use crate::catalogue::{Catalogue, Entry};
-use crate::config::Language;
+use crate::alerts::Language;
 use crate::engine::{Engine, PlanRun, Read};
 use crate::host::Host;
 use crate::plan::render::{self, Tone};
@@ -297,7 +297,7 @@ pub fn status(out: &mut impl Write, engine: &Engine, json: bool) -> anyhow::Resu
             "last_successful_read": last_ok,
             "mailboxes": engine.store.mailbox_reads()?.into_iter().map(|(read, last_ok)| json!({
                 "source": read.source, "ok": read.ok, "at": read.at, "error": read.error, "last_ok": last_ok})).collect::<Vec<_>>(),
-            "outputs": engine.config.files.exports.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
+            "outputs": engine.config.exports.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
             "drift": drift,
             "resolver": book.as_ref().map(|b| {
                 let a = b.addresses();
@@ -394,7 +394,7 @@ pub fn status(out: &mut impl Write, engine: &Engine, json: bool) -> anyhow::Resu
         Some(Err(e)) => writeln!(out, "{BOLD}Client certificate:{BOLD:#} {DEL}unreadable{DEL:#}: {e}")?,
     }
     writeln!(out, "{BOLD}Outputs:{BOLD:#}")?;
-    for f in &engine.config.files.exports {
+    for f in &engine.config.exports {
         let path = f.path.display().to_string();
         match drift.iter().find(|d| d.starts_with(&path)) {
             Some(d) => writeln!(out, "  {DEL}{d}{DEL:#} (rocsync once rewrites it)")?,
@@ -515,7 +515,7 @@ pub fn inspect_mail(out: &mut impl Write, file: &Path, n: &crate::sources::mail:
 }
 
 /// `rocsync notifications`: every e-mail read, with what rocsync made of it.
-pub fn alerts(out: &mut impl Write, rows: &[crate::store::QueuedAlert], lang: &crate::config::Language, json: bool) -> io::Result<()> {
+pub fn alerts(out: &mut impl Write, rows: &[crate::store::QueuedAlert], lang: &Language, json: bool) -> io::Result<()> {
     if json {
         let list: Vec<Value> = rows
             .iter()

@@ -58,7 +58,7 @@ pub fn problems(config: &Config) -> Vec<Problem> {
             bad("store.state_dir", may_write(&path, &who, "write its store"));
         }
     }
-    for export in &config.files.exports {
+    for export in &config.exports {
         let dir = match export.path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
             _ => PathBuf::from("."),
@@ -74,7 +74,7 @@ pub fn problems(config: &Config) -> Vec<Problem> {
             bad("notifications.maildir.path", may_write_in(&maildir.join(sub), &who, need));
         }
     }
-    let watch = &config.raw.watch;
+    let watch = &config.watch;
     for (key, path) in [("watch.squid_access_log", &watch.squid_access_log), ("watch.nft_log", &watch.nft_log)] {
         if let Some(path) = path {
             bad(key, may_read_log(&config.base_dir.join(path), &who));
@@ -85,9 +85,9 @@ pub fn problems(config: &Config) -> Vec<Problem> {
         let key = if dir.is_some() { "watch.journal_directory" } else { "watch.journal" };
         bad(key, may_read_journal(dir.as_deref(), &who));
     }
-    if let Some(nft) = &config.nftables {
-        let table = &nft.layout.names.table;
-        bad("nftables.enabled", crate::sinks::netlink::snapshot(&nft.layout).err().map(|e| netlink_refusal(&e, table)));
+    if let Some(layout) = &config.nftables.layout {
+        let table = &layout.names.table;
+        bad("nftables.enabled", crate::sinks::netlink::snapshot(layout).err().map(|e| netlink_refusal(&e, table)));
     }
     problems
 }
@@ -96,7 +96,7 @@ pub fn problems(config: &Config) -> Vec<Problem> {
 fn place(text: &str, problems: &mut [Problem]) {
     let Ok(root) = DeTable::parse(text) else { return };
     for p in problems.iter_mut() {
-        p.at = p.key.as_deref().and_then(|k| super::key_span(root.get_ref(), k)).map(|s| super::line_col(text, s));
+        p.at = p.key.as_deref().and_then(|k| super::diagnostics::key_span(root.get_ref(), k)).map(|s| super::diagnostics::line_col(text, s));
     }
     problems.sort_by_key(|p| p.at.unwrap_or((usize::MAX, 0)));
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use argon2::password_hash::SaltString;
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 
-use crate::config::Language;
+use crate::alerts::Language;
 
 /// What an account may do. Everyone reads everything; `rssi` and `engineer` also approve,
 /// reject and propose rollbacks.

@@ -1,7 +1,7 @@
 //! The console's fixed words, in French (the default) and English: the alerts' `language`
 //! chooses. Sentences with values in them are made by `views`.
 
-use crate::config::Language;
+use crate::alerts::Language;
 
 /// Every fixed word a page shows.
 pub struct Labels {

@@ -41,7 +41,8 @@ use tokio::sync::Semaphore;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::config::{Config, Language};
+use crate::alerts::Language;
+use crate::config::Config;
 use crate::daemon::http::{CONNECTION_TIME_LIMIT, HEADER_TIMEOUT};
 use crate::engine::{Engine, EngineError};
 
@@ -128,7 +129,7 @@ impl Console {
     /// Opens the console's connection to the store. `wake` tells the daemon that a plan was
     /// approved.
     pub fn open(config: Config, settings: ConsoleSettings, wake: Box<dyn Fn() + Send + Sync>) -> Result<Console, EngineError> {
-        let lang = config.raw.alerts.language.clone();
+        let lang = config.alerts.language.clone();
         let engine = Engine::open(config)?;
         let inner = Inner { settings, engine: Mutex::new(engine), lang, hashing: Semaphore::new(2), wake };
         Ok(Console { inner: Arc::new(inner) })

@@ -11,7 +11,7 @@ use super::labels::Labels;
 use crate::alerts::Alert;
 use crate::amc::{AmcNumber, AmcState};
 use crate::catalogue::Catalogue;
-use crate::config::Language;
+use crate::alerts::Language;
 use crate::engine::Engine;
 use crate::plan::render::{self, Group, Tone};
 use crate::plan::{Plan, Status};
@@ -396,7 +396,7 @@ pub fn dashboard(engine: &Engine, head: Head, lang: &Language) -> Result<Dashboa
     };
     let waiting = engine.store.open_plans()?.iter().filter(|p| p.status == Status::Pending).map(|p| plan_row(p, lang)).collect();
     let blocked = blocked_rows(&engine.store.blocked_alerts_since(now_millis().saturating_sub(DAY_MS))?, lang, None);
-    let blocked_note = if engine.config.raw.alerts.enabled {
+    let blocked_note = if engine.config.alerts.enabled {
         String::new()
     } else {
         tr(

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::amc::AmcNumber;
 use crate::catalogue::{Entry, Origin};
-use crate::config::Language;
+use crate::alerts::Language;
 use crate::plan::{Change, ChangeKind, HostDiff};
 
 /// What a line does, for its colour on a terminal.

@@ -16,6 +16,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{AlertDescription, CertificateError, RootCertStore};
+use secrecy::{ExposeSecret as _, SecretString};
 use time::OffsetDateTime;
 
 use crate::sources::annuaire::snippet;
@@ -26,8 +27,8 @@ pub struct TlsSettings {
     pub client_pkcs12: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
-    /// The PKCS#12 password, read from its file or variable.
-    pub password: Option<String>,
+    /// The PKCS#12 password, read from its file or variable. Its `Debug` prints `[REDACTED]`.
+    pub password: Option<SecretString>,
     pub ca_bundle: Option<PathBuf>,
     pub use_system_roots: bool,
 }
@@ -135,7 +136,7 @@ pub fn load_identity(tls: &TlsSettings) -> Result<ClientIdentity, TlsSetupError>
     let (chain, key, path) = match (&tls.client_pkcs12, &tls.client_cert, &tls.client_key) {
         (Some(p12), _, _) => {
             let data = read(p12)?;
-            let password = tls.password.as_deref().unwrap_or("");
+            let password = tls.password.as_ref().map_or("", |p| p.expose_secret());
             let store = p12_keystore::KeyStore::from_pkcs12(&data, password, p12_keystore::Pkcs12ImportPolicy::Relaxed)
                 .map_err(|e| TlsSetupError::Pkcs12 { path: p12.clone(), reason: e.to_string() })?;
             let (_, keychain) = store.private_key_chain().ok_or_else(|| TlsSetupError::Pkcs12NoKey { path: p12.clone() })?;

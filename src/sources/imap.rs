@@ -20,9 +20,10 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::config::TlsMode;
 use crate::sources::mail::Incoming;
+use crate::tls::TlsMode;
 
 /// Where and how to read the mailbox (`[notifications.imap]`).
 #[derive(Debug, Clone)]
@@ -31,7 +32,8 @@ pub struct ImapSettings {
     pub port: u16,
     pub security: TlsMode,
     pub username: String,
-    pub password: String,
+    /// Its `Debug` prints `[REDACTED]`; exposed only to log in.
+    pub password: SecretString,
     pub folder: String,
     pub processed_folder: String,
     /// CAs for the mail server's certificate; the system's when `None`.
@@ -171,7 +173,7 @@ pub async fn connect(settings: &ImapSettings) -> Result<(Session, u32), ImapErro
         if settings.security != TlsMode::Starttls {
             client.read_response().await.map_err(|source| ImapError::Connect { server: server.clone(), source })?;
         }
-        let mut session = client.login(&settings.username, &settings.password).await.map_err(|(source, _)| ImapError::Login {
+        let mut session = client.login(&settings.username, settings.password.expose_secret()).await.map_err(|(source, _)| ImapError::Login {
             server: server.clone(),
             username: settings.username.clone(),
             source,

@@ -100,7 +100,7 @@ impl Dovecot {
         rocsync::sources::imap::ImapSettings {
             server: "127.0.0.1".into(),
             port: self.port,
-            security: rocsync::config::TlsMode::Tls,
+            security: rocsync::tls::TlsMode::Tls,
             username: USER.into(),
             password: PASSWORD.into(),
             folder: "INBOX".into(),
