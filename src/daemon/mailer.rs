@@ -7,7 +7,6 @@
 //! server's acceptance and the store's record of it, the copy sent again after the restart has
 //! the same Message-ID, which mail systems recognise as the same message.
 
-use std::time::Duration;
 
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
@@ -17,7 +16,9 @@ use time::format_description::well_known::Rfc3339;
 use tracing::{info, warn};
 
 use crate::alerts::{Alert, Role};
-use crate::config::{Config, RawAlerts, TlsMode};
+use crate::config::{AlertSettings, Config};
+use crate::tls::TlsMode;
+use secrecy::ExposeSecret as _;
 use crate::resolve::now_millis;
 use crate::store::{QueuedAlert, Store, StoreError};
 
@@ -40,14 +41,14 @@ pub enum MailerError {
 
 pub struct Mailer {
     transport: SmtpTransport,
-    settings: RawAlerts,
+    settings: AlertSettings,
     from: Mailbox,
     hostname: String,
 }
 
 impl Mailer {
     pub fn new(config: &Config) -> Result<Mailer, MailerError> {
-        let a = config.raw.alerts.clone();
+        let a = config.alerts.clone();
         let s = &a.smtp;
         let setup = |e: &dyn std::fmt::Display| MailerError::Setup(e.to_string());
         let builder = match s.security {
@@ -55,11 +56,9 @@ impl Mailer {
             TlsMode::Starttls => SmtpTransport::starttls_relay(&s.server).map_err(|e| setup(&e))?,
             TlsMode::Tls => SmtpTransport::relay(&s.server).map_err(|e| setup(&e))?,
         };
-        let timeout = crate::config::duration(&s.timeout).unwrap_or(Duration::from_secs(30));
-        let mut builder = builder.port(s.port).timeout(Some(timeout));
-        if let Some(secret) = &s.password {
-            let password = secret.read(&config.base_dir).map_err(|e| setup(&e))?;
-            builder = builder.credentials(Credentials::new(s.username.clone(), password));
+        let mut builder = builder.port(s.port).timeout(Some(s.timeout));
+        if let Some(password) = &s.password {
+            builder = builder.credentials(Credentials::new(s.username.clone(), password.expose_secret().to_owned()));
         }
         let from: Mailbox = a.from.parse().map_err(|e| setup(&format!("from `{}`: {e}", a.from)))?;
         let hostname = from.email.domain().to_owned();

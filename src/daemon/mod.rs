@@ -37,7 +37,7 @@ use tracing::{error, info, warn};
 use crate::alerts::{Alert, AmcName, Closing, RunAt, Withdrawn, reminder_key, review_key, unreachable_key};
 use crate::amc::AmcState;
 use crate::catalogue::{AmcInfo, Catalogue, Use};
-use crate::config::{Config, duration};
+use crate::config::Config;
 use crate::engine::{Engine, EngineError, now};
 use crate::plan::{Plan, Status};
 use crate::store::StoreError;
@@ -99,7 +99,7 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     lock.set_len(0)?;
     writeln!(lock, "{}", std::process::id())?;
 
-    let shared: Shared = Arc::new(RwLock::new(Published { serve_metrics: config.raw.http.metrics, ..Published::default() }));
+    let shared: Shared = Arc::new(RwLock::new(Published { serve_metrics: config.http.metrics, ..Published::default() }));
     let engine = Engine::open(config.clone())?;
     let (jobs, rx) = mpsc::channel::<Job>(16);
     let (worker_shared, worker_path) = (shared.clone(), config_path.clone());
@@ -111,7 +111,7 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_mailer = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mailer = if config.raw.alerts.enabled {
+    let mailer = if config.alerts.enabled {
         let (config, shared, stop) = (config.clone(), shared.clone(), stop_mailer.clone());
         Some(std::thread::Builder::new().name("rocsync-mailer".into()).spawn(move || mail_loop(&config, &shared, &stop))?)
     } else {
@@ -124,11 +124,11 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     spawn_schedules(&mut tasks, &config, &jobs, &wake, &stop_rx, stopped);
-    if config.raw.http.enabled {
-        let listener = tokio::net::TcpListener::bind(&config.raw.http.listen)
+    if config.http.enabled {
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
-            .with_context(|| format!("cannot listen on {}", config.raw.http.listen))?;
-        info!("HTTP endpoint on http://{}/roc-hosts.txt", config.raw.http.listen);
+            .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+        info!("HTTP endpoint on http://{}/roc-hosts.txt", config.http.listen);
         tasks.spawn(http::serve(listener, shared.clone(), stopped(stop_rx.clone())));
     }
     if let Some(settings) = config.console.clone() {
@@ -236,13 +236,12 @@ fn spawn_schedules<F, Fut>(
     F: Fn(watch::Receiver<bool>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let a = &config.raw.annuaire;
-    let d = |text: &str, default: u64| duration(text).unwrap_or(Duration::from_secs(default));
+    let a = &config.annuaire;
     let schedule = PollSchedule {
-        interval: d(&a.poll_interval, 600),
-        jitter: d(&a.poll_jitter, 60),
-        backoff_max: d(&a.backoff_max, 1800),
-        min_gap: d(&config.raw.notifications.debounce, 30),
+        interval: a.poll_interval,
+        jitter: a.poll_jitter,
+        backoff_max: a.backoff_max,
+        min_gap: config.notifications.debounce,
     };
     {
         let (jobs, wake, done, mut stop) = (jobs.clone(), wake.clone(), stopped(stop.clone()), stop.clone());
@@ -294,7 +293,7 @@ fn spawn_schedules<F, Fut>(
         });
     }
     if let Some(root) = config.maildir.clone() {
-        let rescan = config.raw.notifications.maildir.rescan_interval.as_deref().and_then(|r| duration(r).ok()).unwrap_or(Duration::from_secs(300));
+        let rescan = config.notifications.maildir_rescan_interval;
         let (wake, done) = (wake.clone(), stopped(stop.clone()));
         tasks.spawn(async move {
             match crate::sources::maildir::Maildir::open(&root) {
@@ -308,8 +307,7 @@ fn spawn_schedules<F, Fut>(
         });
     }
     if let Some(imap) = config.imap.clone() {
-        let n = &config.raw.notifications.imap;
-        let (use_idle, interval) = (n.use_idle, d(&n.poll_interval, 120));
+        let (use_idle, interval) = (config.notifications.imap_use_idle, config.notifications.imap_poll_interval);
         let (wake, done) = (wake.clone(), stopped(stop.clone()));
         tasks.spawn(async move { crate::sources::imap::watch(&imap, use_idle, interval, wake, done).await });
     }
@@ -397,7 +395,7 @@ impl Worker {
     }
 
     fn open_followers(&mut self) {
-        let watch = self.engine.config.raw.watch.clone();
+        let watch = self.engine.config.watch.clone();
         let base = self.engine.config.base_dir.clone();
         self.followers.clear();
         for (path, kind) in [(watch.squid_access_log, LogKind::Squid), (watch.nft_log, LogKind::Nft)] {
@@ -485,10 +483,10 @@ impl Worker {
     }
 
     fn raise(&mut self, alert: Alert) {
-        if !self.engine.config.raw.alerts.enabled {
+        if !self.engine.config.alerts.enabled {
             return;
         }
-        let window = duration(&self.engine.config.raw.alerts.dedup_window).unwrap_or(Duration::from_secs(3600));
+        let window = self.engine.config.alerts.dedup_window;
         if let Err(e) = self.engine.store.raise(&alert, &now(), window.as_millis() as u64, now_millis()) {
             error!("Cannot queue an alert: {}", crate::error_chain(&e));
         }
@@ -568,7 +566,7 @@ impl Worker {
     /// again. The store tells whether one is owed, so that a restart in between loses nothing.
     fn back_to_normal(&mut self) {
         let source = self.engine.config.source.to_string();
-        let window = duration(&self.engine.config.raw.alerts.dedup_window).unwrap_or(Duration::from_secs(3600));
+        let window = self.engine.config.alerts.dedup_window;
         let Ok(Some((down_ms, Alert::Unreachable { since, .. }))) = self.engine.store.last_raised(&unreachable_key(&source)) else { return };
         // An unreachable alert is raised again every pass while the outage lasts, so an older
         // one belongs to an outage told about before this version (none is owed for it).
@@ -629,7 +627,7 @@ impl Worker {
         let source = self.engine.config.source.to_string();
         let since = self.failing_since.get_or_insert_with(|| (now(), now_millis(), error.clone()));
         since.2 = error;
-        let after = duration(&self.engine.config.raw.annuaire.unreachable_alert_after).unwrap_or(Duration::from_secs(7200));
+        let after = self.engine.config.annuaire.unreachable_alert_after;
         if now_millis().saturating_sub(since.1) >= after.as_millis() as u64 {
             let alert = Alert::Unreachable { source, since: since.0.clone(), error: since.2.clone() };
             self.raise(alert);
@@ -640,8 +638,8 @@ impl Worker {
     /// waiting longer than `review.remind_after`. Both in the mails' language, saying first
     /// when the plan closes much.
     fn review_alerts(&mut self, open: &[Plan]) {
-        let remind = duration(&self.engine.config.raw.review.remind_after).unwrap_or(Duration::from_secs(86400));
-        let lang = self.engine.config.raw.alerts.language.clone();
+        let remind = self.engine.config.review.remind_after;
+        let lang = self.engine.config.alerts.language.clone();
         for plan in open.iter().filter(|p| p.status == Status::Pending) {
             // The mail is composed only when it is to be sent: this runs every second.
             if !self.engine.store.alert_raised_since(&review_key(plan.id), 0).unwrap_or(true) {
@@ -746,7 +744,7 @@ impl Worker {
     /// Reads what the followed logs added, and queues an alert per blocked AMC request (counted
     /// and deduplicated), together with the new position of each log.
     fn logs(&mut self) {
-        let prefix = self.engine.config.raw.nftables.log_prefix.clone();
+        let prefix = self.engine.config.nftables.log_prefix.clone();
         let now_t = Instant::now();
         if let Some(mut journal) = self.journal.take() {
             let key = journal.key();
@@ -827,8 +825,8 @@ impl Worker {
                 }
             }
         }
-        let window = duration(&self.engine.config.raw.alerts.dedup_window).unwrap_or(Duration::from_secs(3600)).as_millis() as u64;
-        let to_store = if self.engine.config.raw.alerts.enabled { raised } else { Vec::new() };
+        let window = self.engine.config.alerts.dedup_window.as_millis() as u64;
+        let to_store = if self.engine.config.alerts.enabled { raised } else { Vec::new() };
         if let Err(e) = self.engine.store.record_log(key, position, &to_store, window, now_millis()) {
             error!("Cannot record what {key} said: {}", crate::error_chain(&e));
         }
@@ -912,7 +910,7 @@ impl Worker {
         p.metrics.pending_plans = pending;
         p.metrics.addresses = addresses;
         p.metrics.dns_refused = dns_refused;
-        p.serve_metrics = self.engine.config.raw.http.metrics;
+        p.serve_metrics = self.engine.config.http.metrics;
         if let Some((plain, json, plan_id)) = documents {
             p.plain = plain;
             p.json = json;
