@@ -1368,6 +1368,109 @@ mod tests {
         drop(log);
     }
 
+    /// A netlink message as the kernel writes it: header, `nfgenmsg` (family), attributes.
+    fn message(kind: u16, seq: u32, portid: u32, family: u8, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = vec![family, 0, 0, 0];
+        for (t, v) in attrs {
+            body.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
+            body.extend_from_slice(&t.to_ne_bytes());
+            body.extend_from_slice(v);
+            body.resize(align4(body.len()), 0);
+        }
+        let mut m = Vec::new();
+        m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&0u16.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&portid.to_ne_bytes());
+        m.extend_from_slice(&body);
+        m
+    }
+
+    const NEWGEN: u16 = (SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN;
+    const DELSETELEM: u16 = (SUBSYS_NFTABLES << 8) | 14;
+
+    #[test]
+    fn the_generation_is_read_from_a_newgen_answer() {
+        // NFTA_GEN_ID (big-endian), NFTA_GEN_PROC_PID, NFTA_GEN_PROC_NAME, as `nft` gets them.
+        let answer = message(NEWGEN, 7, 0, 0, &[(1, &1234u32.to_be_bytes()), (2, &42u32.to_be_bytes()), (3, b"nft\0")]);
+        let found: Vec<Message<'_>> = messages(&answer).collect();
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].kind, found[0].seq), (NEWGEN, 7));
+        assert_eq!(generation_of(found[0].body), Some(1234));
+        // Without the attribute, or cut short: no generation, never a guess.
+        assert_eq!(generation_of(&message(NEWGEN, 7, 0, 0, &[(2, &42u32.to_be_bytes())])[16..]), None);
+        assert_eq!(generation_of(&[0, 0, 0, 0, 8, 0, 1]), None);
+        let request = generation_request(9);
+        assert_eq!(message_len(&request), 20);
+        assert_eq!(messages(&request).next().map(|m| (m.kind, m.seq)), Some(((SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, 9)));
+        // Two messages in one datagram, and a truncated third that is not read.
+        let mut two = answer.clone();
+        two.extend(message(NLMSG_ERROR, 8, 0, 0, &[]));
+        two.extend_from_slice(&[200, 0, 0, 0, 1, 2]);
+        assert_eq!(messages(&two).count(), 2);
+        assert_eq!(next_generation(u32::MAX), 1, "the kernel skips 0");
+        assert_eq!(next_generation(41), 42);
+    }
+
+    /// The batch carries the generation its diff was made against, in its BATCH_BEGIN message.
+    #[test]
+    fn the_batch_begin_carries_the_generation() {
+        let mut batch = vec![20, 0, 0, 0, 0x10, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10];
+        batch.extend(message(DELSETELEM, 2, 0, 1, &[(1, b"rocsync\0")]));
+        let with = with_generation(&batch, 0x0102_0304).unwrap();
+        assert_eq!(message_len(&with), 28);
+        assert_eq!(&with[4..20], &batch[4..20], "the begin's type, flags, seq and nfgenmsg stay");
+        assert_eq!(&with[20..28], &[8, 0, 1, 0, 1, 2, 3, 4][..]);
+        assert_eq!(&with[28..], &batch[20..]);
+        assert!(with_generation(&batch[20..], 1).is_err(), "not a bare BATCH_BEGIN");
+    }
+
+    #[test]
+    fn only_someone_elses_changes_to_rocsyncs_inet_table_count() {
+        let deleted = message(DELSETELEM, 3, 777, INET as u8, &[(1, b"rocsync\0"), (2, b"rocsync_v4\0")]);
+        let notice = notice_of(&messages(&deleted).next().unwrap()).unwrap();
+        assert_eq!(notice, Notice { kind: 14, family: 1, table: "rocsync".into(), portid: 777 });
+        assert!(someone_elses(&notice, "rocsync", 555), "nft's own socket");
+        assert!(!someone_elses(&notice, "rocsync", 777), "the echo of rocsync's own commit");
+        assert!(!someone_elses(&notice, "other", 555), "another table");
+        let ip_family = Notice { family: 2, ..notice.clone() };
+        assert!(!someone_elses(&ip_family, "rocsync", 555), "table ip rocsync is not inet rocsync");
+        // The generation's own message and other subsystems are not about a table.
+        assert_eq!(notice_of(&messages(&message(NEWGEN, 0, 777, 0, &[(1, &5u32.to_be_bytes())])).next().unwrap()), None);
+        assert_eq!(notice_of(&messages(&message(0x0100, 0, 777, 1, &[(1, b"rocsync\0")])).next().unwrap()), None);
+    }
+
+    #[test]
+    fn the_kernel_is_read_back_only_when_the_generation_moved_or_the_safety_net_says_so() {
+        let key = LayoutKey::of(&Layout { names: NftNames::default(), managed: None });
+        let other = LayoutKey { chain: Some("forward"), ..key.clone() };
+        let minute = Duration::from_secs(60);
+        assert_eq!(read_back_why(Some((&key, 5)), &key, 5, 0, minute, false), None);
+        assert_eq!(read_back_why(Some((&key, 5)), &key, 6, 0, minute, false), Some(ReadReason::Moved { known: 5, now: 6 }));
+        assert_eq!(read_back_why(None, &key, 5, 0, minute, false), Some(ReadReason::Unknown));
+        assert_eq!(read_back_why(Some((&other, 5)), &key, 5, 0, minute, false), Some(ReadReason::Unknown));
+        assert_eq!(read_back_why(Some((&key, 5)), &key, 5, 0, minute, true), Some(ReadReason::Asked));
+        assert_eq!(read_back_why(Some((&key, 5)), &key, 5, READ_BACK_EVERY - 1, minute, false), Some(ReadReason::Periodic));
+        assert_eq!(read_back_why(Some((&key, 5)), &key, 5, 1, READ_BACK_AFTER, false), Some(ReadReason::Periodic));
+    }
+
+    /// What is known drops the elements the kernel timed out, as the kernel does.
+    #[test]
+    fn known_elements_time_out_as_in_the_kernel() {
+        let e = |n: u8| Element { addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, n)), port: 443 };
+        let (key_type, key_len) = Family::V4.key();
+        let set = KernelSet { key_type, key_len, flags: SET_FLAGS, elements: [(e(1), None), (e(2), Some(1_000)), (e(3), Some(5_000))].into() };
+        let key = LayoutKey::of(&Layout { names: NftNames::default(), managed: None });
+        let mut known = Known::new(key, 1, Kernel { table: true, v4: Some(set), ..Kernel::default() });
+        assert_eq!(known.next_expiry, Some(1_000));
+        known.prune(999);
+        assert_eq!(known.kernel.v4.as_ref().unwrap().elements.len(), 3);
+        known.prune(1_000);
+        assert_eq!(known.kernel.v4.as_ref().unwrap().elements.keys().copied().collect::<Vec<_>>(), [e(1), e(3)]);
+        assert_eq!(known.next_expiry, Some(5_000));
+    }
+
     #[test]
     fn rule_comments_are_read_from_user_data() {
         assert_eq!(comment_of(&[0, 5, b'a', b'b', b'c', b'd', 0]), "abcd");
