@@ -2,7 +2,9 @@
 //! batch ([`commit`]); knowing the kernel without reading it back ([`with_kernel`],
 //! [`commit_known`]: the ruleset's generation id says whether anyone changed anything since
 //! rocsync's last commit or read); and listening to nf_tables' notifications ([`monitor`]) to
-//! see a change someone else makes to rocsync's table as it happens. The unsafe code of rocsync lives here and nowhere else: the `nftnl`
+//! see a change someone else makes to rocsync's table as it happens.
+//!
+//! The unsafe code of rocsync lives here and nowhere else: the `nftnl`
 //! crate wraps tables, chains, rules and batches; set flags, concatenated keys, element
 //! timeouts, dumps and the expressions rocsync needs go through `nftnl-sys` (see
 //! NFTABLES.md in the design notes for the facts this rests on).
