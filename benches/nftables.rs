@@ -5,8 +5,11 @@
 //!     sudo ROCSYNC_BENCH_ELEMENTS=14000 cargo bench --features netlink --bench nftables
 //!
 //! Measures, median of 7 runs each: loading 100,000 elements into empty sets, and changing
-//! 10 of them (5 out, 5 in) in sets of 100,000 — with rocsync's sink path (read the kernel,
-//! diff, commit one batch) and with the commit alone, against `nft -f` of the equivalent script.
+//! 10 of them (5 out, 5 in) in sets of 100,000 — with rocsync's sink path (know the kernel by
+//! its generation id, diff, commit one batch against that generation: what the daemon does when
+//! nobody else changed the ruleset) and with the commit alone, against `nft -f` of the
+//! equivalent script; and the read-back that a change by someone else (or the safety net, every
+//! `READ_BACK_EVERY` looks) costs instead.
 //! Peak memory is the process's (VmHWM) after the netlink runs, before any `nft` runs.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 use rocsync::resolve::now_millis;
 use rocsync::sinks::netlink;
 use rocsync::sinks::nft_script::NftNames;
-use rocsync::sinks::nftables::{Element, Elements, Layout, reconcile};
+use rocsync::sinks::nftables::{Element, Elements, Layout, Steps, reconcile};
 
 /// Set size; `ROCSYNC_BENCH_ELEMENTS` overrides it (at most 131,000).
 fn size() -> u32 {
@@ -84,13 +87,14 @@ fn main() {
     let layout = Layout { names: NftNames::default(), managed: None };
     let full = elements(0..n);
     let changed = elements(5..n + 5);
+    // The sink's whole pass, as `NftablesSink::reconcile_now` makes it.
     let sink_pass = |want: &Elements| {
         let start = Instant::now();
-        let kernel = netlink::snapshot(&layout).unwrap();
-        let steps = reconcile(&kernel, &layout, want);
-        netlink::commit(&layout, &steps, now_millis()).unwrap();
+        let steps = netlink::with_kernel(&layout, false, |kernel| reconcile(kernel, &layout, want)).unwrap();
+        netlink::commit_known(&layout, &steps, now_millis()).unwrap();
         start.elapsed()
     };
+    let steps_to = |want: &Elements| -> Steps { netlink::with_kernel(&layout, false, |kernel| reconcile(kernel, &layout, want)).unwrap() };
 
     // Full load from empty.
     let mut load = Vec::new();
@@ -101,16 +105,20 @@ fn main() {
     // 10-element change on 100,000: the sink's whole pass, then the commit alone.
     let mut change_pass = Vec::new();
     let mut change_commit = Vec::new();
+    let readbacks_before = netlink::readbacks();
     for _ in 0..RUNS {
         delete_table();
+        // The table deleted by `nft`: the generation moved, this pass reads back and loads.
         sink_pass(&full);
         change_pass.push(sink_pass(&changed));
-        let kernel = netlink::snapshot(&layout).unwrap();
-        let steps = reconcile(&kernel, &layout, &full);
+        let steps = steps_to(&full);
+        assert_eq!(steps.add.len() + steps.delete.len(), 10);
         let start = Instant::now();
-        netlink::commit(&layout, &steps, now_millis()).unwrap();
+        netlink::commit_known(&layout, &steps, now_millis()).unwrap();
         change_commit.push(start.elapsed());
     }
+    // One read-back per run (after `nft delete table`), none for the changes themselves.
+    let change_readbacks = netlink::readbacks() - readbacks_before;
     let mut read = Vec::new();
     for _ in 0..RUNS {
         let start = Instant::now();
@@ -150,13 +158,20 @@ fn main() {
     println!("nftables, {n} elements, median of {RUNS} (ms):");
     println!("  load from empty      netlink {:>8.1}   nft -f {:>8.1}   ratio {:.2}", ms(load), ms(nft_load), ms(load) / ms(nft_load));
     println!(
-        "  10-element change    netlink {:>8.1} (commit {:.2}, read of the kernel {:.1})   nft -f {:>8.1}   ratio {:.2} ({:.2} commit only)",
+        "  10-element change    netlink {:>8.2} (commit {:.2}, read of the kernel {:.1})   nft -f {:>8.1}   ratio {:.2} ({:.2} commit only)",
         ms(change_pass),
         ms(change_commit),
         ms(read),
         ms(nft_change),
         ms(change_pass) / ms(nft_change),
         ms(change_commit) / ms(nft_change)
+    );
+    // The safety net reads back once every READ_BACK_EVERY looks: spread over them.
+    let every = f64::from(netlink::READ_BACK_EVERY);
+    println!(
+        "  with the periodic read-back spread over {} passes: {:.1} ms a pass; read-backs during the change runs: {change_readbacks} for {RUNS} runs (after each `nft delete table`)",
+        netlink::READ_BACK_EVERY,
+        (ms(read) + (every - 1.0) * ms(change_pass)) / every
     );
     println!("  peak memory of the netlink runs: {} MiB", peak / 1024);
 }

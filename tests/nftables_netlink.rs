@@ -414,3 +414,83 @@ fn the_output_hook_on_the_proxy_host_lets_the_proxy_reach_wildcard_hosts() {
     assert_eq!(squid.connect("www.other.test"), 403);
     assert!(!sb.ok_in(&lab.client, &["status", "--json"]).contains("nftables:"));
 }
+
+/// The daemon's configuration for the generation and monitor tests: polls every `poll`.
+fn daemon_config(dns: &Dnsmasq, poll: &str) -> String {
+    format!(
+        "[annuaire]\nurl = \"file:annuaire.json\"\npoll_interval = \"{poll}\"\npoll_jitter = \"0s\"\n\
+         [review]\nmode = \"auto\"\nmax_removal_percent = 100\n\
+         [resolver]\nenabled = true\nservers = [\"{}\"]\ntimeout = \"1s\"\nmin_ttl = \"1s\"\ngrace = \"10m\"\n\
+         [nftables]\nenabled = true\nmode = \"sets-only\"\n",
+        dns.server()
+    )
+}
+
+fn router_with_dns(tag: &str) -> (Netns, Dnsmasq) {
+    let router = Netns::new(tag);
+    let up = Command::new("ip").args(["netns", "exec", &router.0, "ip", "link", "set", "lo", "up"]).status().unwrap();
+    assert!(up.success());
+    let dns = Dnsmasq::start_in(Some(&router.0), HOSTS, 1);
+    (router, dns)
+}
+
+/// Before the monitor, an element deleted by hand stayed deleted until the next poll (ten
+/// minutes by default): the running daemon now sees the change in nf_tables' notifications and
+/// repairs it within seconds, audited as drift, with no poll in between.
+#[test]
+fn a_hand_deleted_element_is_repaired_by_the_running_daemon_without_waiting_for_a_poll() {
+    if !util::have("dnsmasq", true) || !util::have("nft", true) {
+        return;
+    }
+    let (router, dns) = router_with_dns("nlmon");
+    let sb = Sandbox::with_config(&daemon_config(&dns, "1h"));
+    std::fs::write(sb.path("annuaire.json"), answer(&[("111111111", "idb.a.test")])).unwrap();
+    let daemon = util::daemon::Daemon::start_in(&sb, Some(router.0.as_str()));
+    let element = "198.18.2.11 . 443".to_owned();
+    assert!(util::wait_until(Duration::from_secs(10), || kernel_elements(&router).contains(&element)), "{}", daemon.log());
+    let passes = daemon.log().matches("Read the annuaire.").count();
+
+    router.nft_ok(&["delete", "element", "inet", "rocsync", "rocsync_v4", "{ 198.18.2.11 . 443 }"]);
+    let started = Instant::now();
+    assert!(util::wait_until(Duration::from_secs(5), || kernel_elements(&router).contains(&element)), "not repaired: {}", daemon.log());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    daemon.wait_log("Repaired drift", Duration::from_secs(5));
+    let log = daemon.log();
+    assert_eq!(log.matches("Read the annuaire.").count(), passes, "no poll in between: {log}");
+    assert!(log.contains("changed by someone else"), "{log}");
+    // rocsync's own repair is not taken for someone else's change: one repair, not a loop.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(daemon.log().matches("changed by someone else").count(), 1, "{}", daemon.log());
+    assert!(sb.ok_in(&router, &["audit"]).contains("sink.repaired"));
+}
+
+/// Every pass read the whole table back from the kernel (half a second for 100,000 elements):
+/// a pass now reads back only when the ruleset's generation moved. Passes with nobody else
+/// committing read nothing back; a change to another table moves the generation, so the next
+/// pass reads back — and finds nothing to repair.
+#[test]
+fn a_pass_reads_the_kernel_back_only_when_the_generation_moved() {
+    if !util::have("dnsmasq", true) || !util::have("nft", true) {
+        return;
+    }
+    let (router, dns) = router_with_dns("nlgen");
+    let sb = Sandbox::with_config(&daemon_config(&dns, "1s"));
+    std::fs::write(sb.path("annuaire.json"), answer(&[("111111111", "idb.a.test")])).unwrap();
+    let daemon = util::daemon::Daemon::start_in(&sb, Some(router.0.as_str()));
+    let readbacks = |log: &str| log.matches("back from the kernel").count();
+    let passes = |log: &str| log.matches("Read the annuaire.").count();
+    // The first pass: nothing known yet, one read-back.
+    assert_eq!(readbacks(&daemon.log()), 1, "{}", daemon.log());
+    assert!(util::wait_until(Duration::from_secs(10), || passes(&daemon.log()) >= 5), "{}", daemon.log());
+    let log = daemon.log();
+    assert_eq!(readbacks(&log), 1, "passes with an unchanged generation read nothing back: {log}");
+    assert!(!log.contains("generation moved"), "{log}");
+
+    // Another table: the generation moves, the next pass reads back and finds nothing to do.
+    router.nft_ok(&["add", "table", "ip", "someone_else"]);
+    daemon.wait_log("generation moved", Duration::from_secs(5));
+    let log = daemon.log();
+    assert!(!log.contains("Repaired drift") && !log.contains("changed by someone else"), "{log}");
+    assert_eq!(kernel_elements(&router), BTreeSet::from(["198.18.2.11 . 443".into(), "2001:db8:2::11 . 443".into()]));
+    assert!(!sb.ok_in(&router, &["audit"]).contains("sink.repaired"));
+}

@@ -74,6 +74,9 @@ enum Job {
     /// SIGHUP found the file broken: the reason, for the audit log.
     ReloadRefused(String),
     Ping(oneshot::Sender<()>),
+    /// nftables: someone else changed rocsync's table (seen by the monitor): repair it now.
+    #[cfg_attr(not(feature = "netlink"), allow(dead_code))]
+    Repair,
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -124,6 +127,28 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     spawn_schedules(&mut tasks, &config, &jobs, &wake, &stop_rx, stopped);
+    // --- nftables monitor (nftgen): a change someone else makes to rocsync's table is repaired
+    // at once, not at the next poll. Subscribed before the first pass; a weak sender, so that it
+    // never keeps the worker from stopping.
+    #[cfg(feature = "netlink")]
+    {
+        if let Some(layout) = &config.nftables.layout {
+            let worker_jobs = jobs.downgrade();
+            let table = layout.names.table.clone();
+            let label = table.clone();
+            let started = crate::sinks::netlink::spawn_monitor(&table, move |change| {
+                info!(change = ?change, "nftables: table inet {label} changed by someone else; repairing it now.");
+                let Some(jobs) = worker_jobs.upgrade() else { return false };
+                // A full queue already holds work that repairs: nothing is lost by skipping.
+                let _ = jobs.try_send(Job::Repair);
+                true
+            });
+            if let Err(e) = started {
+                warn!("nftables: cannot listen to nf_tables' notifications; changes by others are repaired at the next poll: {e}");
+            }
+        }
+    }
+    // --- end of the nftables monitor.
     if config.http.enabled {
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
@@ -439,6 +464,7 @@ impl Worker {
                 Job::Ping(reply) => {
                     let _ = reply.send(());
                 }
+                Job::Repair => self.repair(),
             }
         }
         info!("Worker stopped.");
@@ -502,6 +528,19 @@ impl Worker {
         }
         for (host, (addresses, reasons)) in by_host {
             self.raise(Alert::DnsRefused { host, addresses, reasons });
+        }
+    }
+
+    /// A change someone else made to rocsync's nftables table, seen by the monitor: repaired
+    /// now and audited as a pass would (`sink.repaired`), with the same alert.
+    fn repair(&mut self) {
+        match self.engine.repair_drift() {
+            Ok(repaired) if !repaired.is_empty() => {
+                self.raise(Alert::DriftRepaired { details: repaired });
+                self.publish();
+            }
+            Ok(_) => {}
+            Err(e) => warn!("nftables: the repair after a change by someone else failed (the next poll tries again): {}", crate::error_chain(&e)),
         }
     }
 

@@ -28,6 +28,14 @@ pub mod netlink {
     pub fn commit(_layout: &Layout, _steps: &Steps, _now: Millis) -> std::io::Result<()> {
         Err(unavailable())
     }
+
+    pub fn with_kernel<T>(_layout: &Layout, _read_back: bool, _f: impl FnOnce(&Kernel) -> T) -> std::io::Result<T> {
+        Err(unavailable())
+    }
+
+    pub fn commit_known(_layout: &Layout, _steps: &Steps, _now: Millis) -> std::io::Result<()> {
+        Err(unavailable())
+    }
 }
 pub mod nft_script;
 pub mod nftables;

@@ -241,6 +241,54 @@ impl Kernel {
             Family::V6 => self.v6.as_ref(),
         }
     }
+
+    fn set_mut(&mut self, family: Family) -> Option<&mut KernelSet> {
+        match family {
+            Family::V4 => self.v4.as_mut(),
+            Family::V6 => self.v6.as_mut(),
+        }
+    }
+
+    /// What the kernel holds once `steps` (made by [`reconcile`] from `self` under `layout`)
+    /// are committed: what rocsync knows after its own commit, without reading it back.
+    /// The managed chain's rule handles are not known (0): only those of other chains are used.
+    pub fn apply(&mut self, layout: &Layout, steps: &Steps) {
+        if steps.create_table {
+            self.table = true;
+        }
+        for leftover in &steps.leftovers {
+            match leftover {
+                Leftover::Chain(name) => self.other_chains.retain(|(n, _)| n != name),
+                Leftover::Rules { chain, handles } => {
+                    for (_, c) in self.other_chains.iter_mut().filter(|(n, _)| n == chain) {
+                        c.rules.retain(|r| !handles.contains(&r.handle));
+                    }
+                }
+            }
+        }
+        for (family, _) in &steps.sets {
+            let (key_type, key_len) = family.key();
+            let set = Some(KernelSet { key_type, key_len, flags: SET_FLAGS, elements: Elements::new() });
+            match family {
+                Family::V4 => self.v4 = set,
+                Family::V6 => self.v6 = set,
+            }
+        }
+        if let Some(managed) = layout.managed.as_ref().filter(|_| steps.chain != ChainStep::Keep) {
+            let rules = managed.rules().into_iter().map(|r| KernelRule { comment: r.comment(), handle: 0 }).collect();
+            self.chain = Some(KernelChain { hook: Some(managed.hook_number()), rules });
+        }
+        for e in &steps.delete {
+            if let Some(set) = self.set_mut(Family::of(&e.addr)) {
+                set.elements.remove(e);
+            }
+        }
+        for (e, end) in &steps.add {
+            if let Some(set) = self.set_mut(Family::of(&e.addr)) {
+                set.elements.insert(*e, *end);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -499,21 +547,25 @@ pub struct NftablesSink {
 }
 
 impl NftablesSink {
-    /// Reads the kernel and commits what differs, in one batch. An element that timed out
-    /// between the read and the commit fails the batch; it is read and tried once more.
+    /// Knows the kernel (read back only when the ruleset's generation moved for a reason
+    /// rocsync cannot attribute, see [`netlink::with_kernel`]) and commits what differs, in one
+    /// batch that the kernel refuses if anything changed since. An element that timed out
+    /// between the read and the commit, or a change by someone else in between, fails the
+    /// batch; the kernel is then read back and the batch tried once more.
     pub fn reconcile_now(&self, state: &State, resolved: &Resolved) -> Result<Steps, SinkError> {
         let layout = self.layout.for_state(state);
         let mut last = None;
-        for _ in 0..2 {
-            let kernel = netlink::snapshot(&layout).map_err(|e| netlink_error("read", &layout, e))?;
-            let steps = reconcile(&kernel, &layout, &wanted(state, resolved, now_millis()));
+        for attempt in 0..2 {
+            let want = wanted(state, resolved, now_millis());
+            let steps = netlink::with_kernel(&layout, attempt > 0, |kernel| reconcile(kernel, &layout, &want))
+                .map_err(|e| netlink_error("read", &layout, e))?;
             if let Some(why) = &steps.refused {
                 return Err(netlink_error("manage", &layout, std::io::Error::other(why.clone())));
             }
             if steps.is_empty() {
                 return Ok(steps);
             }
-            match netlink::commit(&layout, &steps, now_millis()) {
+            match netlink::commit_known(&layout, &steps, now_millis()) {
                 Ok(()) => return Ok(steps),
                 Err(e) => last = Some(e),
             }
@@ -547,8 +599,9 @@ impl Sink for NftablesSink {
 
     fn drift(&self, state: &State, _plan_id: i64, resolved: &Resolved) -> Vec<String> {
         let layout = self.layout.for_state(state);
-        match netlink::snapshot(&layout) {
-            Ok(kernel) => reconcile(&kernel, &layout, &wanted(state, resolved, now_millis())).drift,
+        let want = wanted(state, resolved, now_millis());
+        match netlink::with_kernel(&layout, false, |kernel| reconcile(kernel, &layout, &want).drift) {
+            Ok(drift) => drift,
             Err(e) => vec![format!("nftables: cannot read table inet {}: {e}", self.layout.names.table)],
         }
     }
@@ -824,6 +877,24 @@ mod tests {
         assert_eq!(steps.chain, ChainStep::Refill);
     }
 
+    /// A leftover chain removed by rocsync's own commit is gone from what it knows; an
+    /// administrator's rules in a chain it cleaned stay known.
+    #[test]
+    fn knowledge_after_a_commit_drops_the_leftovers() {
+        let w = Elements::new();
+        let forward = comments(&managed_on(NftHook::Forward));
+        let mut mixed = forward.clone();
+        mixed.push("admin: count".into());
+        let sets_only = layout(false);
+        let mut k = in_step(&w, &sets_only);
+        k.other_chains = vec![("forward".into(), chain_of(2, &mixed)), ("output".into(), chain_of(3, &comments(&managed_on(NftHook::Output))))];
+        let steps = reconcile(&k, &sets_only, &w);
+        k.apply(&sets_only, &steps);
+        assert_eq!(k.other_chains.len(), 1);
+        assert_eq!(k.other_chains[0].1.rules.iter().map(|r| r.comment.as_str()).collect::<Vec<_>>(), ["admin: count"]);
+        assert!(reconcile(&k, &sets_only, &w).is_empty());
+    }
+
     #[test]
     fn commands_for_review() {
         let names = NftNames::default();
@@ -863,6 +934,18 @@ mod tests {
             }
             prop_assert_eq!(&now, &want);
             prop_assert_eq!(steps.is_empty(), have == want);
+        }
+
+        /// What rocsync knows after its own commit (the steps applied to what it knew) is what
+        /// a read-back would show: a second pass from that knowledge finds nothing to do.
+        #[test]
+        fn knowledge_after_a_commit_needs_no_second_batch(have in elements(), want in elements(), managed in any::<bool>(), table in any::<bool>()) {
+            let l = layout(managed);
+            let mut k = if table { in_step(&have, &l) } else { Kernel::default() };
+            let steps = reconcile(&k, &l, &want);
+            k.apply(&l, &steps);
+            let again = reconcile(&k, &l, &want);
+            prop_assert!(again.is_empty(), "{:?}", again);
         }
     }
 }
