@@ -44,6 +44,7 @@ pub struct RawConfig {
     pub store: RawStore,
     pub http: RawHttp,
     pub console: RawConsole,
+    pub rpn: rpn::RawRpn,
 }
 
 /// The review console served by `rocsync run` (off by default); see [`crate::console`].
@@ -674,6 +675,8 @@ pub struct Config {
     pub nftables: Option<NftablesSink>,
     /// The review console, when `[console]` is enabled.
     pub console: Option<ConsoleSettings>,
+    /// The national reverse proxy, when `[rpn]` is enabled (its host is in `policy.extra_hosts`).
+    pub rpn: Option<rpn::Rpn>,
     pub state_dir: PathBuf,
     /// Every section as written and checked, for the parts of rocsync that read them.
     pub raw: RawConfig,
@@ -1035,7 +1038,9 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         bad("nftables.log_prefix", "must be printable, without quotes or backslashes, at most 127 bytes".into());
     }
 
-    let policy = check_policy(&raw.policy, &mut bad);
+    let mut policy = check_policy(&raw.policy, &mut bad);
+    let rpn = rpn::check(&raw.rpn, &mut bad);
+    policy.extra_hosts.extend(rpn.iter().map(|r| r.host.clone()));
 
     let r = &raw.review;
     if r.max_removal_percent > 100 {
@@ -1207,6 +1212,7 @@ fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) -> Config {
         files: FileSink { exports },
         nftables,
         console,
+        rpn,
         state_dir: resolve(&raw.store.state_dir),
         raw,
     }
@@ -1708,6 +1714,7 @@ fn human(d: Duration) -> String {
 /// What the configuration asks of the file system and the kernel, checked with the rights of
 /// the user running `rocsync check-config` (the service user, in the units' `ExecStartPre=`).
 pub mod access;
+pub mod rpn;
 
 #[cfg(test)]
 mod tests {
