@@ -51,6 +51,7 @@ pub mod host;
 pub mod logging;
 pub mod plan;
 pub mod resolve;
+pub mod rpn;
 pub mod sinks;
 pub mod sources;
 pub mod store;
