@@ -16,11 +16,50 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::alerts::RpnNote;
 use crate::amc::AmcNumber;
 use crate::catalogue::{Catalogue, Origin, State};
 use crate::config::rpn::Rpn;
 use crate::plan::Proposal;
 use crate::usage::{Row, time_text};
+use crate::watch::{Blocked, Event};
+
+/// The RPN in the AMC list of an alert's event: it stands for every AMC.
+pub const RPN_LABEL: &str = "RPN";
+
+/// A blocked request to the RPN host, as an event to alert on like an AMC's: an RPN outage is
+/// an outage of every AMC. `None` for any other request, or when `[rpn]` is off. Only proxy
+/// logs name the host; an nftables drop of the RPN's address maps to it through the resolver
+/// only if the RPN host is resolved (it is in force like an extra host).
+pub fn event(b: &Blocked, rpn: Option<&Rpn>, in_force: &State) -> Option<Event> {
+    let rpn = rpn?;
+    let host = b.host.as_deref()?;
+    if !rpn.host.host.matches(host) {
+        return None;
+    }
+    let allowed = in_force.entries.get(&rpn.host.host).is_some_and(|e| b.port.is_none_or(|p| e.ports.contains(&p)));
+    Some(Event {
+        time: b.time.clone(),
+        client: b.client,
+        host: Some(host.to_owned()),
+        ip: b.ip,
+        port: b.port,
+        amcs: vec![RPN_LABEL.to_owned()],
+        services: Vec::new(),
+        idb: true,
+        in_force: allowed,
+    })
+}
+
+/// What the RPN has to do with a blocked request's event: the RPN itself, or a migrated AMC's
+/// host (closed) that a client still reaches directly.
+pub fn note(event: &Event, migrated: &BTreeSet<AmcNumber>) -> Option<RpnNote> {
+    if event.amcs.len() == 1 && event.amcs[0] == RPN_LABEL {
+        return Some(RpnNote::Outage);
+    }
+    let direct = !event.in_force && event.amcs.iter().any(|n| migrated.iter().any(|m| m.as_str() == n.as_str()));
+    direct.then_some(RpnNote::GoesDirect)
+}
 
 /// One client still going direct to an AMC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -256,5 +295,23 @@ mod tests {
         let reasons = proposals.iter().flat_map(|p| &p.reasons).find(|r| r.starts_with("RPN migration")).unwrap();
         assert!(reasons.contains("last direct use: 2023-11-14T22:13:20Z"), "{reasons}");
         assert!(reasons.contains("never seen"), "{reasons}");
+    }
+
+    /// A blocked request to the RPN host alerts like an AMC's, and one to a migrated AMC's
+    /// closed host says the client still goes direct.
+    #[test]
+    fn blocked_requests_to_the_rpn_and_to_migrated_amcs_are_told_apart() {
+        let rpn = rpn("2026-03-02");
+        let blocked = |host: &str| Blocked { time: String::new(), client: Some("198.18.1.20".parse().unwrap()), host: Some(host.into()), ip: None, port: Some(443) };
+        let in_force = State::default();
+        let e = event(&blocked("rpn.roc.test"), Some(&rpn), &in_force).expect("the RPN host");
+        assert_eq!(note(&e, &BTreeSet::new()), Some(RpnNote::Outage));
+        assert_eq!(event(&blocked("rpn.roc.test"), None, &in_force), None, "[rpn] off");
+        assert_eq!(event(&blocked("idb.a.test"), Some(&rpn), &in_force), None);
+        let amc = AmcNumber::parse("123456789").unwrap();
+        let direct = Event { amcs: vec!["123456789".into()], in_force: false, host: Some("idb.a.test".into()), ..e.clone() };
+        assert_eq!(note(&direct, &BTreeSet::from([amc.clone()])), Some(RpnNote::GoesDirect));
+        assert_eq!(note(&direct, &BTreeSet::new()), None, "not migrated: an ordinary block");
+        assert_eq!(note(&Event { in_force: true, ..direct }, &BTreeSet::from([amc])), None);
     }
 }

@@ -865,6 +865,9 @@ impl Worker {
         let Some(annuaire) = self.catalogue().cloned() else { return Vec::new() };
         let catalogue = with_notified(&annuaire, &pending);
         let correlator = Correlator::new(&catalogue, &in_force, reverse);
+        // The RPN host and the migrated AMCs' hosts (issue 15).
+        let rpn = self.engine.config.rpn.clone();
+        let migrated = if rpn.is_some() { self.engine.store.rpn_migrated().unwrap_or_default() } else { Default::default() };
         let mut out = Vec::new();
         for line in lines {
             let parsed = match kind {
@@ -872,7 +875,7 @@ impl Worker {
                 LogKind::Nft => crate::watch::nftlog::parse_line(line, prefix),
             };
             let Some(Line::Blocked(blocked)) = parsed else { continue };
-            let Some(event) = correlator.event(&blocked) else { continue };
+            let Some(event) = correlator.event(&blocked).or_else(|| crate::rpn::event(&blocked, rpn.as_ref(), &in_force)) else { continue };
             let amcs = event
                 .amcs
                 .iter()
@@ -899,6 +902,7 @@ impl Worker {
                     pending_plan,
                     notified,
                     at: run_at.clone(),
+                    rpn: crate::rpn::note(&event, &migrated),
                 },
                 at,
             ));
