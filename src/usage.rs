@@ -487,6 +487,34 @@ mod tests {
         assert_eq!(idb.last_used.as_deref(), Some(time_text(399 * DAY_SECS).as_str()));
     }
 
+    /// What counting costs per million Squid lines, next to what the watchers already do with
+    /// them (parse each for a denial). Run with
+    /// `cargo test --release --lib usage::tests::cost_per_million_lines -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement: prints the figures"]
+    fn cost_per_million_lines() {
+        let hosts: Vec<Host> = (0..300).map(|i| host(&format!("idb.amc{i}.test"))).collect();
+        let openings = Openings::new(&hosts);
+        let lines: Vec<String> = (0..1_000_000u64)
+            .map(|i| {
+                let result = if i % 7 == 0 { "TCP_DENIED/403" } else { "TCP_TUNNEL/200" };
+                let target = if i % 3 == 0 { format!("www.site{}.test:443", i % 1000) } else { format!("idb.amc{}.test:443", i % 300) };
+                format!("{}.123    187 198.18.1.{} {result} 5120 CONNECT {target} - HIER_DIRECT/198.18.3.40 -", 1_763_630_000 + i / 10, i % 250)
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let denied = lines.iter().filter(|l| matches!(crate::watch::squid::parse_line(l), Some(crate::watch::Line::Blocked(_)))).count();
+        let without = started.elapsed();
+        let started = std::time::Instant::now();
+        let counts = count(&lines, Source::Squid, &openings, &BTreeMap::new(), 0);
+        let with = started.elapsed();
+        println!(
+            "1,000,000 Squid lines: read for denials {without:?} ({denied} denied); counted per opening {with:?} ({} rows, {} requests)",
+            counts.rows.len(),
+            counts.rows.values().map(|t| t.requests + t.blocked).sum::<u64>()
+        );
+    }
+
     proptest::proptest! {
         /// Counting a batch in pieces and merging the pieces gives the counts of the whole
         /// batch: a log read in chunks (every half second, or after a restart) counts the same.
