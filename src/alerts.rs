@@ -111,6 +111,17 @@ pub enum Withdrawn {
     Stale { current: i64 },
 }
 
+/// What a blocked request has to do with the national reverse proxy (RPN ROC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RpnNote {
+    /// The RPN host itself: it carries every AMC's requests.
+    Outage,
+    /// A host of an AMC migrated to the RPN, its direct opening closed: the client still goes
+    /// direct.
+    GoesDirect,
+}
+
 /// Something to tell.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -133,6 +144,9 @@ pub enum Alert {
         notified: bool,
         #[serde(default)]
         at: RunAt,
+        /// The national reverse proxy's part in it (issue 15), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rpn: Option<RpnNote>,
     },
     /// A plan waits for approval.
     Review {
@@ -257,8 +271,11 @@ impl Alert {
         let fr = *lang == Language::Fr;
         let t = |f: &str, e: &str| if fr { f.to_owned() } else { e.to_owned() };
         match self {
-            Alert::Blocked { host, ip, port, client, amcs, services, idb, in_force, pending_plan, notified, at } => {
-                let who = amc_list(amcs);
+            Alert::Blocked { host, ip, port, client, amcs, services, idb, in_force, pending_plan, notified, at, rpn } => {
+                let who = match rpn {
+                    Some(RpnNote::Outage) => t("le RPN ROC (toutes les AMC)", "the RPN ROC (every AMC)"),
+                    _ => amc_list(amcs),
+                };
                 let target = crate::text::escaped(&host.clone().or_else(|| ip.clone()).unwrap_or_else(|| "?".into()));
                 let service = if *idb { "IDB".to_owned() } else { services.join(", ") };
                 let subject = match (*in_force, service.is_empty()) {
@@ -303,7 +320,24 @@ impl Alert {
                 }
                 body += &t(&format!("Nombre de requêtes : {count}, du {first} au {last}\n\n"), &format!("Requests: {count}, from {first} to {last}\n\n"));
                 let place = at.inline(fr);
-                body += &if *in_force {
+                let client_text = client.as_deref().map(crate::text::escaped).unwrap_or_else(|| "?".into());
+                body += &match rpn {
+                    Some(RpnNote::Outage) => t(
+                        "Le RPN ROC porte les requêtes de toutes les AMC : une panne du RPN est une panne de toutes les AMC.\n",
+                        "The RPN ROC carries the requests of every AMC: an RPN outage is an outage of every AMC.\n",
+                    ),
+                    Some(RpnNote::GoesDirect) => t(
+                        &format!("Cette AMC passe par le RPN ROC et son ouverture directe est fermée : ce poste ({client_text}) passe encore en direct ; le faire pointer vers le RPN.\n"),
+                        &format!("This AMC goes through the RPN ROC and its direct opening is closed: this client ({client_text}) still goes direct; re-point it to the RPN.\n"),
+                    ),
+                    None => String::new(),
+                };
+                body += &if rpn.is_some() && !*in_force {
+                    t(
+                        &format!("À faire{place} : `{}` ; vérifier la configuration du GAP sur ce poste.\n", at.command("report rpn")),
+                        &format!("To do{place}: `{}`; check the GAP's configuration on this client.\n", at.command("report rpn")),
+                    )
+                } else if *in_force {
                     let (status, once) = (at.command("status"), at.command("once"));
                     t(
                         &format!("Cet hôte est autorisé par ce que rocsync a appliqué : le filtrage ne correspond plus.\nÀ faire{place} : `{status}` (écarts), puis `{once}` pour réparer ; vérifier le pare-feu et le proxy.\n"),
@@ -625,6 +659,7 @@ mod tests {
             pending_plan: pending,
             notified: false,
             at: RunAt::default(),
+            rpn: None,
         }
     }
 

@@ -451,6 +451,9 @@ impl Engine {
         self.add_notified_hosts(&mut read.desired)?;
         let applied = self.store.applied()?;
         crate::catalogue::hold(&mut read.desired, &applied.state, &read.answer.held, &self.config.policy);
+        // The RPN migration (issue 15): migrated AMCs stay closed while `[rpn]` is enabled.
+        let migrated = if self.config.rpn.is_some() { self.store.rpn_migrated()? } else { Default::default() };
+        crate::rpn::close_migrated(&mut read.desired, &migrated);
         let stale_serial = match (read.answer.serial, self.store.highest_applied_serial()?) {
             (answer, Some(in_force)) if answer.is_none_or(|a| a < in_force) => {
                 warn!(serial = ?answer, in_force, "The answer is older than what is in force, or has no serial; its plans wait for approval.");
@@ -465,6 +468,9 @@ impl Engine {
             stale_serial,
         };
         let mut proposals = propose(&applied.state, &read.desired, &ctx);
+        if !migrated.is_empty() {
+            crate::rpn::hold_for_approval(&mut proposals, &migrated, &crate::rpn::last_uses(&self.store.usage_rows(0)?));
+        }
         if self.store.rests_on_recovery()? {
             hold_closings(&mut proposals, RECOVERED_BASE);
         }

@@ -22,6 +22,8 @@
 //!   nft script, JSON, Stormshield) and rocsync's nftables table through netlink.
 //! - [`watch`]: blocked requests in Squid and nftables logs, correlated with the catalogue, and
 //!   logs followed across rotation.
+//! - [`usage`]: the requests those logs let through or blocked, counted per opening and day, and
+//!   the openings report; [`rpn`]: the move to the national reverse proxy (RPN ROC).
 //! - [`alerts`]: what rocsync tells the DSI, the helpdesk and the RSSI, in French or English.
 //! - [`engine`]: one reconcile pass, load → read → diff → plan → apply, and the plan commands.
 //! - [`daemon`]: `rocsync run`, the long-running service: the engine's passes on a schedule and
@@ -50,11 +52,13 @@ pub mod logging;
 pub mod memory;
 pub mod plan;
 pub mod resolve;
+pub mod rpn;
 pub mod sinks;
 pub mod sources;
 pub mod store;
 pub mod text;
 pub mod tls;
+pub mod usage;
 pub mod watch;
 #[cfg(test)]
 mod testing;

@@ -22,10 +22,11 @@ use crate::catalogue::State;
 use crate::plan::{HostDiff, Plan, Proposal, Status};
 
 mod console;
+mod usage;
 
 pub use console::{SessionRow, UserRow};
 
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// The database's file name in the state directory.
 pub const DB_FILE: &str = "state.db";
@@ -438,6 +439,9 @@ impl Store {
         }
         if version < 6 {
             tx.execute_batch(SCHEMA_6)?;
+        }
+        if version < 7 {
+            tx.execute_batch(usage::SCHEMA_7)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;

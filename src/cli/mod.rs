@@ -2,6 +2,7 @@
 
 mod man;
 pub mod output;
+pub mod report;
 pub mod users;
 
 use std::io::Write;
@@ -24,6 +25,7 @@ Examples:
   rocsync once                           # read, plan, apply what needs no approval
   rocsync plan list
   rocsync plan show 4                    # the diff, grouped by AMC
+  rocsync report openings --unused-for 180d
   rocsync approve 4 --by 'J. Martin (RSSI)' --comment 'ticket 1234'
   rocsync status
   rocsync audit --limit 20
@@ -91,6 +93,11 @@ pub enum Command {
         /// Read this saved annuaire answer instead of the configured source.
         #[arg(long, value_name = "FILE")]
         source: Option<PathBuf>,
+        /// Close the direct openings of the AMCs that no request reached directly for
+        /// `rpn.quiet_period` since `rpn.switched_on` (`rocsync report rpn`); the plan always
+        /// waits for approval and names each host's last direct use.
+        #[arg(long, conflicts_with = "source")]
+        rpn_migration: bool,
         #[command(subcommand)]
         action: Option<PlanAction>,
     },
@@ -162,6 +169,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Which openings are used (`report openings`), and the move to the national reverse proxy
+    /// (`report rpn`).
+    #[command(subcommand)]
+    Report(report::Report),
     /// The review console's accounts (`[console]`): add one with its role, list them, change a
     /// password, remove one. A new password or a removal ends the account's sessions.
     #[command(subcommand)]
@@ -367,7 +378,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output::poll(&mut out, &read, save.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { source, action: None } => {
+        Command::Plan { rpn_migration: true, action: None, .. } => report::rpn_migration(&cli.config, &mut out),
+        Command::Report(r) => report::run(&cli.config, r, &mut out),
+        Command::Plan { source, action: None, .. } => {
             let mut engine = open(&cli.config)?;
             let run = source_step(engine.plan(source.as_deref(), false))?;
             output::once(&mut out, &run, false)?;

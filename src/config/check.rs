@@ -139,7 +139,9 @@ pub(super) fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) ->
         bad("nftables.log_prefix", "must be printable, without quotes or backslashes, at most 127 bytes".into());
     }
 
-    let policy = check_policy(&raw.policy, &mut bad);
+    let mut policy = check_policy(&raw.policy, &mut bad);
+    let rpn = super::rpn::check(&raw.rpn, &mut bad);
+    policy.extra_hosts.extend(rpn.iter().map(|r| r.host.clone()));
 
     let r = &raw.review;
     if r.max_removal_percent > 100 {
@@ -367,6 +369,7 @@ pub(super) fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) ->
             metrics: raw.http.metrics,
         },
         console,
+        rpn,
         state_dir: resolve(&raw.store.state_dir),
         keep_applied_states: raw.store.keep_applied_states,
     }

@@ -39,6 +39,7 @@ mod sections;
 /// What the configuration asks of the file system and the kernel, checked with the rights of
 /// the user running `rocsync check-config` (the service user, in the units' `ExecStartPre=`).
 pub mod access;
+pub mod rpn;
 
 pub use diagnostics::{ConfigError, Problem};
 pub use schema::{INLINE_SECRET, MailSource, NftHook, NftMode, SecretRef, duration};
@@ -210,6 +211,8 @@ pub struct Config {
     pub http: HttpSettings,
     /// The review console, when `[console]` is enabled.
     pub console: Option<ConsoleSettings>,
+    /// The national reverse proxy, when `[rpn]` is enabled (its host is in `policy.extra_hosts`).
+    pub rpn: Option<rpn::Rpn>,
     pub state_dir: PathBuf,
     /// Applied states kept in the store (`[store] keep_applied_states`).
     pub keep_applied_states: usize,

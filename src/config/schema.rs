@@ -86,6 +86,7 @@ pub struct RawConfig {
     pub store: RawStore,
     pub http: RawHttp,
     pub console: RawConsole,
+    pub rpn: super::rpn::RawRpn,
 }
 
 /// The review console served by `rocsync run` (off by default); see [`crate::console`].

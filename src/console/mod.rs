@@ -18,6 +18,7 @@
 
 pub mod auth;
 mod labels;
+mod openings;
 mod pages;
 mod views;
 
@@ -181,6 +182,7 @@ fn router(console: Console) -> Router {
         .route("/notifications", get(pages::notifications))
         .route("/alerts", get(pages::alerts))
         .route("/audit", get(pages::audit))
+        .route("/openings", get(pages::openings))
         .route("/static/console.css", get(pages::stylesheet))
         .fallback(pages::not_found)
         .with_state(console)

@@ -542,6 +542,15 @@ pub(super) async fn audit(State(c): State<Console>, ConnectInfo(peer): ConnectIn
     Ok(answer(&viewer, Html(render(&page)?)))
 }
 
+/// Which openings are used (issue 15): read-only, for every role.
+pub(super) async fn openings(State(c): State<Console>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Result<Response, Failure> {
+    let viewer = c.viewer(&headers, peer).await?;
+    let mut head = c.head(&viewer, String::new(), "openings");
+    head.title = super::openings::labels(head.lang).title.to_owned();
+    let page = c.blocking(move |engine| Ok(super::openings::page(engine, head)?)).await?;
+    Ok(answer(&viewer, Html(render(&page)?)))
+}
+
 /// The console's only style sheet (the Content-Security-Policy allows no inline style).
 const STYLESHEET: &str = include_str!("../../templates/console/console.css");
 

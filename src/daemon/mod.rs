@@ -792,8 +792,9 @@ impl Worker {
                     Ok(chunk) => {
                         self.read_ok(&key, "the journal");
                         let raised = if chunk.lines.is_empty() { Vec::new() } else { self.correlate(&chunk.lines, LogKind::Nft, &prefix) };
+                        let counts = self.usage(&chunk.lines, LogKind::Nft, &prefix);
                         let position = LogPosition { inode: 0, offset: 0, first_line: journal.cursor.clone().unwrap_or_default() };
-                        self.record(&key, &position, raised);
+                        self.record(&key, &position, raised, &counts);
                     }
                     Err(e) => self.read_failed(&key, "the journal", e.to_string(), now_t),
                 }
@@ -822,7 +823,8 @@ impl Worker {
             if !chunk.lines.is_empty() {
                 raised = self.correlate(&chunk.lines, *kind, &prefix);
             }
-            self.record(&key, &position, raised);
+            let counts = self.usage(&chunk.lines, *kind, &prefix);
+            self.record(&key, &position, raised, &counts);
         }
         self.followers = followers;
     }
@@ -851,8 +853,30 @@ impl Worker {
         }
     }
 
-    /// Counts what a log raised, and stores its alerts with the log's new position, at once.
-    fn record(&mut self, key: &str, position: &LogPosition, raised: Vec<(Alert, String)>) {
+    /// The requests `lines` tell of, let through or blocked, counted per opening (issue 15,
+    /// [`crate::usage`]): the hosts in force (the RPN host among them) and the annuaire's (a
+    /// migrated AMC's host is closed, and a direct request to it still counts).
+    fn usage(&mut self, lines: &[String], kind: LogKind, prefix: &str) -> crate::usage::Counts {
+        if lines.is_empty() {
+            return crate::usage::Counts::default();
+        }
+        let in_force = self.engine.store.applied().map(|a| a.state).unwrap_or_default();
+        let reverse = self.engine.store.address_book().map(|b| b.reverse()).unwrap_or_default();
+        let mut hosts: Vec<crate::host::Host> = in_force.entries.keys().cloned().collect();
+        if let Some(catalogue) = self.catalogue() {
+            hosts.extend(catalogue.hosts.keys().cloned());
+        }
+        let openings = crate::usage::Openings::new(&hosts);
+        let source = match kind {
+            LogKind::Squid => crate::usage::Source::Squid,
+            LogKind::Nft => crate::usage::Source::Nft { accept_prefix: crate::usage::ACCEPT_PREFIX, drop_prefix: prefix },
+        };
+        crate::usage::count(lines, source, &openings, &reverse, crate::usage::now())
+    }
+
+    /// Counts what a log raised, and stores its alerts and its requests with the log's new
+    /// position, at once.
+    fn record(&mut self, key: &str, position: &LogPosition, raised: Vec<(Alert, String)>, counts: &crate::usage::Counts) {
         if let Ok(mut p) = self.shared.write() {
             for (alert, _) in &raised {
                 if let Alert::Blocked { amcs, services, .. } = alert {
@@ -866,7 +890,7 @@ impl Worker {
         }
         let window = self.engine.config.alerts.dedup_window.as_millis() as u64;
         let to_store = if self.engine.config.alerts.enabled { raised } else { Vec::new() };
-        if let Err(e) = self.engine.store.record_log(key, position, &to_store, window, now_millis()) {
+        if let Err(e) = self.engine.store.record_log_with_usage(key, position, &to_store, window, now_millis(), counts, crate::usage::now()) {
             error!("Cannot record what {key} said: {}", crate::error_chain(&e));
         }
     }
@@ -879,6 +903,9 @@ impl Worker {
         let Some(annuaire) = self.catalogue().cloned() else { return Vec::new() };
         let catalogue = with_notified(&annuaire, &pending);
         let correlator = Correlator::new(&catalogue, &in_force, reverse);
+        // The RPN host and the migrated AMCs' hosts (issue 15).
+        let rpn = self.engine.config.rpn.clone();
+        let migrated = if rpn.is_some() { self.engine.store.rpn_migrated().unwrap_or_default() } else { Default::default() };
         let mut out = Vec::new();
         for line in lines {
             let parsed = match kind {
@@ -886,7 +913,7 @@ impl Worker {
                 LogKind::Nft => crate::watch::nftlog::parse_line(line, prefix),
             };
             let Some(Line::Blocked(blocked)) = parsed else { continue };
-            let Some(event) = correlator.event(&blocked) else { continue };
+            let Some(event) = correlator.event(&blocked).or_else(|| crate::rpn::event(&blocked, rpn.as_ref(), &in_force)) else { continue };
             let amcs = event
                 .amcs
                 .iter()
@@ -913,6 +940,7 @@ impl Worker {
                     pending_plan,
                     notified,
                     at: run_at.clone(),
+                    rpn: crate::rpn::note(&event, &migrated),
                 },
                 at,
             ));

@@ -75,7 +75,8 @@ mod tests {
         let text = render(&state, 4);
         let tree: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(serde_json::to_string_pretty(&tree).unwrap() + "\n", text, "keys in alphabetical order, as before");
-        assert_eq!(tree["hosts"][0]["amcs"][0]["number"], json!(state.entries.values().next().unwrap().amcs.keys().next().unwrap().as_str()));
+        assert_eq!(tree["hosts"][0]["host"], json!(state.entries.keys().next().unwrap().as_str()));
+        assert_eq!(tree["plan"], json!(4));
         assert!(tree["hosts"][0].get("since").is_some(), "since is written, null when unknown");
     }
 }
