@@ -343,6 +343,9 @@ mod tests {
         #[test]
         fn parsing_is_idempotent(labels in proptest::collection::vec("[a-zA-Z0-9]([a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?", 2..5),
                                  wildcard in any::<bool>()) {
+            // A label with `--` in its third and fourth places (`xn--…`) is an IDNA A-label, which
+            // must decode: the generator's plain ASCII labels are not those.
+            prop_assume!(!labels.iter().any(|l| l.get(2..4) == Some("--")));
             let input = format!("{}{}.test", if wildcard { "*." } else { "" }, labels.join("."));
             let host = Host::parse(&input).unwrap();
             prop_assert_eq!(Host::parse(host.as_str()).unwrap(), host.clone());
