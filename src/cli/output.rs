@@ -710,4 +710,3 @@ impl<'a, W: Write> LogReport<'a, W> {
         Ok(())
     }
 }
-
