@@ -305,8 +305,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{} is not a regular file",
                 file.display()
             );
-            let text = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let text = String::from_utf8_lossy(&text);
+            let log = std::fs::File::open(&file).with_context(|| format!("cannot read {}", file.display()))?;
             // The catalogue: the file given, or the last good answer the store kept; what is
             // in force: the store's, when there is a configuration to find it.
             let engine = if annuaire.is_none() || cli.config.exists() { Some(open_store_read_only(&cli.config)?) } else { None };
@@ -330,11 +329,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => Default::default(),
             };
             let correlator = crate::watch::Correlator::new(&catalogue, &in_force, reverse);
-            let report = match kind {
-                LogKind::Squid => correlator.read(&text, crate::watch::squid::parse_line),
-                LogKind::Nft => correlator.read(&text, |l| crate::watch::nftlog::parse_line(l, &prefix)),
+            // Streamed, and only the lines that can be a denial parsed: memory stays flat
+            // whatever the size of the log, and events are written as they are found.
+            let parser = match kind {
+                LogKind::Squid => crate::watch::read::LogParser::squid(crate::watch::read::Scope::Denials),
+                LogKind::Nft => crate::watch::read::LogParser::nft(&prefix, crate::watch::read::Scope::Denials),
             };
-            output::log_report(&mut out, &report, &catalogue, json)?;
+            let mut report = output::LogReport::start(&mut out, &catalogue, json)?;
+            let counts = correlator.read_from(log, &parser, |e| report.event(&e)).with_context(|| file.display().to_string())?;
+            report.finish(&counts)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect(Inspect::Mail { file, json }) => {

@@ -617,19 +617,37 @@ pub fn resolved(out: &mut impl Write, state: &crate::catalogue::State, book: &cr
     Ok(())
 }
 
-/// `inspect log`: the events the watcher would report; JSON as issue 5 fixes it.
-pub fn log_report(out: &mut impl Write, report: &crate::watch::Report, catalogue: &Catalogue, json: bool) -> io::Result<()> {
-    if json {
-        return writeln!(out, "{}", serde_json::to_string_pretty(report).map_err(io::Error::other)?);
+/// `inspect log`'s output, written as the events come (one JSON object per event line in
+/// `--json`), then the counts: nothing grows with the log but the output itself.
+pub struct LogReport<'a, W: Write> {
+    out: &'a mut W,
+    catalogue: &'a Catalogue,
+    json: bool,
+    events: usize,
+}
+
+impl<'a, W: Write> LogReport<'a, W> {
+    pub fn start(out: &'a mut W, catalogue: &'a Catalogue, json: bool) -> io::Result<Self> {
+        if json {
+            write!(out, "{{\"events\": [")?;
+        }
+        Ok(LogReport { out, catalogue, json, events: 0 })
     }
-    let name = |n: &str| {
-        crate::amc::AmcNumber::parse(n)
-            .ok()
-            .and_then(|k| catalogue.amcs.get(&k))
-            .map(|a| format!("{} ({n})", crate::text::label(&a.name)))
-            .unwrap_or_else(|| crate::text::escaped(n))
-    };
-    for e in &report.events {
+
+    pub fn event(&mut self, e: &crate::watch::Event) -> io::Result<()> {
+        self.events += 1;
+        let out = &mut *self.out;
+        if self.json {
+            let comma = if self.events > 1 { "," } else { "" };
+            return write!(out, "{comma}\n  {}", serde_json::to_string(e).map_err(io::Error::other)?);
+        }
+        let name = |n: &str| {
+            crate::amc::AmcNumber::parse(n)
+                .ok()
+                .and_then(|k| self.catalogue.amcs.get(&k))
+                .map(|a| format!("{} ({n})", crate::text::label(&a.name)))
+                .unwrap_or_else(|| crate::text::escaped(n))
+        };
         let target = match (&e.host, e.ip) {
             (Some(h), _) => h.clone(),
             (None, Some(ip)) => format!("{ip} (no known host)"),
@@ -659,7 +677,36 @@ pub fn log_report(out: &mut impl Write, report: &crate::watch::Report, catalogue
         if !amcs.is_empty() {
             writeln!(out, "    {}", amcs.join(", "))?;
         }
-        writeln!(out, "    {DIM}{hint}{DIM:#}")?;
+        writeln!(out, "    {DIM}{hint}{DIM:#}")
     }
-    writeln!(out, "{} blocked AMC request(s), {} other denied, {} line(s) skipped.", report.events.len(), report.other_denied, report.skipped_lines)
+
+    /// The counts of `report` (whose events were written one by one).
+    pub fn finish(self, report: &crate::watch::Report) -> io::Result<()> {
+        let out = self.out;
+        if self.json {
+            let rejected = serde_json::to_string(&report.rejected).map_err(io::Error::other)?;
+            return writeln!(
+                out,
+                "{}],\n  \"other_denied\": {},\n  \"skipped_lines\": {},\n  \"rejected_lines\": {},\n  \"rejected\": {rejected}\n}}",
+                if self.events > 0 { "\n" } else { "" },
+                report.other_denied,
+                report.skipped_lines,
+                report.rejected_lines,
+            );
+        }
+        writeln!(out, "{} blocked AMC request(s), {} other denied, {} line(s) skipped.", self.events, report.other_denied, report.skipped_lines)?;
+        if report.rejected_lines > 0 {
+            let named: Vec<String> = report
+                .rejected
+                .iter()
+                .map(|r| match r.reason {
+                    crate::watch::read::Reject::TooLong => format!("{} (longer than {} bytes)", r.line, crate::watch::read::MAX_LINE),
+                    crate::watch::read::Reject::NotUtf8 => format!("{} (not UTF-8)", r.line),
+                })
+                .collect();
+            let more = if report.rejected_lines > named.len() { ", …" } else { "" };
+            writeln!(out, "{DEL}{} line(s) rejected, not read:{DEL:#} {}{more}", report.rejected_lines, named.join(", "))?;
+        }
+        Ok(())
+    }
 }

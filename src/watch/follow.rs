@@ -150,7 +150,14 @@ fn read_lines(file: &mut File, pos: &mut LogPosition) -> io::Result<Vec<String>>
     file.seek(SeekFrom::Start(pos.offset))?;
     let mut bytes = Vec::new();
     file.take(MAX_READ).read_to_end(&mut bytes)?;
-    let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else { return Ok(Vec::new()) };
+    let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else {
+        // A line longer than a whole read would hold the follower here for ever: its bytes so
+        // far are passed over (the rest of it, when its end comes, is no line of the log).
+        if bytes.len() as u64 == MAX_READ {
+            pos.offset += MAX_READ;
+        }
+        return Ok(Vec::new());
+    };
     pos.offset += end as u64 + 1;
     Ok(bytes[..end].split(|b| *b == b'\n').map(|l| String::from_utf8_lossy(l).into_owned()).collect())
 }
@@ -176,6 +183,24 @@ mod tests {
         append(&log, "ial\n");
         assert_eq!(f.read().unwrap().lines, ["partial"]);
         assert!(f.read().unwrap().lines.is_empty());
+    }
+
+    /// Regression: a line longer than one read (8 MiB) without its newline kept every later
+    /// read at the same offset, and the lines after it were never seen.
+    #[test]
+    fn a_line_longer_than_a_read_does_not_stop_the_follower() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        append(&log, "a\n");
+        let mut f = Follower::new(&log, None);
+        f.read().unwrap();
+        append(&log, &"x".repeat(MAX_READ as usize + 10));
+        append(&log, "\nnext\n");
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.extend(f.read().unwrap().lines);
+        }
+        assert_eq!(seen.last().map(String::as_str), Some("next"), "{} lines read", seen.len());
     }
 
     #[test]

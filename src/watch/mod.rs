@@ -5,16 +5,20 @@
 //! finds the AMC hosts a blocked request was for, through the catalogue (hosts the annuaire
 //! lists, approved or not) and, for address-only logs, the resolver's reverse map; a request
 //! to a host the annuaire lists for `IDB` is flagged as IDB, the call that fails first at the
-//! admissions desk. Pure.
+//! admissions desk. Pure, but for [`Correlator::read_from`], which streams a whole log through
+//! [`read`] in bounded memory.
 
 pub mod follow;
 pub mod health;
 pub mod journal;
 pub mod nftlog;
+pub mod read;
 pub mod squid;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 
 use serde::Serialize;
 
@@ -67,14 +71,33 @@ pub struct Report {
     pub other_denied: usize,
     /// Lines that are not lines of this log.
     pub skipped_lines: usize,
+    /// Lines not read at all: too long, or not UTF-8 ([`read::Reject`]).
+    pub rejected_lines: usize,
+    /// The first [`NAMED_REJECTS`] of them, by number.
+    pub rejected: Vec<read::Rejected>,
+}
+
+/// So many rejected lines are named in a [`Report`]; the others are only counted, so that a
+/// file of garbage does not fill the memory with their numbers.
+pub const NAMED_REJECTS: usize = 100;
+
+/// Why [`Correlator::read_from`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The log could not be read (the lines before were handed over).
+    #[error("cannot read the log")]
+    Read(#[source] io::Error),
+    /// The caller could not take an event (its output is closed, say).
+    #[error("cannot write what the log holds")]
+    Write(#[source] io::Error),
 }
 
 /// Who lists what, to recognise AMC requests.
 pub struct Correlator<'a> {
     catalogue: &'a Catalogue,
     in_force: &'a State,
-    /// Address → hosts, from the resolver.
-    addresses: BTreeMap<IpAddr, Vec<Host>>,
+    /// Address → hosts, from the resolver; hashed, as every line of a firewall log looks one up.
+    addresses: HashMap<IpAddr, Vec<Host>>,
     /// The catalogue's exact hosts by name, and its wildcards by base: a line is looked up in
     /// a few hash probes (the name, then each parent domain) instead of a scan of every host.
     exact: HashMap<&'a str, &'a Host>,
@@ -91,7 +114,7 @@ impl<'a> Correlator<'a> {
                 exact.insert(host.as_str(), host);
             }
         }
-        Correlator { catalogue, in_force, addresses, exact, wildcards }
+        Correlator { catalogue, in_force, addresses: addresses.into_iter().collect(), exact, wildcards }
     }
 
     /// The catalogue entries that match a requested name (exact, or strictly under a
@@ -174,6 +197,90 @@ impl<'a> Correlator<'a> {
         }
         report
     }
+
+    /// Reads a whole log from `reader` in bounded memory ([`read::for_each_line`]), parsed by
+    /// `parser`, handing every event to `each` as it is found: the report that comes back has
+    /// the counts and no events. An I/O error stops the reading.
+    pub fn read_from(
+        &self,
+        reader: impl io::Read,
+        parser: &read::LogParser,
+        mut each: impl FnMut(Event) -> io::Result<()>,
+    ) -> Result<Report, ReadError> {
+        let mut report = Report::default();
+        let mut failed = None;
+        read::for_each_line(reader, |number, line| {
+            let line = match line {
+                Ok(line) => line,
+                Err(reason) => {
+                    report.rejected_lines += 1;
+                    if report.rejected.len() < NAMED_REJECTS {
+                        report.rejected.push(read::Rejected { line: number, reason });
+                    }
+                    return ControlFlow::Continue(());
+                }
+            };
+            if line.trim().is_empty() {
+                return ControlFlow::Continue(());
+            }
+            match parser.line(line) {
+                None => report.skipped_lines += 1,
+                Some(Line::Other) => {}
+                Some(Line::Blocked(b)) => match self.event(&b) {
+                    Some(e) => {
+                        if let Err(e) = each(e) {
+                            failed = Some(e);
+                            return ControlFlow::Break(());
+                        }
+                    }
+                    None => report.other_denied += 1,
+                },
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(ReadError::Read)?;
+        match failed {
+            Some(e) => Err(ReadError::Write(e)),
+            None => Ok(report),
+        }
+    }
+}
+
+/// The whitespace-separated words of `line`, exactly as [`str::split_whitespace`] cuts them,
+/// but cut on bytes when the line is ASCII (the only case a log writer makes): the log parsers'
+/// tokenizer, the hot loop of a log reading.
+pub(crate) fn words(line: &str) -> Words<'_> {
+    Words { line, at: 0, unicode: (!line.is_ascii()).then(|| line.split_whitespace()) }
+}
+
+pub(crate) struct Words<'l> {
+    line: &'l str,
+    at: usize,
+    /// A line with non-ASCII characters, some of which may be Unicode spaces.
+    unicode: Option<std::str::SplitWhitespace<'l>>,
+}
+
+impl<'l> Iterator for Words<'l> {
+    type Item = &'l str;
+
+    fn next(&mut self) -> Option<&'l str> {
+        if let Some(words) = &mut self.unicode {
+            return words.next();
+        }
+        // ASCII: the characters `char::is_whitespace` takes are these bytes.
+        let space = |b: u8| b == b' ' || (b'\t'..=b'\r').contains(&b);
+        let (line, bytes) = (self.line, self.line.as_bytes());
+        let mut i = self.at;
+        while i < bytes.len() && space(bytes[i]) {
+            i += 1;
+        }
+        let start = i;
+        while i < bytes.len() && !space(bytes[i]) {
+            i += 1;
+        }
+        self.at = i;
+        (i > start).then(|| &line[start..i])
+    }
 }
 
 #[cfg(test)]
@@ -227,7 +334,94 @@ mod tests {
         assert_eq!(report.skipped_lines, 0);
     }
 
+    /// [`Correlator::read_from`] with its events collected.
+    fn streamed(c: &Correlator, bytes: &[u8], parser: &read::LogParser) -> Report {
+        let mut events = Vec::new();
+        let mut report = c
+            .read_from(bytes, parser, |e| {
+                events.push(e);
+                Ok(())
+            })
+            .unwrap();
+        report.events = events;
+        report
+    }
+
+    #[test]
+    fn the_streamed_prefiltered_reading_reports_what_the_whole_text_does() {
+        let cat = catalogue("urls-v2.json");
+        let in_force = desired(&catalogue("urls-v1.json"), &Policy::default());
+        let host = Host::parse("idb.nouvelle-mutuelle-sud.test").unwrap();
+        let c = Correlator::new(&cat, &in_force, BTreeMap::from([("198.18.3.40".parse().unwrap(), vec![host])]));
+        let text = log("squid-access.log");
+        let whole = c.read(&text, squid::parse_line);
+        assert_eq!(whole.events.len(), 4);
+        assert_eq!(whole.skipped_lines, 1, "the garbage line is told apart even when the prefilter passes over it");
+        assert_eq!(streamed(&c, text.as_bytes(), &read::LogParser::squid(read::Scope::Denials)), whole);
+        let text = log("nft-drop.log");
+        let whole = c.read(&text, |l| nftlog::parse_line(l, "rocsync-drop: "));
+        assert_eq!(whole.events.len(), 3);
+        assert_eq!(streamed(&c, text.as_bytes(), &read::LogParser::nft("rocsync-drop: ", read::Scope::Denials)), whole);
+    }
+
+    #[test]
+    fn a_failed_write_stops_the_reading_and_says_so() {
+        let cat = catalogue("urls-v2.json");
+        let in_force = State::default();
+        let c = Correlator::new(&cat, &in_force, BTreeMap::new());
+        let text = log("squid-access.log");
+        let mut calls = 0;
+        let result = c.read_from(text.as_bytes(), &read::LogParser::squid(read::Scope::Denials), |_| {
+            calls += 1;
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        });
+        assert!(matches!(result, Err(ReadError::Write(_))), "{result:?}");
+        assert_eq!(calls, 1);
+    }
+
     proptest::proptest! {
+        /// Streamed and prefiltered, a log gives the report that the full parse of the whole
+        /// text gives: real lines, mangled lines, blank lines, `\r\n`, a last line cut short.
+        #[test]
+        fn streaming_and_the_prefilter_change_no_count(
+            picks in proptest::collection::vec((0..12usize, "\\PC{0,30}", proptest::bool::ANY), 0..40),
+        ) {
+            let squid_lines: Vec<String> = log("squid-access.log").lines().map(str::to_owned).collect();
+            let nft_lines: Vec<String> = log("nft-drop.log").lines().map(str::to_owned).collect();
+            let mut text = String::new();
+            for (i, noise, crlf) in &picks {
+                let line = match i {
+                    0..=5 => squid_lines[*i % squid_lines.len()].clone(),
+                    6..=8 => nft_lines[*i % nft_lines.len()].clone(),
+                    9 => String::new(),
+                    10 => format!("{} {noise}", squid_lines[1]),
+                    _ => noise.clone(),
+                };
+                text.push_str(&line);
+                text.push_str(if *crlf { "\r\n" } else { "\n" });
+            }
+            if picks.len() % 2 == 1 {
+                text.pop();
+            }
+            let cat = catalogue("urls-v2.json");
+            let in_force = State::default();
+            let c = Correlator::new(&cat, &in_force, BTreeMap::new());
+            proptest::prop_assert_eq!(
+                streamed(&c, text.as_bytes(), &read::LogParser::squid(read::Scope::Denials)),
+                c.read(&text, squid::parse_line)
+            );
+            proptest::prop_assert_eq!(
+                streamed(&c, text.as_bytes(), &read::LogParser::nft("rocsync-drop: ", read::Scope::Denials)),
+                c.read(&text, |l| nftlog::parse_line(l, "rocsync-drop: "))
+            );
+        }
+
+        /// The log tokenizer cuts exactly as `split_whitespace`, ASCII or not.
+        #[test]
+        fn words_cut_as_split_whitespace(line in "[a \t\x0b\x0c\r\u{a0}\u{2003}\u{85}é=]{0,40}") {
+            proptest::prop_assert_eq!(words(&line).collect::<Vec<_>>(), line.split_whitespace().collect::<Vec<_>>());
+        }
+
         /// The index finds exactly what a scan of the catalogue with `Host::matches` finds.
         #[test]
         fn the_index_agrees_with_a_scan(

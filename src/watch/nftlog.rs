@@ -3,22 +3,59 @@
 
 use std::net::IpAddr;
 
-use super::{Blocked, Line};
+use super::{Blocked, Line, words};
 
 /// `None` when the line is not a kernel packet log line; [`Line::Other`] for one with another
 /// prefix.
 pub fn parse_line(line: &str, prefix: &str) -> Option<Line> {
-    let field = |name: &str| line.split_whitespace().find_map(|t| t.strip_prefix(name)).filter(|v| !v.is_empty());
-    let src = field("SRC=")?;
-    let dst = field("DST=")?;
+    let Fields { src, dst, dpt } = fields(line);
+    let (src, dst) = (src?, dst?);
     let Some(at) = line.find(prefix.trim_end()) else { return Some(Line::Other) };
     let ip: IpAddr = dst.parse().ok()?;
     let client: Option<IpAddr> = src.parse().ok();
-    let port = field("DPT=").and_then(|p| p.parse().ok());
+    let port = dpt.and_then(|p| p.parse().ok());
     // The syslog time before the host name and `kernel:` (`Nov 20 10:15:01`), if any.
-    let head = &line[..at];
-    let time = crate::text::excerpt(&head.split_whitespace().take(3).collect::<Vec<_>>().join(" "), 64);
+    let mut time = String::new();
+    for word in words(&line[..at]).take(3) {
+        if !time.is_empty() {
+            time.push(' ');
+        }
+        time.push_str(word);
+    }
+    let time = crate::text::excerpt(&time, 64);
     Some(Line::Blocked(Blocked { time, client, host: None, ip: Some(ip), port }))
+}
+
+/// Whether [`parse_line`] takes `line` for a packet log line (`Some`), without parsing its
+/// values.
+pub fn is_line(line: &str) -> bool {
+    let f = fields(line);
+    f.src.is_some() && f.dst.is_some()
+}
+
+/// The values of the first `SRC=`, `DST=` and `DPT=` words, each `None` when missing or
+/// empty; one pass over the line.
+struct Fields<'l> {
+    src: Option<&'l str>,
+    dst: Option<&'l str>,
+    dpt: Option<&'l str>,
+}
+
+fn fields(line: &str) -> Fields<'_> {
+    let (mut src, mut dst, mut dpt) = (None, None, None);
+    for word in words(line) {
+        for (name, slot) in [("SRC=", &mut src), ("DST=", &mut dst), ("DPT=", &mut dpt)] {
+            if slot.is_none()
+                && let Some(value) = word.strip_prefix(name)
+            {
+                *slot = Some(value);
+            }
+        }
+        if src.is_some() && dst.is_some() && dpt.is_some() {
+            break;
+        }
+    }
+    Fields { src: src.filter(|v| !v.is_empty()), dst: dst.filter(|v| !v.is_empty()), dpt: dpt.filter(|v| !v.is_empty()) }
 }
 
 #[cfg(test)]

@@ -4,24 +4,20 @@
 //! host is that of `CONNECT host:port`, or of the URL.
 
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
-use super::{Blocked, Line};
+use memchr::memmem::Finder;
+
+use super::{Blocked, Line, words};
+
+static DENIED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("TCP_DENIED"));
+static FORBIDDEN: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("/403"));
 
 /// `None` when the line is not a Squid access.log line.
 pub fn parse_line(line: &str) -> Option<Line> {
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    if fields.len() < 7 {
-        return None;
-    }
-    let time = fields[0];
-    time.parse::<f64>().ok()?;
-    fields[1].parse::<u64>().ok()?;
-    let client: Option<IpAddr> = fields[2].parse().ok();
-    let (code, status) = fields[3].split_once('/')?;
-    if !code.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
-        return None;
-    }
-    let (method, target) = (fields[5], fields[6]);
+    let [time, _, client, code_status, _, method, target] = fields(line)?;
+    let client: Option<IpAddr> = client.parse().ok();
+    let (code, status) = code_status.split_once('/')?;
     let denied = code.starts_with("TCP_DENIED") || (code.starts_with("NONE") && status == "403");
     if !denied {
         return Some(Line::Other);
@@ -36,6 +32,36 @@ pub fn parse_line(line: &str) -> Option<Line> {
     // What the log says is outside text: a client can put anything after CONNECT.
     let host = crate::text::excerpt(&host.trim_end_matches('.').to_ascii_lowercase(), 253);
     Some(Line::Blocked(Blocked { time: time.to_owned(), client, host: Some(host), ip: None, port }))
+}
+
+/// Whether `line` can be a blocked request, by a scan of its bytes: the code of every denial
+/// starts with `TCP_DENIED`, or its status is `/403` (`NONE/403`). A line without either is
+/// at most [`Line::Other`].
+pub fn may_be_denied(line: &[u8]) -> bool {
+    DENIED.find(line).is_some() || FORBIDDEN.find(line).is_some()
+}
+
+/// Whether [`parse_line`] takes `line` for an access.log line (`Some`), without parsing more
+/// than its shape.
+pub fn is_line(line: &str) -> bool {
+    fields(line).is_some()
+}
+
+/// The seven fields [`parse_line`] reads, once the line has the shape of an access.log line:
+/// a time, an elapsed count, and a `CODE/status` whose code is in capitals.
+fn fields(line: &str) -> Option<[&str; 7]> {
+    let mut cut = words(line);
+    let mut fields = [""; 7];
+    for field in &mut fields {
+        *field = cut.next()?;
+    }
+    fields[0].parse::<f64>().ok()?;
+    fields[1].parse::<u64>().ok()?;
+    let (code, _) = fields[3].split_once('/')?;
+    if !code.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+        return None;
+    }
+    Some(fields)
 }
 
 #[cfg(test)]
