@@ -179,7 +179,7 @@ pub async fn run(config: Config, config_path: PathBuf, mut reloads: mpsc::Receiv
                 let text = Config::read_text(&config_path).unwrap_or_default();
                 match Config::from_path(&config_path) {
                     Ok(new) => {
-                        info!("Reload: configuration {} read.", config_path.display());
+                        info!("SIGHUP: configuration {} read.", config_path.display());
                         let settings = settings::settings(&new);
                         let (tx, taken) = oneshot::channel();
                         let job = Job::Reload(Box::new(new.clone()), text, Box::new(settings.clone()), tx);
@@ -205,7 +205,7 @@ pub async fn run(config: Config, config_path: PathBuf, mut reloads: mpsc::Receiv
                         // One line: under systemd each line is an entry of its own.
                         let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
                         let reason = format!("{}: {}", e.origin, problems.join("; "));
-                        error!("Reload: the configuration is refused, the one loaded stays in force: {reason}");
+                        error!("SIGHUP: the configuration is refused, the one loaded stays in force: {reason}");
                         let _ = jobs.send(Job::ReloadRefused(reason)).await;
                     }
                 }
