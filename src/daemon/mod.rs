@@ -51,7 +51,7 @@ use crate::plan::{Plan, Status};
 use crate::store::StoreError;
 use crate::resolve::now_millis;
 use crate::sinks::plain::WildcardStyle;
-use crate::sources::schedule::{self, PollSchedule};
+use crate::sources::schedule;
 use crate::store::LogPosition;
 use crate::watch::follow::Follower;
 use crate::watch::health::{Health, Tell};
@@ -471,6 +471,8 @@ impl Worker {
         self.journal = logs.journal.map(|directory| {
             let mut reader = JournalReader::new(directory, None);
             reader.cursor = self.engine.store.log_position(&reader.key()).ok().flatten().map(|p| p.first_line);
+            // One journalctl child, on the daemon's runtime, until this reader is dropped.
+            reader.follow_on(self.runtime.clone());
             info!("Following the journal ({}).", reader.key());
             reader
         });
