@@ -48,9 +48,22 @@ impl JournalReader {
         JournalReader { directory, cursor, runtime: None, events: None }
     }
 
-    /// Follows the journal on `runtime` (the daemon's), from the first [`JournalReader::read`].
+    /// Starts following the journal on `runtime` (the daemon's), from [`JournalReader::cursor`]
+    /// (or the end), at once: what comes from now on is kept for the next read.
     pub fn follow_on(&mut self, runtime: tokio::runtime::Handle) {
         self.runtime = Some(runtime);
+        self.events = None;
+        self.start();
+    }
+
+    fn start(&mut self) {
+        if self.events.is_some() {
+            return;
+        }
+        let Some(runtime) = self.runtime.clone() else { return };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        runtime.spawn(follow(self.directory.clone(), self.cursor.clone(), tx));
+        self.events = Some(rx);
     }
 
     /// A name for the store's position table and the logs.
@@ -62,15 +75,10 @@ impl JournalReader {
     }
 
     /// What the journal said since the last read. Never waits: the lines are read as they come
-    /// by the follower, started on the first call.
+    /// by the follower ([`JournalReader::follow_on`]).
     pub fn read(&mut self) -> std::io::Result<JournalChunk> {
-        if self.events.is_none() {
-            let runtime = self.runtime.clone().ok_or_else(|| std::io::Error::other("the journal follower has no runtime"))?;
-            let (tx, rx) = mpsc::channel(QUEUE);
-            runtime.spawn(follow(self.directory.clone(), self.cursor.clone(), tx));
-            self.events = Some(rx);
-        }
-        let events = self.events.as_mut().expect("just started");
+        self.start();
+        let Some(events) = self.events.as_mut() else { return Err(std::io::Error::other("the journal follower has no runtime")) };
         let mut chunk = JournalChunk::default();
         let mut failure = None;
         loop {
