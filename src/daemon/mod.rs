@@ -92,34 +92,37 @@ enum Job {
 pub fn run_with_signals(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::from_path(config_path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("rocsync").enable_all().build()?;
-    runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        // Taken before anything else: a SIGHUP before its handler would end the process.
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let (reload, reloads) = mpsc::channel::<()>(4);
-        let stop = CancellationToken::new();
-        let signals = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = hup.recv() => {
-                            // Several SIGHUPs while a reload is under way make one more reload.
-                            let _ = reload.try_send(());
-                        }
-                        _ = term.recv() => break,
-                        _ = int.recv() => break,
+    runtime.block_on(signalled(config, config_path.to_owned()))
+}
+
+/// [`run`], with SIGTERM and SIGINT as its shutdown and SIGHUP as its reloads.
+async fn signalled(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Taken before anything else: a SIGHUP before its handler would end the process.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (reload, reloads) = mpsc::channel::<()>(4);
+    let stop = CancellationToken::new();
+    let signals = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {
+                        // SIGHUPs that come while reloads wait are one more reload, not a queue.
+                        let _ = reload.try_send(());
                     }
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
                 }
-                stop.cancel();
-            })
-        };
-        let result = run(config, config_path.to_owned(), reloads, stop.cancelled_owned()).await;
-        signals.abort();
-        result
-    })
+            }
+            stop.cancel();
+        })
+    };
+    let result = run(config, config_path, reloads, stop.cancelled_owned()).await;
+    signals.abort();
+    result
 }
 
 /// The daemon, in-process: runs with `config` until `shutdown` completes; each message on
@@ -311,8 +314,8 @@ fn spawn_schedules(tasks: &mut tokio::task::JoinSet<()>, settings: &Settings, jo
     {
         let (jobs, wake, stop) = (jobs.clone(), wake.clone(), stop.clone());
         tasks.spawn(async move {
-            // The first pass is made before READY (or by the reload's worker); the schedule
-            // starts after it, or at once when a notification wakes it.
+            // The first pass is made before READY (after a reload, the old generation's last
+            // pass stands); the schedule starts after it, or at once when a notification wakes it.
             tokio::select! {
                 () = tokio::time::sleep(schedule.after_success(schedule::jitter_random())) => {}
                 () = wake.notified() => wake.notify_one(),
