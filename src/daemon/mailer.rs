@@ -1,5 +1,6 @@
-//! Sends the alert queue by SMTP (lettre's async transport, on the daemon's runtime): each alert goes to the addresses of its roles, with
-//! its counts as of sending; a failure leaves it queued and it is tried again later, backing off;
+//! Sends the alert queue by SMTP (lettre's async transport, in a task of the daemon's runtime):
+//! each alert goes to the addresses of its roles, with its counts as of sending; a failure
+//! leaves it queued and it is tried again later, backing off;
 //! blocked-request alerts beyond `alerts.max_per_hour` are held and go out as one digest when
 //! the hour allows. The queue is in the store, so an SMTP outage or a restart loses nothing.
 //!
