@@ -261,3 +261,22 @@ fn daemon_run_in_process_applies_and_stops_when_told() {
     assert!(wait_until(Duration::from_secs(5), || daemon.is_finished()), "run did not return after its shutdown");
     daemon.join().unwrap().expect("run ends well");
 }
+
+/// Turning `[resolver]` on at a SIGHUP started no refresh tick: the hosts in force were
+/// resolved only at the next pass (an hour later here). Against dnsmasq on loopback.
+#[test]
+fn sighup_turning_the_resolver_on_starts_its_refresh() {
+    if !util::have("dnsmasq", false) {
+        return;
+    }
+    let dns = util::dnsmasq::Dnsmasq::start(&format!("198.18.0.10 {IDB}\n"), 1);
+    let smtp = SmtpSink::start();
+    let port = free_port();
+    let sb = Sandbox::with_config(&config("auto", "1h", smtp.addr.port(), "helpdesk@hopital.test", port, ""));
+    sb.set_answer("urls-v1.json");
+    let daemon = Daemon::start(&sb);
+    let resolver = format!("[resolver]\nenabled = true\nservers = [\"{}\"]\nmin_ttl = \"1s\"\ntimeout = \"2s\"\n", dns.server());
+    reload(&sb, &daemon, &config("auto", "1h", smtp.addr.port(), "helpdesk@hopital.test", port, &resolver));
+    let resolved = || sb.json(&["status", "--json"])["resolver"]["hosts_resolved"].as_u64().unwrap_or(0);
+    assert!(wait_until(Duration::from_secs(15), || resolved() >= 1), "no address resolved after the resolver was turned on: {}", daemon.log());
+}
