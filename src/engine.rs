@@ -66,7 +66,7 @@ pub enum EngineError {
     /// The resolver cannot be set up (a bad server address).
     #[error(transparent)]
     Resolver(#[from] ResolverError),
-    /// The async runtime for a request cannot start.
+    /// The process's I/O runtime cannot start.
     #[error("cannot start the I/O runtime")]
     Runtime(#[source] std::io::Error),
     #[error(transparent)]
@@ -276,17 +276,58 @@ pub struct Engine {
     pub store: Store,
     /// The sinks that the configuration's settings ask for.
     outputs: Outputs,
-    /// The web service client, built on first use.
+    /// The web service client, built on first use. It lives as long as this engine (one
+    /// configuration generation in `rocsync run`), and its pooled connections with it.
     client: Option<AnnuaireClient>,
+    /// The runtime the engine's requests run on: the daemon's, or the process's ([`io_runtime`]).
+    /// Always the same one for a given client, so that a pooled connection's task is alive
+    /// whenever the client uses the connection again.
+    io: Option<tokio::runtime::Handle>,
     /// The apply lock, while this engine holds it (see [`Engine::locked`]).
     apply_lock: Option<File>,
+}
+
+/// The runtime of a command that is not `rocsync run`: built once per process and kept, never one
+/// per request. A runtime dropped after a request left a keep-alive connection in the client's
+/// pool whose task was gone: the next request hung until its timeout or failed with "dispatch
+/// task is gone". One worker thread, so that pooled connections' tasks run between requests.
+fn io_runtime() -> Result<tokio::runtime::Handle, EngineError> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime.handle().clone());
+    }
+    let built = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("rocsync-io")
+        .enable_all()
+        .build()
+        .map_err(EngineError::Runtime)?;
+    Ok(RUNTIME.get_or_init(|| built).handle().clone())
 }
 
 impl Engine {
     pub fn open(config: Config) -> Result<Engine, EngineError> {
         let store = Store::open(&config.state_dir)?.with_retention(config.keep_applied_states);
         let outputs = Outputs::from_config(&config);
-        Ok(Engine { config, store, outputs, client: None, apply_lock: None })
+        Ok(Engine { config, store, outputs, client: None, io: None, apply_lock: None })
+    }
+
+    /// Runs this engine's requests on `runtime` (the daemon's) instead of the process's own.
+    /// Its methods are then called off that runtime's threads (a worker thread or
+    /// `spawn_blocking`), which wait on `runtime` for each request.
+    pub fn on_runtime(mut self, runtime: tokio::runtime::Handle) -> Engine {
+        self.io = Some(runtime);
+        self
+    }
+
+    /// The runtime to wait on for a request (see [`Engine::on_runtime`]).
+    fn io(&mut self) -> Result<tokio::runtime::Handle, EngineError> {
+        if let Some(handle) = &self.io {
+            return Ok(handle.clone());
+        }
+        let handle = io_runtime()?;
+        self.io = Some(handle.clone());
+        Ok(handle)
     }
 
     /// For the commands that only show: the store is opened read-only (nothing created,
@@ -294,7 +335,7 @@ impl Engine {
     pub fn open_read_only(config: Config) -> Result<Engine, EngineError> {
         let store = Store::open_read_only(&config.state_dir)?;
         let outputs = Outputs::from_config(&config);
-        Ok(Engine { config, store, outputs, client: None, apply_lock: None })
+        Ok(Engine { config, store, outputs, client: None, io: None, apply_lock: None })
     }
 
     fn sinks(&self) -> Vec<&dyn Sink> {
@@ -382,7 +423,7 @@ impl Engine {
         self.watch_certificate(&identity)?;
         let cached = if force { None } else { self.store.cached_answer(&url)? };
         let etag = cached.as_ref().and_then(|c| c.etag.clone());
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EngineError::Runtime)?;
+        let runtime = self.io()?;
         let started = std::time::Instant::now();
         let client = self.client.as_ref().expect("just built");
         let fetched = runtime.block_on(client.fetch(etag.as_deref()))?;
@@ -647,7 +688,7 @@ impl Engine {
     pub fn process_imap(&mut self) -> Result<MailRun, EngineError> {
         let Some(settings) = self.config.imap.clone() else { return Ok(MailRun::default()) };
         let limit = self.config.notifications.max_message_bytes;
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EngineError::Runtime)?;
+        let runtime = self.io()?;
         let (mut session, messages) = runtime.block_on(async {
             let (mut session, _) = imap::connect(&settings).await?;
             let messages = imap::fetch_all(&mut session, limit).await?;
@@ -999,7 +1040,7 @@ impl Engine {
         let mut book = self.store.address_book()?;
         let leaving_before = book.leaving(settings.policy.grace);
         book.track(applied.state.entries.keys(), now_millis());
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EngineError::Runtime)?;
+        let runtime = self.io()?;
         let change = runtime.block_on(async {
             let resolver = DnsResolver::new(&settings.servers, settings.timeout, settings.concurrency)?;
             Ok::<_, ResolverError>(resolver.refresh(&mut book, &settings.policy).await)

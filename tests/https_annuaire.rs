@@ -3,7 +3,7 @@
 
 mod util;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use util::annuaire_server::{AnnuaireServer, Ca, Leaf, Reply, write};
 use util::{Sandbox, fixture, stderr};
@@ -253,4 +253,36 @@ fn an_unasked_304_is_a_source_error_not_a_panic() {
     let out = sb.run(&["once"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("304 Not Modified to a request without an ETag"), "{}", stderr(&out));
+}
+
+/// Issue 12: the engine built a tokio runtime per fetch while its reqwest client kept pooled
+/// keep-alive connections whose tasks died with that runtime, so a later fetch opened a new
+/// connection each time, or hung until its timeout / failed with "dispatch task is gone" (the
+/// test annuaire always answered `Connection: close`, which hid it). Against a keep-alive
+/// annuaire with mutual TLS: twenty polls make one TLS handshake, and the poll after the
+/// server closed the idle connection succeeds at once on a new one.
+#[test]
+fn polls_reuse_one_keep_alive_tls_connection_and_survive_the_server_closing_it() {
+    const POLLS: usize = 20;
+    let pki = Pki::new();
+    let idle = Duration::from_secs(2);
+    let server = AnnuaireServer::start_keep_alive(&pki.server, &pki.igc_sante, answer("urls-v1.json", "\"4182\""), idle);
+    let client = pki.igc_sante.leaf("CHU EXEMPLE ORG AUTH_CLI", -10, 1000);
+    let sb = sandbox(&server, &pki, &client, &pki.igc_osi.pem, "");
+    let config = rocsync::config::Config::from_path(&sb.path("rocsync.toml")).expect("a valid configuration");
+    let mut engine = rocsync::engine::Engine::open(config).expect("the engine opens");
+    for i in 0..POLLS {
+        let started = Instant::now();
+        engine.read_source(None).unwrap_or_else(|e| panic!("poll {i}: {e}"));
+        assert!(started.elapsed() < Duration::from_secs(2), "poll {i} took {:?}", started.elapsed());
+    }
+    assert_eq!(server.requests(), POLLS);
+    assert_eq!(server.handshakes(), 1, "{POLLS} polls, each on a new TLS connection: the pooled connection did not survive");
+    // The server closes the connection once idle; the client's pool must notice, not send on it.
+    std::thread::sleep(idle + Duration::from_millis(700));
+    let started = Instant::now();
+    engine.read_source(None).expect("the poll after the server closed the idle connection");
+    assert!(started.elapsed() < Duration::from_secs(1), "the poll after an idle close took {:?} (a dead pooled connection?)", started.elapsed());
+    assert_eq!(server.requests(), POLLS + 1);
+    assert_eq!(server.handshakes(), 2, "one new connection after the idle close");
 }

@@ -359,7 +359,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run => {
             refuse_root_on_foreign_state(&Config::from_path(&cli.config)?.state_dir)?;
-            crate::daemon::run(&cli.config)?;
+            crate::daemon::run_with_signals(&cli.config)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Once { dry_run } => {

@@ -1,5 +1,6 @@
-//! Sends the alert queue by SMTP (lettre): each alert goes to the addresses of its roles, with
-//! its counts as of sending; a failure leaves it queued and it is tried again later, backing off;
+//! Sends the alert queue by SMTP (lettre's async transport, in a task of the daemon's runtime):
+//! each alert goes to the addresses of its roles, with its counts as of sending; a failure
+//! leaves it queued and it is tried again later, backing off;
 //! blocked-request alerts beyond `alerts.max_per_hour` are held and go out as one digest when
 //! the hour allows. The queue is in the store, so an SMTP outage or a restart loses nothing.
 //!
@@ -10,7 +11,7 @@
 
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::{Message, SmtpTransport, Transport};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tracing::{info, warn};
@@ -40,7 +41,7 @@ pub enum MailerError {
 }
 
 pub struct Mailer {
-    transport: SmtpTransport,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
     settings: AlertSettings,
     from: Mailbox,
     hostname: String,
@@ -51,10 +52,11 @@ impl Mailer {
         let a = config.alerts.clone();
         let s = &a.smtp;
         let setup = |e: &dyn std::fmt::Display| MailerError::Setup(e.to_string());
+        type Smtp = AsyncSmtpTransport<Tokio1Executor>;
         let builder = match s.security {
-            TlsMode::None => SmtpTransport::builder_dangerous(&s.server),
-            TlsMode::Starttls => SmtpTransport::starttls_relay(&s.server).map_err(|e| setup(&e))?,
-            TlsMode::Tls => SmtpTransport::relay(&s.server).map_err(|e| setup(&e))?,
+            TlsMode::None => Smtp::builder_dangerous(&s.server),
+            TlsMode::Starttls => Smtp::starttls_relay(&s.server).map_err(|e| setup(&e))?,
+            TlsMode::Tls => Smtp::relay(&s.server).map_err(|e| setup(&e))?,
         };
         let mut builder = builder.port(s.port).timeout(Some(s.timeout));
         if let Some(password) = &s.password {
@@ -62,7 +64,7 @@ impl Mailer {
         }
         let from: Mailbox = a.from.parse().map_err(|e| setup(&format!("from `{}`: {e}", a.from)))?;
         let hostname = from.email.domain().to_owned();
-        Ok(Mailer { transport: builder.build(), settings: a, from, hostname })
+        Ok(Mailer { transport: builder.build::<Tokio1Executor>(), settings: a, from, hostname })
     }
 
     fn recipients(&self, roles: &[Role]) -> Vec<String> {
@@ -85,7 +87,7 @@ impl Mailer {
 
     /// Sends what is due: holds what is over the hourly limit, digests what was held once the
     /// hour allows, and leaves what failed for later.
-    pub fn deliver(&self, store: &mut Store) -> Result<Round, MailerError> {
+    pub async fn deliver(&self, store: &mut Store) -> Result<Round, MailerError> {
         let mut round = Round::default();
         let now = OffsetDateTime::now_utc();
         let hour_ago = (now - time::Duration::hours(1)).format(&Rfc3339).unwrap_or_default();
@@ -124,7 +126,7 @@ impl Mailer {
                 store.alert_status(queued.id, "dropped")?;
                 continue;
             }
-            match self.send(&queued, &to) {
+            match self.send(&queued, &to).await {
                 Ok(()) => {
                     store.alert_sent(queued.id, &OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default())?;
                     info!(alert = queued.id, kind = queued.alert.kind(), "Alert sent to {}.", to.join(", "));
@@ -145,7 +147,7 @@ impl Mailer {
         Ok(round)
     }
 
-    fn send(&self, queued: &QueuedAlert, to: &[String]) -> Result<(), String> {
+    async fn send(&self, queued: &QueuedAlert, to: &[String]) -> Result<(), String> {
         let (subject, body) = queued.alert.compose(&self.settings.language, queued.count, &queued.first_seen, &queued.last_seen);
         let mut message = Message::builder()
             .from(self.from.clone())
@@ -157,7 +159,7 @@ impl Mailer {
             message = message.to(mailbox);
         }
         let message = message.body(body).map_err(|e| e.to_string())?;
-        self.transport.send(&message).map(|_| ()).map_err(|e| crate::error_chain(&e))
+        self.transport.send(message).await.map(|_| ()).map_err(|e| crate::error_chain(&e))
     }
 }
 

@@ -1,13 +1,19 @@
-//! `rocsync run`: the whole pipeline in one process.
+//! `rocsync run`: the whole pipeline in one tokio program.
 //!
 //! One worker thread owns the [`Engine`] and does every piece of work in turn (a pass, applying
 //! an approval, refreshing addresses, reading the logs), so that no two touch the sinks at once
-//! and a SIGTERM lets the job in progress finish. Around it, tokio tasks decide *when*: the poll
-//! schedule (and the Maildir/IMAP watchers that wake it), a one-second control tick that applies
-//! what was approved from the command line, the resolver's tick, the log tick, the HTTP endpoint,
-//! systemd's watchdog, and the signals (SIGHUP reloads, SIGTERM stops). Alerts are queued in the
-//! store by the worker and sent by a thread of their own, so that an SMTP server that hangs
-//! delays no pass.
+//! and a stop lets the job in progress finish; its requests (the annuaire, IMAP, DNS) wait on the
+//! daemon's runtime, where the annuaire client's pooled connections live. Around it, tokio tasks
+//! decide *when*: the poll schedule (and the Maildir/IMAP watchers that wake it), a one-second
+//! control tick that applies what was approved from the command line, the resolver's tick, the
+//! log tick, the HTTP endpoint, the console, the mailer (lettre's async SMTP: an SMTP server
+//! that hangs delays no pass) and systemd's watchdog.
+//!
+//! Shutdown is one [`CancellationToken`] tree: the daemon's root token, and under it one token
+//! per configuration generation, which a reload cancels (its schedules, watchers, listeners and
+//! mailer end; the new generation's start). [`run`] takes the shutdown and the reload requests
+//! as values, so that it runs in-process in tests; [`run_with_signals`] maps SIGTERM/SIGINT and
+//! SIGHUP onto them for the command line.
 //!
 //! Control from the command line goes through the store: `rocsync approve` records the decision
 //! (the daemon holds `daemon.lock` in the state directory, which tells the command it runs), and
@@ -19,6 +25,7 @@
 pub mod http;
 pub mod mailer;
 mod reload;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -31,7 +38,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::alerts::{Alert, AmcName, Closing, RunAt, Withdrawn, reminder_key, review_key, unreachable_key};
@@ -43,13 +51,14 @@ use crate::plan::{Plan, Status};
 use crate::store::StoreError;
 use crate::resolve::now_millis;
 use crate::sinks::plain::WildcardStyle;
-use crate::sources::schedule::{self, PollSchedule};
+use crate::sources::schedule;
 use crate::store::LogPosition;
 use crate::watch::follow::Follower;
 use crate::watch::health::{Health, Tell};
 use crate::watch::journal::JournalReader;
 use crate::watch::{Correlator, Line};
 use http::{Document, Published, Shared};
+use settings::Settings;
 
 /// The file the daemon holds locked while it runs, in the state directory.
 pub const LOCK_FILE: &str = "daemon.lock";
@@ -69,9 +78,11 @@ enum Job {
     ApplyApproved,
     Refresh,
     Logs,
-    /// A configuration read and checked, with the text of its file (to tell what changed).
-    Reload(Box<Config>, String),
-    /// SIGHUP found the file broken: the reason, for the audit log.
+    /// A configuration read and checked, with the text of its file (to tell what changed) and
+    /// its settings; the answer says whether the worker took it (then the generation is
+    /// replaced) or kept the old one (its engine could not open).
+    Reload(Box<Config>, String, Box<Settings>, oneshot::Sender<bool>),
+    /// A reload found the file broken: the reason, for the audit log.
     ReloadRefused(String),
     Ping(oneshot::Sender<()>),
     /// nftables: someone else changed rocsync's table (seen by the monitor): repair it now.
@@ -79,14 +90,49 @@ enum Job {
     Repair,
 }
 
-/// Runs until SIGTERM or SIGINT.
-pub fn run(config_path: &Path) -> anyhow::Result<()> {
+/// `rocsync run` from the command line: the daemon on a runtime of its own, stopped by SIGTERM
+/// or SIGINT, reloaded by SIGHUP.
+pub fn run_with_signals(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::from_path(config_path)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(main_loop(config_path.to_owned(), config))
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("rocsync").enable_all().build()?;
+    runtime.block_on(signalled(config, config_path.to_owned()))
 }
 
-async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
+/// [`run`], with SIGTERM and SIGINT as its shutdown and SIGHUP as its reloads.
+async fn signalled(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Taken before anything else: a SIGHUP before its handler would end the process.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (reload, reloads) = mpsc::channel::<()>(4);
+    let stop = CancellationToken::new();
+    let signals = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {
+                        // SIGHUPs that come while reloads wait are one more reload, not a queue.
+                        let _ = reload.try_send(());
+                    }
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                }
+            }
+            stop.cancel();
+        })
+    };
+    let result = run(config, config_path, reloads, stop.cancelled_owned()).await;
+    signals.abort();
+    result
+}
+
+/// The daemon, in-process: runs with `config` until `shutdown` completes; each message on
+/// `reloads` reads `config_path` again and, when it is valid, replaces the whole generation
+/// (schedules, watchers, the HTTP endpoint, the console, the mailer). Must be called on a
+/// multi-threaded runtime: the engine's requests wait on it from the worker thread.
+pub async fn run(config: Config, config_path: PathBuf, mut reloads: mpsc::Receiver<()>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     // Owner-only before anything is written in it: plans name the hospital's openings.
     crate::store::create_state_dir(&config.state_dir)
         .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
@@ -102,31 +148,21 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     lock.set_len(0)?;
     writeln!(lock, "{}", std::process::id())?;
 
-    let shared: Shared = Arc::new(RwLock::new(Published { serve_metrics: config.http.metrics, ..Published::default() }));
-    let engine = Engine::open(config.clone())?;
+    let settings = settings::settings(&config);
+    let root = CancellationToken::new();
+    let shared: Shared = Arc::new(RwLock::new(Published { serve_metrics: settings.serve_metrics, ..Published::default() }));
+    let runtime = tokio::runtime::Handle::current();
+    let engine = Engine::open(config.clone())?.on_runtime(runtime.clone());
     let (jobs, rx) = mpsc::channel::<Job>(16);
-    let (worker_shared, worker_path) = (shared.clone(), config_path.clone());
-    // The file as loaded, to tell what a reload changes.
-    let loaded = Config::read_text(&config_path).unwrap_or_default();
-    let worker = std::thread::Builder::new()
-        .name("rocsync-worker".into())
-        .spawn(move || Worker::new(engine, worker_shared, worker_path, loaded).run(rx))?;
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stop_mailer = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mailer = if config.alerts.enabled {
-        let (config, shared, stop) = (config.clone(), shared.clone(), stop_mailer.clone());
-        Some(std::thread::Builder::new().name("rocsync-mailer".into()).spawn(move || mail_loop(&config, &shared, &stop))?)
-    } else {
-        None
+    let worker = {
+        let (shared, path, settings) = (shared.clone(), config_path.clone(), settings.clone());
+        // The file as loaded, to tell what a reload changes.
+        let loaded = Config::read_text(&config_path).unwrap_or_default();
+        std::thread::Builder::new()
+            .name("rocsync-worker".into())
+            .spawn(move || Worker::new(engine, settings, runtime, shared, path, loaded).run(rx))?
     };
-
-    let mut tasks = tokio::task::JoinSet::new();
-    let wake = Arc::new(Notify::new());
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    spawn_schedules(&mut tasks, &config, &jobs, &wake, &stop_rx, stopped);
+    let mut generation = Some(Generation::start(&config, &settings, &jobs, &shared, &root).await?);
     // --- nftables monitor (nftgen): a change someone else makes to rocsync's table is repaired
     // at once, not at the next poll. Subscribed before the first pass; a weak sender, so that it
     // never keeps the worker from stopping.
@@ -149,33 +185,6 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         }
     }
     // --- end of the nftables monitor.
-    if config.http.enabled {
-        let listener = tokio::net::TcpListener::bind(config.http.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.http.listen))?;
-        info!("HTTP endpoint on http://{}/roc-hosts.txt", config.http.listen);
-        tasks.spawn(http::serve(listener, shared.clone(), stopped(stop_rx.clone())));
-    }
-    if let Some(settings) = config.console.clone() {
-        let tls = match &settings.tls {
-            Some(files) => Some(crate::console::tls_config(files).map_err(|e| anyhow::anyhow!("the review console: {e}"))?),
-            None => None,
-        };
-        let listener =
-            tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("cannot listen on {} (console.listen)", settings.listen))?;
-        // An approval is applied at once, not at the next tick. A weak handle: the console's
-        // last connections must not keep the worker from stopping.
-        let worker_jobs = jobs.downgrade();
-        let poke = Box::new(move || {
-            if let Some(jobs) = worker_jobs.upgrade() {
-                let _ = jobs.try_send(Job::ApplyApproved);
-            }
-        });
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        info!("Review console on {scheme}://{}/", settings.listen);
-        let console = crate::console::Console::open(config.clone(), settings, poke)?;
-        tasks.spawn(crate::console::serve(listener, tls, console, stopped(stop_rx.clone())));
-    }
 
     // The first pass before READY: the service is ready once what it enforces is in place.
     let (tx, ready) = oneshot::channel();
@@ -185,43 +194,40 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     info!(pid = std::process::id(), first_pass_ok = first, "rocsync run: ready.");
 
+    let mut tasks = tokio::task::JoinSet::new();
     if let Some(period) = sd_notify::watchdog_enabled() {
-        let jobs = jobs.clone();
-        let mut stop = stop_rx.clone();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(period / 2);
-            loop {
-                // Both waits end at once on SIGTERM: a stop never waits for the next ping
-                // (half the watchdog period, longer than systemd's stop timeout).
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                // The worker answers between jobs: a worker stuck in one job longer than the
-                // watchdog period gets the service restarted.
-                let (tx, rx) = oneshot::channel();
-                let answered = async { jobs.send(Job::Ping(tx)).await.is_ok() && tokio::time::timeout(period, rx).await.is_ok() };
-                tokio::select! {
-                    ok = answered => if ok {
-                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                    },
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-            }
-        });
+        tasks.spawn(watchdog(period, jobs.clone(), root.clone()));
     }
 
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = hup.recv() => {
+            () = &mut shutdown => break,
+            Some(()) = reloads.recv() => {
                 let text = Config::read_text(&config_path).unwrap_or_default();
                 match Config::from_path(&config_path) {
                     Ok(new) => {
                         info!("SIGHUP: configuration {} read.", config_path.display());
-                        let _ = jobs.send(Job::Reload(Box::new(new), text)).await;
+                        let settings = settings::settings(&new);
+                        let (tx, taken) = oneshot::channel();
+                        let job = Job::Reload(Box::new(new.clone()), text, Box::new(settings.clone()), tx);
+                        // The job in progress (an apply) finishes first, under the old generation.
+                        if jobs.send(job).await.is_err() || !taken.await.unwrap_or(false) {
+                            continue;
+                        }
+                        // The old generation's listeners are closed before the new ones bind
+                        // (the same address may be kept).
+                        if let Some(old) = generation.take() {
+                            old.stop().await;
+                        }
+                        generation = match Generation::start(&new, &settings, &jobs, &shared, &root).await {
+                            Ok(g) => Some(g),
+                            Err(e) => {
+                                error!("The new configuration's services cannot all start: {e:#}");
+                                None
+                            }
+                        };
+                        info!("Reload done: the new configuration is in force.");
                     }
                     Err(e) => {
                         // One line: under systemd each line is an entry of its own.
@@ -232,51 +238,113 @@ async fn main_loop(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
                     }
                 }
             }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
         }
     }
     info!("Stopping: finishing the job in progress.");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    let _ = stop_tx.send(true);
-    drop(jobs);
-    while tasks.join_next().await.is_some() {}
-    tokio::task::spawn_blocking(move || worker.join()).await.ok();
-    stop_mailer.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(m) = mailer {
-        tokio::task::spawn_blocking(move || m.join()).await.ok();
+    root.cancel();
+    if let Some(g) = generation.take() {
+        g.stop().await;
     }
+    while tasks.join_next().await.is_some() {}
+    drop(jobs);
+    tokio::task::spawn_blocking(move || worker.join()).await.ok();
     info!("Stopped.");
     Ok(())
 }
 
-fn spawn_schedules<F, Fut>(
-    tasks: &mut tokio::task::JoinSet<()>,
-    config: &Config,
-    jobs: &mpsc::Sender<Job>,
-    wake: &Arc<Notify>,
-    stop: &watch::Receiver<bool>,
-    stopped: F,
-) where
-    F: Fn(watch::Receiver<bool>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let a = &config.annuaire;
-    let schedule = PollSchedule {
-        interval: a.poll_interval,
-        jitter: a.poll_jitter,
-        backoff_max: a.backoff_max,
-        min_gap: config.notifications.debounce,
-    };
+/// What runs for one configuration: cancelled as a whole when a reload replaces it, or at the
+/// stop (its token is a child of the daemon's).
+struct Generation {
+    token: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Generation {
+    /// Starts the schedules, watchers, listeners and mailer of `settings`. A listener that
+    /// cannot bind fails the start (and the tasks started are dropped with their set).
+    async fn start(config: &Config, settings: &Settings, jobs: &mpsc::Sender<Job>, shared: &Shared, root: &CancellationToken) -> anyhow::Result<Generation> {
+        let token = root.child_token();
+        let mut tasks = tokio::task::JoinSet::new();
+        spawn_schedules(&mut tasks, settings, jobs, &token);
+        if let Some(listen) = &settings.http_listen {
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
+            info!("HTTP endpoint on http://{listen}/roc-hosts.txt");
+            tasks.spawn(http::serve(listener, shared.clone(), token.clone().cancelled_owned()));
+        }
+        if settings.alerts {
+            match mailer::Mailer::new(config) {
+                Ok(m) => {
+                    tasks.spawn(mail_loop(m, config.state_dir.clone(), shared.clone(), token.clone()));
+                }
+                Err(e) => error!("Alerts cannot be sent: {e}"),
+            }
+        }
+        if let Some(console) = settings.console.clone() {
+            let tls = match &console.tls {
+                Some(files) => Some(crate::console::tls_config(files).map_err(|e| anyhow::anyhow!("the review console: {e}"))?),
+                None => None,
+            };
+            let listener =
+                tokio::net::TcpListener::bind(console.listen).await.with_context(|| format!("cannot listen on {} (console.listen)", console.listen))?;
+            // An approval is applied at once, not at the next tick. A weak handle: the
+            // console's last connections must not keep the worker from stopping.
+            let worker_jobs = jobs.downgrade();
+            let poke = Box::new(move || {
+                if let Some(jobs) = worker_jobs.upgrade() {
+                    let _ = jobs.try_send(Job::ApplyApproved);
+                }
+            });
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            info!("Review console on {scheme}://{}/", console.listen);
+            let console = crate::console::Console::open(config.clone(), console, poke)?;
+            tasks.spawn(crate::console::serve(listener, tls, console, token.clone().cancelled_owned()));
+        }
+        Ok(Generation { token, tasks })
+    }
+
+    /// Cancels everything of this generation and waits for it to end (its listeners closed).
+    async fn stop(mut self) {
+        self.token.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Pings the worker for systemd's watchdog until `stop`.
+async fn watchdog(period: Duration, jobs: mpsc::Sender<Job>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(period / 2);
+    loop {
+        // Both waits end at once on SIGTERM: a stop never waits for the next ping (half the
+        // watchdog period, longer than systemd's stop timeout).
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        // The worker answers between jobs: a worker stuck in one job longer than the watchdog
+        // period gets the service restarted.
+        let (tx, rx) = oneshot::channel();
+        let answered = async { jobs.send(Job::Ping(tx)).await.is_ok() && tokio::time::timeout(period, rx).await.is_ok() };
+        tokio::select! {
+            ok = answered => if ok {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            },
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+fn spawn_schedules(tasks: &mut tokio::task::JoinSet<()>, settings: &Settings, jobs: &mpsc::Sender<Job>, stop: &CancellationToken) {
+    let schedule = settings.schedule;
+    let wake = Arc::new(Notify::new());
     {
-        let (jobs, wake, done, mut stop) = (jobs.clone(), wake.clone(), stopped(stop.clone()), stop.clone());
+        let (jobs, wake, stop) = (jobs.clone(), wake.clone(), stop.clone());
         tasks.spawn(async move {
-            // The first pass is made before READY; the schedule starts after it (or at once
-            // when a notification wakes it).
+            // The first pass is made before READY (after a reload, the old generation's last
+            // pass stands); the schedule starts after it, or at once when a notification wakes it.
             tokio::select! {
                 () = tokio::time::sleep(schedule.after_success(schedule::jitter_random())) => {}
                 () = wake.notified() => wake.notify_one(),
-                _ = stop.wait_for(|s| *s) => return,
+                () = stop.cancelled() => return,
             }
             schedule::run(
                 schedule,
@@ -288,27 +356,24 @@ fn spawn_schedules<F, Fut>(
                     }
                 },
                 &wake,
-                done,
+                stop.cancelled_owned(),
             )
             .await;
         });
     }
-    let ticks: Vec<(Duration, fn() -> Job)> = {
-        let mut t: Vec<(Duration, fn() -> Job)> = vec![(Duration::from_secs(1), || Job::ApplyApproved), (Duration::from_millis(500), || Job::Logs)];
-        if config.resolver.enabled {
-            t.push((config.resolver.policy.min_ttl.max(Duration::from_secs(1)), || Job::Refresh));
-        }
-        t
-    };
+    let mut ticks: Vec<(Duration, fn() -> Job)> = vec![(Duration::from_secs(1), || Job::ApplyApproved), (Duration::from_millis(500), || Job::Logs)];
+    if let Some(period) = settings.refresh_every {
+        ticks.push((period, || Job::Refresh));
+    }
     for (period, job) in ticks {
-        let (jobs, mut stop) = (jobs.clone(), stop.clone());
+        let (jobs, stop) = (jobs.clone(), stop.clone());
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
-                    _ = stop.wait_for(|s| *s) => return,
+                    () = stop.cancelled() => return,
                 }
                 // A full queue means the worker is busy: this tick is skipped, not stacked.
                 if jobs.try_send(job()).is_err() && jobs.is_closed() {
@@ -317,9 +382,8 @@ fn spawn_schedules<F, Fut>(
             }
         });
     }
-    if let Some(root) = config.maildir.clone() {
-        let rescan = config.notifications.maildir_rescan_interval;
-        let (wake, done) = (wake.clone(), stopped(stop.clone()));
+    if let Some((root, rescan)) = settings.maildir.clone() {
+        let (wake, done) = (wake.clone(), stop.clone().cancelled_owned());
         tasks.spawn(async move {
             match crate::sources::maildir::Maildir::open(&root) {
                 Ok(maildir) => {
@@ -331,31 +395,28 @@ fn spawn_schedules<F, Fut>(
             }
         });
     }
-    if let Some(imap) = config.imap.clone() {
-        let (use_idle, interval) = (config.notifications.imap_use_idle, config.notifications.imap_poll_interval);
-        let (wake, done) = (wake.clone(), stopped(stop.clone()));
+    if let Some((imap, use_idle, interval)) = settings.imap.clone() {
+        let (wake, done) = (wake.clone(), stop.clone().cancelled_owned());
         tasks.spawn(async move { crate::sources::imap::watch(&imap, use_idle, interval, wake, done).await });
     }
 }
 
-/// Sends the alert queue every two seconds until told to stop (then once more).
-fn mail_loop(config: &Config, shared: &Shared, stop: &std::sync::atomic::AtomicBool) {
-    let mailer = match mailer::Mailer::new(config) {
-        Ok(m) => m,
-        Err(e) => {
-            error!("Alerts cannot be sent: {e}");
-            return;
-        }
-    };
-    let mut store = match crate::store::Store::open(&config.state_dir) {
+/// Sends the alert queue every two seconds until `stop`, on the daemon's runtime: an SMTP server
+/// that hangs holds this task only (lettre's timeout ends the attempt), never a pass.
+async fn mail_loop(mailer: mailer::Mailer, state_dir: PathBuf, shared: Shared, stop: CancellationToken) {
+    let mut store = match crate::store::Store::open(&state_dir) {
         Ok(s) => s,
         Err(e) => {
             error!("Alerts cannot be sent: {}", crate::error_chain(&e));
             return;
         }
     };
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        match mailer.deliver(&mut store) {
+    loop {
+        let round = tokio::select! {
+            round = mailer.deliver(&mut store) => round,
+            () = stop.cancelled() => return,
+        };
+        match round {
             Ok(round) => {
                 if let Ok(mut p) = shared.write() {
                     p.metrics.alerts_sent += round.sent as u64;
@@ -364,11 +425,9 @@ fn mail_loop(config: &Config, shared: &Shared, stop: &std::sync::atomic::AtomicB
             }
             Err(e) => warn!("Alert queue: {e}"),
         }
-        for _ in 0..20 {
-            if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = stop.cancelled() => return,
         }
     }
 }
@@ -376,6 +435,10 @@ fn mail_loop(config: &Config, shared: &Shared, stop: &std::sync::atomic::AtomicB
 /// The worker: owns the engine, does one job at a time.
 struct Worker {
     engine: Engine,
+    /// The daemon's settings of the engine's configuration.
+    settings: Settings,
+    /// The daemon's runtime, which every engine of this worker waits on for its requests.
+    runtime: tokio::runtime::Handle,
     shared: Shared,
     /// The configuration file, for the commands the e-mails give.
     config_path: PathBuf,
@@ -401,9 +464,11 @@ enum LogKind {
 }
 
 impl Worker {
-    fn new(engine: Engine, shared: Shared, config_path: PathBuf, loaded: String) -> Worker {
+    fn new(engine: Engine, settings: Settings, runtime: tokio::runtime::Handle, shared: Shared, config_path: PathBuf, loaded: String) -> Worker {
         let mut w = Worker {
             engine,
+            settings,
+            runtime,
             shared,
             config_path,
             followers: Vec::new(),
@@ -420,12 +485,10 @@ impl Worker {
     }
 
     fn open_followers(&mut self) {
-        let watch = self.engine.config.watch.clone();
-        let base = self.engine.config.base_dir.clone();
+        let logs = self.settings.logs.clone();
         self.followers.clear();
-        for (path, kind) in [(watch.squid_access_log, LogKind::Squid), (watch.nft_log, LogKind::Nft)] {
+        for (path, kind) in [(logs.squid_access_log, LogKind::Squid), (logs.nft_log, LogKind::Nft)] {
             let Some(path) = path else { continue };
-            let path = base.join(path);
             let saved = self.engine.store.log_position(&path.to_string_lossy()).unwrap_or_else(|e| {
                 warn!("Cannot read the saved position of {}: {}", path.display(), crate::error_chain(&e));
                 None
@@ -433,9 +496,11 @@ impl Worker {
             info!("Following {} from {}.", path.display(), if saved.is_some() { "where it stopped" } else { "its end" });
             self.followers.push((Follower::new(&path, saved), kind));
         }
-        self.journal = watch.journal.then(|| {
-            let mut reader = JournalReader::new(watch.journal_directory.map(|d| base.join(d)), None);
+        self.journal = logs.journal.map(|directory| {
+            let mut reader = JournalReader::new(directory, None);
             reader.cursor = self.engine.store.log_position(&reader.key()).ok().flatten().map(|p| p.first_line);
+            // One journalctl child, on the daemon's runtime, until this reader is dropped.
+            reader.follow_on(self.runtime.clone());
             info!("Following the journal ({}).", reader.key());
             reader
         });
@@ -459,7 +524,10 @@ impl Worker {
                     self.publish();
                 }
                 Job::Logs => self.logs(),
-                Job::Reload(config, text) => self.reload(*config, text),
+                Job::Reload(config, text, settings, taken) => {
+                    let ok = self.reload(*config, text, *settings);
+                    let _ = taken.send(ok);
+                }
                 Job::ReloadRefused(reason) => self.audit("config.reload_refused", &reason),
                 Job::Ping(reply) => {
                     let _ = reply.send(());
@@ -474,13 +542,15 @@ impl Worker {
     /// refused with why (`config.reload_refused`). Outputs that the new configuration writes
     /// differently (a `wildcard_style`, an export added) are rewritten at once, audited as
     /// `config.outputs_rewritten`: nobody tampered with them, and nobody is told so.
-    fn reload(&mut self, config: Config, text: String) {
+    fn reload(&mut self, config: Config, text: String, settings: Settings) -> bool {
         // Outputs that differed already before are drift: the next pass repairs and reports
         // them (with what the new configuration changes in them).
         let drifted_before = self.engine.drift().map_or(true, |d| !d.is_empty());
         match Engine::open(config) {
             Ok(engine) => {
-                self.engine = engine;
+                // A new client with the new settings: the old one's connections go with it.
+                self.engine = engine.on_runtime(self.runtime.clone());
+                self.settings = settings;
                 self.catalogue = None;
                 self.open_followers();
                 let changes = reload::changes(&self.loaded, &text);
@@ -493,11 +563,13 @@ impl Worker {
                     }
                 }
                 self.publish();
+                true
             }
             Err(e) => {
                 let reason = crate::error_chain(&e);
                 error!("The new configuration cannot be used, the old one stays: {reason}");
                 self.audit("config.reload_refused", &reason);
+                false
             }
         }
     }
@@ -509,10 +581,10 @@ impl Worker {
     }
 
     fn raise(&mut self, alert: Alert) {
-        if !self.engine.config.alerts.enabled {
+        if !self.settings.alerts {
             return;
         }
-        let window = self.engine.config.alerts.dedup_window;
+        let window = self.settings.dedup_window;
         if let Err(e) = self.engine.store.raise(&alert, &now(), window.as_millis() as u64, now_millis()) {
             error!("Cannot queue an alert: {}", crate::error_chain(&e));
         }
@@ -605,7 +677,7 @@ impl Worker {
     /// again. The store tells whether one is owed, so that a restart in between loses nothing.
     fn back_to_normal(&mut self) {
         let source = self.engine.config.source.to_string();
-        let window = self.engine.config.alerts.dedup_window;
+        let window = self.settings.dedup_window;
         let Ok(Some((down_ms, Alert::Unreachable { since, .. }))) = self.engine.store.last_raised(&unreachable_key(&source)) else { return };
         // An unreachable alert is raised again every pass while the outage lasts, so an older
         // one belongs to an outage told about before this version (none is owed for it).
@@ -666,7 +738,7 @@ impl Worker {
         let source = self.engine.config.source.to_string();
         let since = self.failing_since.get_or_insert_with(|| (now(), now_millis(), error.clone()));
         since.2 = error;
-        let after = self.engine.config.annuaire.unreachable_alert_after;
+        let after = self.settings.unreachable_alert_after;
         if now_millis().saturating_sub(since.1) >= after.as_millis() as u64 {
             let alert = Alert::Unreachable { source, since: since.0.clone(), error: since.2.clone() };
             self.raise(alert);
@@ -677,8 +749,8 @@ impl Worker {
     /// waiting longer than `review.remind_after`. Both in the mails' language, saying first
     /// when the plan closes much.
     fn review_alerts(&mut self, open: &[Plan]) {
-        let remind = self.engine.config.review.remind_after;
-        let lang = self.engine.config.alerts.language.clone();
+        let remind = self.settings.remind_after;
+        let lang = self.settings.language.clone();
         for plan in open.iter().filter(|p| p.status == Status::Pending) {
             // The mail is composed only when it is to be sent: this runs every second.
             if !self.engine.store.alert_raised_since(&review_key(plan.id), 0).unwrap_or(true) {
@@ -783,7 +855,7 @@ impl Worker {
     /// Reads what the followed logs added, and queues an alert per blocked AMC request (counted
     /// and deduplicated), together with the new position of each log.
     fn logs(&mut self) {
-        let prefix = self.engine.config.nftables.log_prefix.clone();
+        let prefix = self.settings.logs.nft_prefix.clone();
         let now_t = Instant::now();
         if let Some(mut journal) = self.journal.take() {
             let key = journal.key();
@@ -888,8 +960,8 @@ impl Worker {
                 }
             }
         }
-        let window = self.engine.config.alerts.dedup_window.as_millis() as u64;
-        let to_store = if self.engine.config.alerts.enabled { raised } else { Vec::new() };
+        let window = self.settings.dedup_window.as_millis() as u64;
+        let to_store = if self.settings.alerts { raised } else { Vec::new() };
         if let Err(e) = self.engine.store.record_log_with_usage(key, position, &to_store, window, now_millis(), counts, crate::usage::now()) {
             error!("Cannot record what {key} said: {}", crate::error_chain(&e));
         }
@@ -977,7 +1049,7 @@ impl Worker {
         p.metrics.pending_plans = pending;
         p.metrics.addresses = addresses;
         p.metrics.dns_refused = dns_refused;
-        p.serve_metrics = self.engine.config.http.metrics;
+        p.serve_metrics = self.settings.serve_metrics;
         if let Some((plain, json, plan_id)) = documents {
             p.plain = plain;
             p.json = json;

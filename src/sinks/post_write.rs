@@ -1,11 +1,13 @@
 //! The command an export runs after its file changed (`squid -k reconfigure`): no shell, a
-//! timeout.
+//! timeout. The command runs in a process group of its own, and a timeout kills the whole group:
+//! a `sh -c` script's children outlived a kill of the shell (and held its stderr open).
 //!
 //! Its stderr is read on a thread while it runs and only the end is kept: a command that says a
 //! lot never fills the pipe and blocks until it is killed, and a failure is reported with the
 //! last lines, where the reason usually is.
 
 use std::io::{self, Read};
+use std::os::unix::process::CommandExt as _;
 use std::process::{ChildStderr, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -34,6 +36,7 @@ impl PostWrite {
         let (program, args) = self.argv.split_first().ok_or("empty command")?;
         let mut child = Command::new(program)
             .args(args)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -42,7 +45,7 @@ impl PostWrite {
         let stderr = match child.stderr.take().map(StderrTail::start).transpose() {
             Ok(stderr) => stderr,
             Err(e) => {
-                let _ = child.kill();
+                kill_group(&mut child);
                 let _ = child.wait();
                 return Err(format!("`{shown}`: cannot read its stderr: {e}"));
             }
@@ -58,7 +61,7 @@ impl PostWrite {
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left == Some(Duration::ZERO) {
-                let _ = child.kill();
+                kill_group(&mut child);
                 let _ = child.wait();
                 return Err(with_stderr(format!("`{shown}` did not finish within {:?} and was killed", self.timeout), stderr));
             }
@@ -70,6 +73,20 @@ impl PostWrite {
         }
         Err(with_stderr(format!("`{shown}` failed ({status})"), stderr))
     }
+}
+
+/// Kills the command and every process of its group (what a script started, too). The group's
+/// id is the command's pid (`process_group(0)`), and stays taken until the command is reaped.
+#[allow(unsafe_code)]
+fn kill_group(child: &mut std::process::Child) {
+    if let Ok(group) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: killpg(2) takes plain integers and touches no memory of this process; the
+        // group is the child's own, which it leads until it is waited for.
+        unsafe {
+            libc::killpg(group, libc::SIGKILL);
+        }
+    }
+    let _ = child.kill();
 }
 
 /// `report`, followed by the end of what the command wrote to stderr when it wrote something.
@@ -166,6 +183,29 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2));
         let missing = PostWrite { argv: vec!["/nonexistent/reload".into()], timeout: Duration::from_secs(1) };
         assert!(missing.run().unwrap_err().contains("cannot start"));
+    }
+
+    /// Issue 12: a timeout killed the shell of `sh -c` and left what it started running (here a
+    /// `sleep` that would have held a reload for a minute). The whole process group is killed.
+    #[test]
+    fn a_timeout_kills_what_the_command_started_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("child.pid");
+        let script = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
+        let slow = PostWrite { argv: sh(&script), timeout: Duration::from_millis(500) };
+        let started = Instant::now();
+        assert!(slow.run().unwrap_err().contains("did not finish within 500ms"));
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+        let gone = || {
+            // Gone, or a zombie waiting for whoever adopted it.
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !gone() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gone(), "the script's child {pid} outlived the timeout");
     }
 
     #[test]

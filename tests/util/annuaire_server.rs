@@ -1,7 +1,10 @@
 //! A real HTTPS annuaire for tests: a test PKI made with rcgen (a fake IGC-Santé CA for the
 //! hospital's certificate, a fake IGC OSI CA for the server's), and a server on loopback that
 //! requires a client certificate and answers as told (a list, 304 on a matching ETag, an error
-//! status, an outage page, a truncated or oversize body, or nothing for a while).
+//! status, an outage page, a truncated or oversize body, or nothing for a while). By default each
+//! answer closes its connection (`Connection: close`); [`AnnuaireServer::start_keep_alive`]
+//! keeps connections open between requests as a real web service does, closes those idle for
+//! a while, and counts TLS handshakes.
 
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -99,11 +102,31 @@ pub struct AnnuaireServer {
     pub requests: Arc<AtomicUsize>,
     /// Requests that came with an If-None-Match header.
     pub conditional: Arc<AtomicUsize>,
+    /// TLS handshakes completed (one per connection).
+    pub handshakes: Arc<AtomicUsize>,
+}
+
+/// How the server treats a connection after an answer.
+#[derive(Clone, Copy)]
+struct Lifetime {
+    /// `None`: closed after each answer. `Some(idle)`: kept for the next request, and closed by
+    /// the server after `idle` without one.
+    keep_alive: Option<Duration>,
 }
 
 impl AnnuaireServer {
     /// Serves with `server_leaf`, accepting client certificates signed by `client_ca`.
     pub fn start(server_leaf: &Leaf, client_ca: &Ca, reply: Reply) -> AnnuaireServer {
+        AnnuaireServer::launch(server_leaf, client_ca, reply, Lifetime { keep_alive: None })
+    }
+
+    /// As [`AnnuaireServer::start`], with HTTP/1.1 keep-alive: no `Connection: close`, and a
+    /// connection idle for `idle` is closed by the server (close_notify, then FIN).
+    pub fn start_keep_alive(server_leaf: &Leaf, client_ca: &Ca, reply: Reply, idle: Duration) -> AnnuaireServer {
+        AnnuaireServer::launch(server_leaf, client_ca, reply, Lifetime { keep_alive: Some(idle) })
+    }
+
+    fn launch(server_leaf: &Leaf, client_ca: &Ca, reply: Reply, lifetime: Lifetime) -> AnnuaireServer {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from(client_ca.issuer.der().to_vec())).unwrap();
@@ -127,14 +150,16 @@ impl AnnuaireServer {
             reply: Arc::new(Mutex::new(reply)),
             requests: Arc::new(AtomicUsize::new(0)),
             conditional: Arc::new(AtomicUsize::new(0)),
+            handshakes: Arc::new(AtomicUsize::new(0)),
         };
-        let (reply, requests, conditional) = (server.reply.clone(), server.requests.clone(), server.conditional.clone());
+        let counters = Counters { requests: server.requests.clone(), conditional: server.conditional.clone(), handshakes: server.handshakes.clone() };
+        let reply = server.reply.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let (config, reply, requests, conditional) = (config.clone(), reply.clone(), requests.clone(), conditional.clone());
+                let (config, reply, counters) = (config.clone(), reply.clone(), counters.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(stream, config, &reply, &requests, &conditional);
+                    let _ = serve(stream, config, &reply, &counters, lifetime);
                 });
             }
         });
@@ -152,83 +177,105 @@ impl AnnuaireServer {
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
+
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
+    }
 }
 
-fn serve(
-    stream: std::net::TcpStream,
-    config: Arc<rustls::ServerConfig>,
-    reply: &Mutex<Reply>,
-    requests: &AtomicUsize,
-    conditional: &AtomicUsize,
-) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+#[derive(Clone)]
+struct Counters {
+    requests: Arc<AtomicUsize>,
+    conditional: Arc<AtomicUsize>,
+    handshakes: Arc<AtomicUsize>,
+}
+
+fn serve(stream: std::net::TcpStream, config: Arc<rustls::ServerConfig>, reply: &Mutex<Reply>, counters: &Counters, lifetime: Lifetime) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(lifetime.keep_alive.unwrap_or(Duration::from_secs(10))))?;
     let conn = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
     let mut tls = rustls::StreamOwned::new(conn, stream);
-    // Read the request head; the handshake (and the client certificate check) happens here.
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if tls.read(&mut byte)? == 0 {
-            return Ok(());
-        }
-        head.push(byte[0]);
-        if head.len() > 16 * 1024 {
-            return Ok(());
-        }
+    // The handshake (and the client certificate check) first, to count it.
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
     }
-    requests.fetch_add(1, Ordering::SeqCst);
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let if_none_match =
-        head.lines().find_map(|l| l.strip_prefix("if-none-match:")).map(|v| v.trim().to_owned());
-    if if_none_match.is_some() {
-        conditional.fetch_add(1, Ordering::SeqCst);
-    }
-    let reply = reply.lock().unwrap().clone();
-    let response = match reply {
-        Reply::Answer { body, content_type, etag } => {
-            if if_none_match.as_deref() == Some(etag.to_ascii_lowercase().as_str()) {
-                format!("HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\nConnection: close\r\n\r\n").into_bytes()
-            } else {
-                let mut r = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nETag: {etag}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                )
-                .into_bytes();
+    counters.handshakes.fetch_add(1, Ordering::SeqCst);
+    let close = if lifetime.keep_alive.is_some() { "" } else { "Connection: close\r\n" };
+    loop {
+        // Read a request head; with keep-alive, a read that times out is an idle connection,
+        // which the server closes as web services do.
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match tls.read(&mut byte) {
+                Ok(0) => return Ok(()),
+                Ok(_) => head.push(byte[0]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) && head.is_empty() => {
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+            if head.len() > 16 * 1024 {
+                return Ok(());
+            }
+        }
+        counters.requests.fetch_add(1, Ordering::SeqCst);
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let if_none_match = head.lines().find_map(|l| l.strip_prefix("if-none-match:")).map(|v| v.trim().to_owned());
+        if if_none_match.is_some() {
+            counters.conditional.fetch_add(1, Ordering::SeqCst);
+        }
+        let reply = reply.lock().unwrap().clone();
+        let response = match reply {
+            Reply::Answer { body, content_type, etag } => {
+                if if_none_match.as_deref() == Some(etag.to_ascii_lowercase().as_str()) {
+                    format!("HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\n{close}\r\n").into_bytes()
+                } else {
+                    let mut r = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nETag: {etag}\r\nContent-Length: {}\r\n{close}\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    r.extend_from_slice(&body);
+                    r
+                }
+            }
+            Reply::Status { code, content_type, body } => {
+                let mut r = format!("HTTP/1.1 {code} Error\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{close}\r\n", body.len())
+                    .into_bytes();
                 r.extend_from_slice(&body);
                 r
             }
-        }
-        Reply::Status { code, content_type, body } => {
-            let mut r = format!(
-                "HTTP/1.1 {code} Error\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            )
-            .into_bytes();
-            r.extend_from_slice(&body);
-            r
-        }
-        Reply::Truncated { body } => {
-            let mut r = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len() * 2
-            )
-            .into_bytes();
-            r.extend_from_slice(&body);
-            r
-        }
-        Reply::AlwaysNotModified => b"HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n".to_vec(),
-        Reply::Stall => {
-            tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")?;
-            tls.flush()?;
-            std::thread::sleep(Duration::from_secs(8));
+            Reply::Truncated { body } => {
+                let mut r = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len() * 2
+                )
+                .into_bytes();
+                r.extend_from_slice(&body);
+                tls.write_all(&r)?;
+                tls.flush()?;
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+                return Ok(());
+            }
+            Reply::AlwaysNotModified => format!("HTTP/1.1 304 Not Modified\r\n{close}\r\n").into_bytes(),
+            Reply::Stall => {
+                tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")?;
+                tls.flush()?;
+                std::thread::sleep(Duration::from_secs(8));
+                return Ok(());
+            }
+        };
+        tls.write_all(&response)?;
+        tls.flush()?;
+        if lifetime.keep_alive.is_none() {
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
             return Ok(());
         }
-    };
-    tls.write_all(&response)?;
-    tls.flush()?;
-    tls.conn.send_close_notify();
-    let _ = tls.flush();
-    Ok(())
+    }
 }
 
 /// Writes `text` to `dir/name`.
