@@ -33,6 +33,7 @@ pub struct CachedAnswer {
 }
 
 impl Store {
+    /// Records one read of a source; a failed one is also audited (`source.error`).
     pub fn record_source_read(&mut self, read: &SourceRead) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute(
