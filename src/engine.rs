@@ -18,7 +18,6 @@ use tracing::{info, info_span, warn};
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::amc::AmcNumber;
 use crate::catalogue::{AmcUse, Catalogue, DOMAIN_PORT, Entry, Origin, State, desired};
 use crate::host::Host;
 use crate::sources::{imap, mail};
@@ -32,7 +31,7 @@ use crate::sinks::{Resolved, Sink, SinkError};
 use crate::sources::annuaire::Answer;
 use crate::sources::https::{AnnuaireClient, CertInfo, FetchError, Fetched, TlsSetupError, load_identity};
 use crate::sources::{SourceError, read_limited};
-use crate::store::{Applied, CachedAnswer, Decision, NotificationRecord, SourceRead, Store, StoreError};
+use crate::store::{Applied, CachedAnswer, Decision, MailVerdict, NotificationRecord, NotifiedOpening, Settled, SourceRead, Store, StoreError};
 use crate::sinks::readback::{self, ReadBack, ReadError};
 
 /// Why a command could not be carried out.
@@ -716,36 +715,36 @@ impl Engine {
     /// and says whether it was used. A message recorded before does nothing again, and what
     /// is said is the verdict recorded then, which its flag must show whatever this copy would
     /// be judged now (another body under the same Message-ID, an allow-list changed since).
-    fn record_message(&mut self, record: &NotificationRecord, closings: &[String], run: &mut MailRun) -> Result<bool, EngineError> {
+    fn record_message(&mut self, record: &NotificationRecord, closings: &[Host], run: &mut MailRun) -> Result<bool, EngineError> {
         if !self.store.record_notification(record, &now())? {
             run.duplicates += 1;
             let recorded = self.store.notification_verdict(&record.key)?;
-            let verdict = recorded.as_deref().unwrap_or("unknown");
+            let verdict = recorded.map_or("unknown", MailVerdict::as_str);
             info!(message = %record.key, verdict = %verdict, "Notification already recorded.");
-            return Ok(verdict == "used");
+            return Ok(recorded == Some(MailVerdict::Used));
         }
-        if record.verdict == "used" {
+        if record.verdict == MailVerdict::Used {
             // A closing announced by mail withdraws an opening announced by mail; what the
             // annuaire lists is closed by the annuaire.
             for host in closings {
-                self.store.settle_notified_host(host, "closed")?;
+                self.store.settle_notified_host(host, Settled::Closed)?;
             }
         }
-        match record.verdict.as_str() {
-            "used" => run.used += 1,
-            "rejected" => run.rejected += 1,
-            "no_change" => run.no_change += 1,
-            _ => run.unreadable += 1,
+        match record.verdict {
+            MailVerdict::Used => run.used += 1,
+            MailVerdict::Rejected => run.rejected += 1,
+            MailVerdict::NoChange => run.no_change += 1,
+            MailVerdict::Unreadable => run.unreadable += 1,
         }
         info!(message = %record.key, verdict = %record.verdict, "Notification {}.", record.reason.as_deref().unwrap_or("read"));
-        Ok(record.verdict == "used")
+        Ok(record.verdict == MailVerdict::Used)
     }
 
     /// What to record of one message: its verdict, and for a used one, the openings it
     /// announces; beside it, the hosts whose closing it announces when used. A message over
     /// `notifications.max_message_bytes` was never read: it is recorded by where it lies, as
     /// unreadable.
-    fn notification_record(&self, message: &mail::Incoming, origin: &str) -> (NotificationRecord, Vec<String>) {
+    fn notification_record(&self, message: &mail::Incoming, origin: &str) -> (NotificationRecord, Vec<Host>) {
         let n = &self.config.notifications;
         let unreadable = |reason: String| {
             let record = NotificationRecord {
@@ -753,7 +752,7 @@ impl Engine {
                 origin: origin.to_owned(),
                 sender: None,
                 subject: None,
-                verdict: "unreadable".into(),
+                verdict: MailVerdict::Unreadable,
                 reason: Some(reason),
                 changes: "[]".into(),
                 rejected_lines: "[]".into(),
@@ -775,8 +774,13 @@ impl Engine {
         if verdict == mail::Verdict::Used {
             for c in &notification.changes {
                 match c.action {
-                    mail::Action::Open => openings.push((c.host.to_string(), c.amc.to_string(), c.name.clone(), c.effective.clone())),
-                    mail::Action::Close => closings.push(c.host.to_string()),
+                    mail::Action::Open => openings.push(NotifiedOpening {
+                        host: c.host.clone(),
+                        amc: c.amc.clone(),
+                        name: c.name.clone(),
+                        effective: c.effective.clone(),
+                    }),
+                    mail::Action::Close => closings.push(c.host.clone()),
                 }
             }
         }
@@ -793,7 +797,12 @@ impl Engine {
             origin: origin.to_owned(),
             sender: notification.from.clone(),
             subject: notification.subject.clone(),
-            verdict: verdict.word().into(),
+            verdict: match verdict {
+                mail::Verdict::Used => MailVerdict::Used,
+                mail::Verdict::Rejected(_) => MailVerdict::Rejected,
+                mail::Verdict::NoChange => MailVerdict::NoChange,
+                mail::Verdict::Unreadable(_) => MailVerdict::Unreadable,
+            },
             reason,
             changes: serde_json::to_string(&notification.changes).unwrap_or_else(|_| "[]".into()),
             rejected_lines: serde_json::to_string(&notification.rejected_lines).unwrap_or_else(|_| "[]".into()),
@@ -806,16 +815,16 @@ impl Engine {
     /// (the guard makes any plan with them wait for approval). One the annuaire now lists is
     /// settled as `listed`.
     fn add_notified_hosts(&mut self, desired: &mut State) -> Result<(), EngineError> {
-        for (host, amc, name, _effective, _message) in self.store.pending_notified_hosts()? {
-            let (Ok(h), Ok(number)) = (Host::parse(&host), AmcNumber::parse(&amc)) else { continue };
-            if desired.entries.contains_key(&h) {
-                self.store.settle_notified_host(&host, "listed")?;
+        for pending in self.store.pending_notified_hosts()? {
+            let NotifiedOpening { host, amc: number, name, effective: _ } = pending.opening;
+            if desired.entries.contains_key(&host) {
+                self.store.settle_notified_host(&host, Settled::Listed)?;
                 continue;
             }
-            if self.config.policy.excludes(&h) {
+            if self.config.policy.excludes(&host) {
                 continue;
             }
-            let entry = desired.entries.entry(h).or_insert_with(|| Entry {
+            let entry = desired.entries.entry(host).or_insert_with(|| Entry {
                 ports: BTreeSet::from([DOMAIN_PORT]),
                 amcs: BTreeMap::new(),
                 origins: BTreeSet::from([Origin::Notification]),
@@ -897,7 +906,7 @@ impl Engine {
                 c.after.as_ref().is_some_and(|e| e.origins == BTreeSet::from([Origin::Notification]))
             });
             for change in notified {
-                self.store.settle_notified_host(change.host.as_str(), "rejected")?;
+                self.store.settle_notified_host(&change.host, Settled::Rejected)?;
             }
         }
         if decision == Decision::Approve && apply {

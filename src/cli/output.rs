@@ -15,7 +15,7 @@ use crate::host::Host;
 use crate::plan::render::{self, Tone};
 use crate::plan::{ChangeKind, HostDiff, Plan, Status};
 use crate::sources::annuaire::Answer;
-use crate::store::{AuditEntry, DecisionRecord};
+use crate::store::{AuditEntry, DecisionRecord, MailVerdict};
 
 const BOLD: Style = Style::new().bold();
 const ADD: Style = AnsiColor::Green.on_default();
@@ -549,10 +549,10 @@ pub fn notifications(out: &mut impl Write, rows: &[crate::store::NotificationRow
         return writeln!(out, "No notification read yet.");
     }
     for r in rows {
-        let style = match r.verdict.as_str() {
-            "used" => ADD,
-            "no_change" => MOD,
-            _ => DEL,
+        let style = match r.verdict {
+            MailVerdict::Used => ADD,
+            MailVerdict::NoChange => MOD,
+            MailVerdict::Rejected | MailVerdict::Unreadable => DEL,
         };
         let changes = r.changes.as_array().map(Vec::len).unwrap_or(0);
         let bad = r.rejected_lines.as_array().map(Vec::len).unwrap_or(0);

@@ -16,7 +16,7 @@ use crate::engine::Engine;
 use crate::plan::render::{self, Group, Tone};
 use crate::plan::{Plan, Status};
 use crate::resolve::now_millis;
-use crate::store::{NotificationRow, QueuedAlert, SourceRead, StoreError};
+use crate::store::{MailVerdict, NotificationRow, QueuedAlert, SourceRead, StoreError};
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -515,16 +515,15 @@ fn state_label(state: Option<&AmcState>, fr: bool) -> String {
 
 fn note_row(row: &NotificationRow, lang: &Language) -> NoteRow {
     let fr = *lang == Language::Fr;
-    let (verdict, tone) = match (row.verdict.as_str(), fr) {
-        ("used", true) => ("utilisée", "ok"),
-        ("used", false) => ("used", "ok"),
-        ("rejected", true) => ("rejetée", "bad"),
-        ("rejected", false) => ("rejected", "bad"),
-        ("no_change", true) => ("sans changement", "note"),
-        ("no_change", false) => ("no change", "note"),
-        ("unreadable", true) => ("illisible", "bad"),
-        ("unreadable", false) => ("unreadable", "bad"),
-        (_, _) => ("?", "note"),
+    let (verdict, tone) = match (row.verdict, fr) {
+        (MailVerdict::Used, true) => ("utilisée", "ok"),
+        (MailVerdict::Used, false) => ("used", "ok"),
+        (MailVerdict::Rejected, true) => ("rejetée", "bad"),
+        (MailVerdict::Rejected, false) => ("rejected", "bad"),
+        (MailVerdict::NoChange, true) => ("sans changement", "note"),
+        (MailVerdict::NoChange, false) => ("no change", "note"),
+        (MailVerdict::Unreadable, true) => ("illisible", "bad"),
+        (MailVerdict::Unreadable, false) => ("unreadable", "bad"),
     };
     let changes = row
         .changes

@@ -104,14 +104,21 @@ impl Store {
     }
 
     /// The AMCs whose direct openings the RPN migration closes: recorded by
-    /// `plan --rpn-migration`, unless the plan that closed them was rejected.
+    /// `plan --rpn-migration`, unless the plan that closed them was rejected. A number that no
+    /// longer parses is an error naming its row: skipping it would reopen what was closed.
     pub fn rpn_migrated(&self) -> Result<BTreeSet<AmcNumber>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT DISTINCT m.amc FROM rpn_migrations m LEFT JOIN plans p ON p.id = m.plan_id
+            "SELECT m.rowid, m.amc FROM rpn_migrations m LEFT JOIN plans p ON p.id = m.plan_id
              WHERE p.status IS NULL OR p.status != 'rejected'",
         )?;
-        let numbers = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
-        Ok(numbers.iter().filter_map(|n| AmcNumber::parse(n).ok()).collect())
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?.collect::<Result<Vec<_>, _>>()?;
+        rows.iter()
+            .map(|(rowid, amc)| {
+                AmcNumber::parse(amc).map_err(|source| {
+                    StoreError::corrupt(format!("AMC number {amc:?} of row {rowid} (table rpn_migrations)"), source)
+                })
+            })
+            .collect()
     }
 
     /// Records that `amcs` are migrated to the RPN, audited `rpn.migration` with `detail`.
@@ -210,5 +217,22 @@ mod tests {
         let rows = store.usage_rows(0).unwrap();
         assert_eq!(rows.len(), 1, "the day older than the history is pruned: {rows:?}");
         assert_eq!((rows[0].client.as_str(), rows[0].tally.last_seen), ("198.18.1.21", later - 10));
+    }
+
+    /// A migrated AMC whose number no longer parses was skipped without a word, and its direct
+    /// openings would have been proposed again; it is an error naming its table and row.
+    #[test]
+    fn a_corrupt_migrated_amc_is_named_by_its_table_and_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let amcs = [AmcNumber::parse("123456789").unwrap(), AmcNumber::parse("987654321").unwrap()];
+        store.record_rpn_migration(&amcs, "rssi", "test", "t1").unwrap();
+        assert_eq!(store.rpn_migrated().unwrap(), BTreeSet::from(amcs.clone()));
+        store.conn.execute("UPDATE rpn_migrations SET amc = 'x98765432' WHERE amc = '987654321'", []).unwrap();
+        let rowid: i64 = store.conn.query_row("SELECT rowid FROM rpn_migrations WHERE amc = 'x98765432'", [], |r| r.get(0)).unwrap();
+        let err = store.rpn_migrated().unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("AMC number \"x98765432\" of row {rowid} (table rpn_migrations)")), "{text}");
     }
 }
