@@ -97,7 +97,7 @@ impl Store {
         self.alerts_where("?1 = ?1 ORDER BY id DESC LIMIT ?1", limit as i64)
     }
 
-    fn alerts_where(&self, clause: &str, arg: i64) -> Result<Vec<QueuedAlert>, StoreError> {
+    pub(super) fn alerts_where(&self, clause: &str, arg: i64) -> Result<Vec<QueuedAlert>, StoreError> {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT id, detail, count, first_seen, last_seen, attempts, status, after_sent FROM alerts WHERE {clause}"
         ))?;
