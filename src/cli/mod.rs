@@ -1,5 +1,7 @@
-//! The `rocsync` command line: clap definitions and one `run` per command.
+//! The `rocsync` command line: clap definitions, and [`run`], which dispatches each command to
+//! its own function in `commands`.
 
+mod commands;
 mod man;
 pub mod output;
 pub mod report;
@@ -9,12 +11,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::engine::{Engine, EngineError};
-use crate::sources::{SourceError, read_annuaire_file};
+use crate::sources::SourceError;
 use crate::store::Decision;
 
 const EXAMPLES: &str = "\
@@ -285,205 +286,33 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Color::Never => anstream::ColorChoice::Never.write_global(),
     }
     let mut out = anstream::stdout();
+    let config = cli.config.as_path();
     match cli.command {
-        Command::CheckConfig => check_config(&cli.config, &mut out),
-        Command::Man => {
-            let mut page: Vec<u8> = Vec::new();
-            man::render(&mut page)?;
-            out.write_all(&page)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Completions { shell } => {
-            let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "rocsync", &mut out);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Inspect(Inspect::Annuaire { file, json }) => inspect_annuaire(&file, json, &mut out),
-        Command::Inspect(Inspect::Log { file, kind, annuaire, json }) => {
-            anyhow::ensure!(
-                std::fs::metadata(&file).with_context(|| format!("cannot read {}", file.display()))?.is_file(),
-                "{} is not a regular file",
-                file.display()
-            );
-            let log = std::fs::File::open(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            // The catalogue: the file given, or the last good answer the store kept; what is
-            // in force: the store's, when there is a configuration to find it.
-            let engine = if annuaire.is_none() || cli.config.exists() { Some(open_store_read_only(&cli.config)?) } else { None };
-            let answer = match (&annuaire, &engine) {
-                (Some(path), _) => read_annuaire_file(path, 64 * 1024 * 1024)?,
-                (None, Some(engine)) => {
-                    let cached = engine.store.latest_cached_answer()?.context("the store holds no annuaire answer yet: run `rocsync once`, or give --annuaire FILE")?;
-                    crate::sources::annuaire::parse(&cached.body, cached.content_type.as_deref())?
-                }
-                (None, None) => unreachable!("a missing configuration is opened above"),
-            };
-            let catalogue = crate::catalogue::Catalogue::from_answer(&answer);
-            let in_force = match &engine {
-                Some(e) => e.store.applied()?.state,
-                None => crate::catalogue::State::default(),
-            };
-            let prefix = engine.as_ref().map(|e| e.config.nftables.log_prefix.clone()).unwrap_or_else(|| "rocsync-drop: ".into());
-            // Addresses back to hosts: the resolver's book, kept in the store.
-            let reverse = match &engine {
-                Some(e) => e.store.address_book()?.reverse(),
-                None => Default::default(),
-            };
-            let correlator = crate::watch::Correlator::new(&catalogue, &in_force, reverse);
-            // Streamed, and only the lines that can be a denial parsed: memory stays flat
-            // whatever the size of the log, and events are written as they are found.
-            let parser = match kind {
-                LogKind::Squid => crate::watch::read::LogParser::squid(crate::watch::read::Scope::Denials),
-                LogKind::Nft => crate::watch::read::LogParser::nft(&prefix, crate::watch::read::Scope::Denials),
-            };
-            let mut report = output::LogReport::start(&mut out, &catalogue, json)?;
-            let counts = correlator.read_from(log, &parser, |e| report.event(&e)).with_context(|| file.display().to_string())?;
-            report.finish(&counts)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Inspect(Inspect::Mail { file, json }) => {
-            // Judged as the passes judge it: with the configuration's limit and trusted server.
-            let notifications = if cli.config.exists() { open_read_only(&cli.config).ok().map(|e| e.config.notifications) } else { None };
-            let limit = notifications.as_ref().map_or(4 * 1024 * 1024, |n| n.max_message_bytes);
-            let raw = crate::sources::read_limited(&file, limit)?;
-            let trusted = notifications.as_ref().and_then(|n| n.trusted_authserv_id.as_deref());
-            match crate::sources::mail::parse(&raw, trusted) {
-                Ok(n) => {
-                    output::inspect_mail(&mut out, &file, &n, json)?;
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    writeln!(anstream::stderr(), "rocsync: {}: {e}", file.display())?;
-                    Ok(ExitCode::from(EXIT_BAD_INPUT))
-                }
-            }
-        }
-        Command::Run => {
-            refuse_root_on_foreign_state(&Config::from_path(&cli.config)?.state_dir)?;
-            crate::daemon::run_with_signals(&cli.config)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Once { dry_run } => {
-            let mut engine = open(&cli.config)?;
-            let run = source_step(engine.once(dry_run))?;
-            output::once(&mut out, &run, dry_run)?;
-            // The annuaire was read and applied; a mailbox that failed still fails the command.
-            for e in &run.mail.errors {
-                writeln!(anstream::stderr(), "rocsync: the notifications could not be read ({e}); the annuaire was read all the same")?;
-            }
-            Ok(if run.mail.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-        }
-        Command::Poll { force, save } => {
-            let mut engine = open(&cli.config)?;
-            let read = source_step(engine.read_source_with(None, force))?;
-            if let Some(path) = &save {
-                std::fs::write(path, &read.body).with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            output::poll(&mut out, &read, save.as_deref())?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Plan { rpn_migration: true, action: None, .. } => report::rpn_migration(&cli.config, &mut out),
-        Command::Report(r) => report::run(&cli.config, r, &mut out),
-        Command::Plan { source, action: None, .. } => {
-            let mut engine = open(&cli.config)?;
-            let run = source_step(engine.plan(source.as_deref(), false))?;
-            output::once(&mut out, &run, false)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Plan { action: Some(PlanAction::List { all, json }), .. } => {
-            let engine = open_store_read_only(&cli.config)?;
-            let limit = if all { usize::MAX >> 1 } else { 20 };
-            let mut plans = engine.store.plans(limit)?;
-            if !all {
-                let open = engine.store.open_plans()?;
-                plans.retain(|p| !open.iter().any(|o| o.id == p.id));
-                plans.extend(open);
-                plans.sort_by_key(|p| std::cmp::Reverse(p.id));
-            }
-            output::plan_list(&mut out, &plans, json)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Plan { action: Some(PlanAction::Show { id, format }), .. } => {
-            let engine = open_store_read_only(&cli.config)?;
-            let plan = engine.store.plan(id)?;
-            let decisions = engine.store.decisions(id)?;
-            match format {
-                ShowFormat::Text => output::plan_text(&mut out, &plan, &decisions)?,
-                ShowFormat::Json => output::plan_json(&mut out, &plan, &decisions)?,
-                ShowFormat::Diff => output::plan_diff(&mut out, &plan)?,
-                ShowFormat::Nft => write!(out, "{}", engine.plan_nft(&plan)?)?,
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::User(action) => users::run(&cli.config, action, &mut out),
-        Command::Approve(args) => decide(&cli.config, args, Decision::Approve, &mut out),
-        Command::Reject(args) => decide(&cli.config, args, Decision::Reject, &mut out),
-        Command::Apply { id, by } => {
-            let mut engine = open(&cli.config)?;
-            let by = by.map(|b| crate::text::excerpt(&b, 120)).unwrap_or_else(login_name);
-            for plan in engine.apply(id, &by)? {
-                writeln!(out, "Plan {} applied.", plan.id)?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Resolve { json } => {
-            let engine = open_read_only(&cli.config)?;
-            let applied = engine.store.applied()?;
-            let r = &engine.config.resolver;
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let book = runtime.block_on(async {
-                let resolver = crate::resolve::DnsResolver::new(&r.servers, r.timeout, r.concurrency)?;
-                let mut book = crate::resolve::AddressBook::default();
-                book.track(applied.state.entries.keys(), crate::resolve::now_millis());
-                resolver.refresh(&mut book, &r.policy).await;
-                Ok::<_, anyhow::Error>(book)
-            })?;
-            output::resolved(&mut out, &applied.state, &book, json)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Notifications { limit, json } => {
-            let engine = open_store_read_only(&cli.config)?;
-            output::notifications(&mut out, &engine.store.notifications(limit)?, json)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Alerts { limit, json } => {
-            let engine = open_store_read_only(&cli.config)?;
-            let lang = engine.config.alerts.language.clone();
-            output::alerts(&mut out, &engine.store.recent_alerts(limit)?, &lang, json)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Audit { limit, json } => {
-            let engine = open_store_read_only(&cli.config)?;
-            output::audit(&mut out, &engine.store.audit_log(limit)?, json)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Rollback { to, by } => {
-            let mut engine = open(&cli.config)?;
-            let plan = engine.rollback(to, by.trim())?;
-            output::plan_text(&mut out, &plan, &[])?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Recover { by } => {
-            let by = by.trim();
-            anyhow::ensure!(!by.is_empty(), "--by must name who recovers");
-            let mut engine = open(&cli.config)?;
-            let recovery = engine.recover(by)?;
-            print_recovery(&mut out, &recovery)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Status { json } => {
-            let engine = open_store_read_only(&cli.config)?;
-            output::status(&mut out, &engine, json)?;
-            // A lost store shows as "nothing yet": say what the outputs tell.
-            if let Ok(Some(found)) = engine.lost_store() {
-                let files: Vec<String> = found.iter().map(|f| f.describe()).collect();
-                writeln!(
-                    anstream::stderr(),
-                    "rocsync: the state store holds no plan, but outputs that rocsync wrote exist: {}; if the store was lost, run `rocsync recover --by NAME`",
-                    files.join(", ")
-                )?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::CheckConfig => commands::check_config(config, &mut out),
+        Command::Man => commands::man_page(&mut out),
+        Command::Completions { shell } => commands::completions(shell, &mut out),
+        Command::Inspect(Inspect::Annuaire { file, json }) => commands::inspect_annuaire(&file, json, &mut out),
+        Command::Inspect(Inspect::Log { file, kind, annuaire, json }) => commands::inspect_log(config, file, kind, annuaire, json, &mut out),
+        Command::Inspect(Inspect::Mail { file, json }) => commands::inspect_mail(config, &file, json, &mut out),
+        Command::Run => commands::run_daemon(config),
+        Command::Once { dry_run } => commands::once(config, dry_run, &mut out),
+        Command::Poll { force, save } => commands::poll(config, force, save, &mut out),
+        Command::Plan { rpn_migration: true, action: None, .. } => report::rpn_migration(config, &mut out),
+        Command::Report(r) => report::run(config, r, &mut out),
+        Command::Plan { source, action: None, .. } => commands::plan(config, source.as_deref(), &mut out),
+        Command::Plan { action: Some(PlanAction::List { all, json }), .. } => commands::plan_list(config, all, json, &mut out),
+        Command::Plan { action: Some(PlanAction::Show { id, format }), .. } => commands::plan_show(config, id, format, &mut out),
+        Command::User(action) => users::run(config, action, &mut out),
+        Command::Approve(args) => commands::decide(config, args, Decision::Approve, &mut out),
+        Command::Reject(args) => commands::decide(config, args, Decision::Reject, &mut out),
+        Command::Apply { id, by } => commands::apply(config, id, by, &mut out),
+        Command::Resolve { json } => commands::resolve(config, json, &mut out),
+        Command::Notifications { limit, json } => commands::notifications(config, limit, json, &mut out),
+        Command::Alerts { limit, json } => commands::alerts(config, limit, json, &mut out),
+        Command::Audit { limit, json } => commands::audit(config, limit, json, &mut out),
+        Command::Rollback { to, by } => commands::rollback(config, to, &by, &mut out),
+        Command::Recover { by } => commands::recover(config, &by, &mut out),
+        Command::Status { json } => commands::status(config, json, &mut out),
     }
 }
 
@@ -565,25 +394,6 @@ fn command_line() -> String {
     words.join(" ")
 }
 
-/// What `rocsync recover` read and recorded.
-fn print_recovery(out: &mut impl Write, r: &crate::engine::Recovery) -> std::io::Result<()> {
-    for f in &r.files {
-        let unread = if f.unreadable > 0 { format!(", {} line(s) not read as rocsync writes them", f.unreadable) } else { String::new() };
-        writeln!(out, "Read {} ({}): {} host(s){unread}.", f.describe(), f.kind, f.hosts.len())?;
-    }
-    writeln!(out, "Plan {} records the {} host(s) these outputs allow as the state in force (audited as store.recovered).", r.plan.id, r.hosts)?;
-    if r.without_port > 0 {
-        writeln!(out, "{} host(s) have no port in any output: recorded on tcp/443.", r.without_port)?;
-    }
-    if !r.disagreements.is_empty() {
-        writeln!(out, "Hosts that not every list holds (edited by hand?), recorded as in force all the same; check them:")?;
-        for (host, holders) in &r.disagreements {
-            let holders: Vec<String> = holders.iter().map(|p| p.display().to_string()).collect();
-            writeln!(out, "  {host}: only in {}", holders.join(", "))?;
-        }
-    }
-    writeln!(out, "Next: `rocsync once` plans against this state; what it closes waits for approval (`rocsync plan list`).")
-}
 
 /// A source error is reported with what it means for the firewall.
 fn source_step<T>(result: Result<T, EngineError>) -> anyhow::Result<T> {
@@ -605,80 +415,6 @@ pub fn exit_status(err: &anyhow::Error) -> ExitCode {
     if bad_input { ExitCode::from(EXIT_BAD_INPUT) } else { ExitCode::FAILURE }
 }
 
-fn check_config(path: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    match Config::from_path(path) {
-        Ok(config) => {
-            // As the units run it (ExecStartPre, as the service user, in its sandbox): every path
-            // it must write or read and nftables, with the directive that gives what lacks.
-            if let Err(e) = crate::config::access::check(&config, path) {
-                writeln!(anstream::stderr(), "{e}")?;
-                return Ok(ExitCode::FAILURE);
-            }
-            writeln!(
-                out,
-                "{}: OK (source {}, review mode {}, {} output file(s), state in {})",
-                path.display(),
-                config.source,
-                config.mode,
-                config.exports.len(),
-                config.state_dir.display()
-            )?;
-            if crate::config::access::as_root() {
-                writeln!(
-                    out,
-                    "Rights checked as root, who may write anywhere: the units check the service user's in ExecStartPre \
-                     (`runuser -u rocsync -- rocsync check-config` checks them now)."
-                )?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            let mut err = anstream::stderr();
-            writeln!(err, "{e}")?;
-            Ok(ExitCode::FAILURE)
-        }
-    }
-}
-
-fn inspect_annuaire(file: &Path, json: bool, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    match read_annuaire_file(file, 64 * 1024 * 1024) {
-        Ok(answer) => {
-            if json {
-                output::inspect_json(out, &answer)?;
-            } else {
-                output::inspect_text(out, file, &answer)?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn decide(config: &Path, args: DecideArgs, decision: Decision, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let (mut engine, whole) = open_store(config)?;
-    let by = args.by.trim();
-    anyhow::ensure!(!by.is_empty(), "--by must name who decides");
-    // A running daemon applies approvals itself (it has the rights nftables needs), with the
-    // configuration it loaded; from here, only with a whole one.
-    let daemon = crate::daemon::running(&engine.config.state_dir);
-    let apply = !args.no_apply && daemon.is_none() && whole;
-    let plan = engine.decide(args.id, decision, by, args.comment.as_deref(), apply)?;
-    let verb = match decision {
-        Decision::Approve => "approved",
-        Decision::Reject => "rejected",
-    };
-    writeln!(out, "Plan {} {verb} by {}; it is now {}.", plan.id, crate::text::Untrusted(by), plan.status)?;
-    match (daemon, plan.status, args.no_apply) {
-        (Some(pid), crate::plan::Status::Approved, false) => {
-            writeln!(out, "The running rocsync (pid {pid}) applies it within seconds; `rocsync plan show {}` tells when.", plan.id)?;
-        }
-        (None, crate::plan::Status::Approved, false) if !whole => {
-            writeln!(out, "Not applied: the configuration has problems (above). Fix it, then `rocsync apply {}`.", plan.id)?;
-        }
-        _ => {}
-    }
-    Ok(ExitCode::SUCCESS)
-}
 
 /// Who runs the command, for the audit log when no `--by` is given.
 fn login_name() -> String {

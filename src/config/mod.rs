@@ -7,7 +7,7 @@
 //! type or unreadable duration, each invalid value ([`diagnostics`]).
 //!
 //! The configuration produces settings only: the engine builds the sinks from them (`Outputs`
-//! in `src/engine.rs`).
+//! in `src/engine/mod.rs`).
 //!
 //! Relative paths are resolved against the directory of the configuration file. Secrets are
 //! never written in the file itself: a [`SecretRef`] names a file or an environment variable,
