@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::amc::{AmcNumber, AmcState};
 use crate::host::Host;
-use crate::sources::annuaire::Answer;
+use crate::answer::Answer;
 
 /// The port a `domaines` entry is opened on: the AMC services are HTTPS.
 pub const DOMAIN_PORT: u16 = 443;

@@ -6,9 +6,10 @@
 //! Data flows one way, in the order of these modules; the core (host, catalogue, plan, and the
 //! renderers in `sinks`) is pure and the I/O sits at the edges.
 //!
-//! - [`config`]: the configuration file, read in two stages (raw and validated, then runtime).
-//! - [`sources`]: where hosts come from; [`sources::annuaire`] reads the annuaire's JSON and
-//!   XML answers into an [`sources::annuaire::Answer`].
+//! - [`config`]: the configuration file: its raw schema, the diagnostics (line, column,
+//!   suggestions) and the checked [`config::Config`] of typed settings per section.
+//! - [`answer`]: an annuaire answer once read (a core type); [`sources`]: where hosts come from —
+//!   [`sources::annuaire`] reads the annuaire's JSON and XML answers into an [`answer::Answer`].
 //! - [`host`] and [`amc`]: the validated host name and the AMC number, the only forms in which
 //!   outside values travel further.
 //! - [`catalogue`]: every host with who lists it, then the desired [`catalogue::State`] that the
@@ -25,7 +26,10 @@
 //! - [`usage`]: the requests those logs let through or blocked, counted per opening and day, and
 //!   the openings report; [`rpn`]: the move to the national reverse proxy (RPN ROC).
 //! - [`alerts`]: what rocsync tells the DSI, the helpdesk and the RSSI, in French or English.
-//! - [`engine`]: one reconcile pass, load → read → diff → plan → apply, and the plan commands.
+//! - [`engine`]: one reconcile pass, load → read → diff → plan → apply, and the plan commands;
+//!   it builds the sinks and sources from the configuration's settings.
+//! - [`tls`]: the TLS modes shared by the annuaire, IMAP and SMTP clients; [`memory`]: freed pages
+//!   handed back between passes.
 //! - [`daemon`]: `rocsync run`, the long-running service: the engine's passes on a schedule and
 //!   on wake-ups, the log watchers, the alert queue, the HTTP endpoint, systemd's protocol.
 //! - [`console`]: the review console that `rocsync run` serves: the RSSI approves plans in a
@@ -34,13 +38,14 @@
 //! - [`cli`]: the `rocsync` command line on top of it all; [`logging`], its log lines under
 //!   systemd (one journal entry per event, with its priority).
 
-// Unsafe code lives in `sinks::netlink`, in `config::access` (access(2), geteuid(2)) and in
-// `memory` (malloc_trim(3)), which say so themselves.
+// Unsafe code lives in `sinks::netlink` (libnftnl) and in `memory` (glibc's malloc_trim(3)), which
+// say so themselves; the other system calls go through rustix's safe wrappers.
 #![deny(unsafe_code)]
 
 pub mod accounts;
 pub mod alerts;
 pub mod amc;
+pub mod answer;
 pub mod catalogue;
 pub mod cli;
 pub mod config;

@@ -304,33 +304,25 @@ impl fmt::Display for Owner {
     }
 }
 
-/// The two calls of the C library that std does not offer. Besides `sinks::netlink`, the only
-/// unsafe code of rocsync.
-#[allow(unsafe_code)]
+/// The two system calls that std does not offer, through rustix's safe wrappers.
 mod sys {
-    use std::ffi::CString;
     use std::io;
-    use std::os::unix::ffi::OsStrExt as _;
     use std::path::Path;
 
-    pub use libc::{R_OK, W_OK, X_OK};
+    pub use rustix::fs::Access;
+    pub const R_OK: Access = Access::READ_OK;
+    pub const W_OK: Access = Access::WRITE_OK;
+    pub const X_OK: Access = Access::EXEC_OK;
 
     /// access(2): whether this process's user may read, write or search `path`, as the kernel
     /// decides it (modes, ACLs, read-only mounts, capabilities).
-    pub fn access(path: &Path, mode: libc::c_int) -> io::Result<()> {
-        let path = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the path holds a NUL byte"))?;
-        // SAFETY: `path` is a NUL-terminated string that outlives the call, which only reads it.
-        match unsafe { libc::access(path.as_ptr(), mode) } {
-            0 => Ok(()),
-            _ => Err(io::Error::last_os_error()),
-        }
+    pub fn access(path: &Path, mode: Access) -> io::Result<()> {
+        rustix::fs::access(path, mode).map_err(io::Error::from)
     }
 
     /// The effective user id.
     pub fn euid() -> u32 {
-        // SAFETY: geteuid(2) takes no argument and cannot fail.
-        unsafe { libc::geteuid() }
+        rustix::process::geteuid().as_raw()
     }
 }
 

@@ -77,14 +77,10 @@ impl PostWrite {
 
 /// Kills the command and every process of its group (what a script started, too). The group's
 /// id is the command's pid (`process_group(0)`), and stays taken until the command is reaped.
-#[allow(unsafe_code)]
 fn kill_group(child: &mut std::process::Child) {
-    if let Ok(group) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: killpg(2) takes plain integers and touches no memory of this process; the
-        // group is the child's own, which it leads until it is waited for.
-        unsafe {
-            libc::killpg(group, libc::SIGKILL);
-        }
+    if let Some(group) = i32::try_from(child.id()).ok().and_then(rustix::process::Pid::from_raw) {
+        // The group is the child's own, which it leads until it is waited for.
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
     }
     let _ = child.kill();
 }
