@@ -298,13 +298,24 @@ pub fn count(lines: &[String], source: Source<'_>, openings: &Openings, reverse:
             Source::Nft { accept_prefix, drop_prefix } => nft_hit(line, accept_prefix, drop_prefix, now),
         };
         let Some(hit) = hit else { continue };
-        let opening = match (&hit.name, hit.ip) {
-            (Some(name), _) => openings.find(name),
-            (None, Some(ip)) => reverse.get(&ip).into_iter().flatten().find_map(|h| openings.find(h.as_str())),
-            (None, None) => None,
-        };
-        if let Some(opening) = opening {
-            counts.add(opening, &hit);
+        match (&hit.name, hit.ip) {
+            (Some(name), _) => {
+                if let Some(opening) = openings.find(name) {
+                    counts.add(opening, &hit);
+                }
+            }
+            // An address several openings share (two AMCs on one hosting platform): the line
+            // cannot tell which was asked for, so each is counted as used. Counting only the
+            // first had the other one flagged unused, and closed, while in use.
+            (None, Some(ip)) => {
+                let mut found: Vec<&Host> = reverse.get(&ip).into_iter().flatten().filter_map(|h| openings.find(h.as_str())).collect();
+                found.sort();
+                found.dedup();
+                for opening in found {
+                    counts.add(opening, &hit);
+                }
+            }
+            (None, None) => {}
         }
     }
     counts
@@ -348,7 +359,10 @@ pub struct OpeningsReport {
 pub fn openings(in_force: &State, rows: &[Row], since: Option<i64>, now: i64, unused_for: Duration) -> OpeningsReport {
     let window_start = day_of(now) - (WINDOW_DAYS - 1);
     let unused_for = i64::try_from(unused_for.as_secs()).unwrap_or(i64::MAX);
-    let watched_long_enough = since.is_some_and(|s| s <= now.saturating_sub(unused_for));
+    // What the store can tell: from when counting began, and no further back than the history
+    // it keeps. `--unused-for 500d` flagged openings used 450 days ago, whose rows were pruned.
+    let known_from = since.map(|s| s.max(now.saturating_sub(HISTORY_DAYS * DAY_SECS)));
+    let watched_long_enough = known_from.is_some_and(|s| s <= now.saturating_sub(unused_for));
     let mut by_host: BTreeMap<&str, (Option<i64>, u64, u64)> = BTreeMap::new();
     for row in rows {
         let (last, requests, blocked) = by_host.entry(row.host.as_str()).or_default();
@@ -485,6 +499,62 @@ mod tests {
         assert!(!idb.unused);
         assert_eq!((idb.requests_30d, idb.blocked_30d), (5, 1), "only the last 30 days");
         assert_eq!(idb.last_used.as_deref(), Some(time_text(399 * DAY_SECS).as_str()));
+    }
+
+    /// `--unused-for` longer than the 400 days of history: an opening used 450 days ago (its
+    /// rows pruned) was flagged unused for 500 days. Nothing is flagged beyond the history.
+    #[test]
+    fn an_opening_is_never_unused_for_longer_than_the_history_kept() {
+        let now = 1000 * DAY_SECS;
+        let long_ago = Some(now - 900 * DAY_SECS);
+        let rows = [row("idb.a.test", day_of(now) - 100, 1, Some(now - 100 * DAY_SECS))];
+        let report = openings(&in_force(), &rows, long_ago, now, Duration::from_secs(500 * 86_400));
+        assert!(report.openings.iter().all(|o| !o.unused), "{report:?}");
+        // Within the history, as before.
+        let report = openings(&in_force(), &rows, long_ago, now, Duration::from_secs(200 * 86_400));
+        let clc = report.openings.iter().find(|o| o.host == "clc.a.test").unwrap();
+        assert!(clc.unused);
+        assert!(!report.openings.iter().find(|o| o.host == "idb.a.test").unwrap().unused);
+    }
+
+    /// On an empty store (nothing in force, nothing counted) the report is empty and says that
+    /// counting has not begun; an opening in force but never counted is not called unused.
+    #[test]
+    fn the_report_of_an_empty_store_is_empty_and_flags_nothing() {
+        let report = openings(&State::default(), &[], None, 1000 * DAY_SECS, DEFAULT_UNUSED_FOR);
+        assert_eq!((report.openings.len(), report.since), (0, None));
+        let report = openings(&in_force(), &[], None, 1000 * DAY_SECS, DEFAULT_UNUSED_FOR);
+        assert!(report.openings.iter().all(|o| !o.unused && o.last_used.is_none() && o.requests_30d == 0));
+    }
+
+    /// Two openings on one address (two AMCs on a hosting platform): a firewall line names the
+    /// address only, and was counted on the first host alone, leaving the other unused.
+    #[test]
+    fn a_firewall_line_to_a_shared_address_counts_on_every_opening_there() {
+        let hosts = [host("idb.a.test"), host("idb.b.test"), host("other.c.test")];
+        let openings = Openings::new(&hosts[..2]);
+        let ip: IpAddr = "198.18.3.40".parse().unwrap();
+        let reverse = BTreeMap::from([(ip, hosts.to_vec())]);
+        let line = "2025-11-20T10:15:01+00:00 fw1 kernel: rocsync-accept: IN=eth0 OUT=eth1 SRC=198.18.1.20 DST=198.18.3.40 PROTO=TCP DPT=443 SYN".to_owned();
+        let counts = count(&[line], Source::Nft { accept_prefix: ACCEPT_PREFIX, drop_prefix: "rocsync-drop: " }, &openings, &reverse, 1763630100);
+        let hosts: Vec<&str> = counts.rows.keys().map(|k| k.host.as_str()).collect();
+        assert_eq!(hosts, ["idb.a.test", "idb.b.test"]);
+        assert!(counts.rows.values().all(|t| t.requests == 1 && t.last_allowed == Some(1763633701)), "{counts:?}");
+    }
+
+    /// A wildcard opening: its sub-domains count on it, its bare base name does not (the
+    /// wildcard does not allow it), and the report says it is a wildcard.
+    #[test]
+    fn a_wildcard_opening_counts_its_subdomains() {
+        let hosts = [host("*.api.a.test")];
+        let openings = Openings::new(&hosts);
+        assert_eq!(openings.find("x.y.api.a.test").map(Host::as_str), Some("*.api.a.test"));
+        assert_eq!(openings.find("api.a.test"), None);
+        let entry = Entry { ports: [443].into(), amcs: BTreeMap::new(), origins: [Origin::Annuaire].into(), since: None };
+        let state = State { entries: BTreeMap::from([(host("*.api.a.test"), entry)]) };
+        let rows = [row("*.api.a.test", 10, 2, Some(10 * DAY_SECS))];
+        let report = openings(&state, &rows, Some(0), 11 * DAY_SECS, DEFAULT_UNUSED_FOR);
+        assert_eq!((report.openings[0].wildcard, report.openings[0].requests_30d), (true, 2));
     }
 
     /// What counting costs per million Squid lines, next to what the watchers already do with

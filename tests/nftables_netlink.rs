@@ -131,7 +131,8 @@ fn managed_forward_chain_opens_and_closes_amc_hosts_and_repairs_itself() {
     assert_eq!(kernel_elements(&lab.router), claimed_elements(&sb));
     assert_eq!(kernel_elements(&lab.router), BTreeSet::from(["198.18.2.11 . 443".into(), "2001:db8:2::11 . 443".into()]));
     let ruleset = lab.router.nft_ok(&["list", "chain", "inet", "rocsync", "forward"]);
-    assert!(ruleset.contains("ip daddr . tcp dport @rocsync_v4 accept"), "{ruleset}");
+    // Each new connection accepted is logged for `rocsync report openings` (issue 15).
+    assert!(ruleset.contains("ip daddr . tcp dport @rocsync_v4 log prefix \"rocsync-accept: \" accept"), "{ruleset}");
     assert!(ruleset.contains("tcp dport 443 log prefix \"rocsync-drop: \" drop"), "{ruleset}");
 
     // A new AMC: it opens, and the connection already open to the first one stays up.

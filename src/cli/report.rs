@@ -233,4 +233,36 @@ mod tests {
         assert!(text.starts_with("host,wildcard,ports,amcs,services,"), "{text}");
         assert!(text.contains("idb.a.test,false,443 8443,123456789,'=cmd|' /C calc'!A0,,,3,0,false"), "{text}");
     }
+
+    /// Service codes come from the annuaire: one with a comma, a quote or a newline must stay
+    /// one cell, or the RSSI's spreadsheet shifts every column after it.
+    #[test]
+    fn csv_cells_with_commas_quotes_and_newlines_stay_one_cell() {
+        let services = vec!["A,B".to_owned(), "say \"hi\"\nnext".to_owned()];
+        let report = OpeningsReport {
+            openings: vec![crate::usage::Opening {
+                host: "*.api.a.test".into(),
+                wildcard: true,
+                ports: vec![443],
+                amcs: vec!["123456789".into(), "234567891".into()],
+                services: services.clone(),
+                in_force_since: Some("2025-01-01T00:00:00Z".into()),
+                last_used: None,
+                requests_30d: 0,
+                blocked_30d: 2,
+                unused: false,
+            }],
+            since: None,
+        };
+        let mut text = Vec::new();
+        openings_csv(&mut text, &report).unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_slice());
+        let records: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].len(), 10);
+        assert_eq!(&records[0][0], "*.api.a.test");
+        assert_eq!(&records[0][3], "123456789 234567891");
+        assert_eq!(&records[0][4], services.join(" "));
+        assert_eq!(&records[0][8], "2");
+    }
 }

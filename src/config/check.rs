@@ -138,6 +138,12 @@ pub(super) fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) ->
     if n.log_prefix.len() > 127 || n.log_prefix.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
         bad("nftables.log_prefix", "must be printable, without quotes or backslashes, at most 127 bytes".into());
     }
+    // The usage counter tells an accepted line from a dropped one by their prefixes: one found
+    // inside the other would count drops as requests, or requests as drops.
+    let (drop, accept) = (n.log_prefix.trim_end(), crate::usage::ACCEPT_PREFIX.trim_end());
+    if drop.is_empty() || drop.contains(accept) || accept.contains(drop) {
+        bad("nftables.log_prefix", format!("must not be empty, nor contain or be part of `{accept}` (the prefix of accepted connections)"));
+    }
 
     let mut policy = check_policy(&raw.policy, &mut bad);
     let rpn = super::rpn::check(&raw.rpn, &mut bad);
@@ -256,6 +262,7 @@ pub(super) fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) ->
             hook: n.hook.clone(),
             log_drops: n.log_drops,
             log_prefix: n.log_prefix.clone(),
+            log_accepted: n.log_accepted,
             exempt_uids,
             // Every port of the state in force, added when a state is enforced.
             drop_ports: BTreeSet::new(),

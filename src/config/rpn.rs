@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use time::Date;
 
+use super::schema::Dur;
 use crate::catalogue::HostPorts;
 
 /// The default of `rpn.quiet_period`.
@@ -30,12 +31,13 @@ pub struct RawRpn {
     pub host: Option<String>,
     /// `YYYY-MM-DD`.
     pub switched_on: Option<String>,
-    pub quiet_period: String,
+    /// Parsed with the file, like every duration: a bad value is a problem at its place.
+    pub quiet_period: Dur,
 }
 
 impl Default for RawRpn {
     fn default() -> Self {
-        RawRpn { enabled: false, host: None, switched_on: None, quiet_period: QUIET_PERIOD.into() }
+        RawRpn { enabled: false, host: None, switched_on: None, quiet_period: Dur::default_of(QUIET_PERIOD) }
     }
 }
 
@@ -56,20 +58,16 @@ impl Rpn {
 
 /// Checks `[rpn]`; `None` when it is off or has a problem (each one told through `bad`).
 pub fn check(raw: &RawRpn, bad: &mut dyn FnMut(&str, String)) -> Option<Rpn> {
-    let quiet_period = match super::duration(&raw.quiet_period) {
-        Ok(d) if d < Duration::from_secs(86_400) => {
-            bad("rpn.quiet_period", format!("`{}` is too short: at least 1d (a workstation used once a week must show)", raw.quiet_period));
+    let quiet_period = match raw.quiet_period.get() {
+        d if d < Duration::from_secs(86_400) => {
+            bad("rpn.quiet_period", format!("`{}` is too short: at least 1d (a workstation used once a week must show)", raw.quiet_period.text()));
             None
         }
-        Ok(d) if d > Duration::from_secs(400 * 86_400) => {
-            bad("rpn.quiet_period", format!("`{}` is longer than the 400 days of history rocsync keeps", raw.quiet_period));
+        d if d > Duration::from_secs(crate::usage::HISTORY_DAYS as u64 * 86_400) => {
+            bad("rpn.quiet_period", format!("`{}` is longer than the {} days of history rocsync keeps", raw.quiet_period.text(), crate::usage::HISTORY_DAYS));
             None
         }
-        Ok(d) => Some(d),
-        Err(e) => {
-            bad("rpn.quiet_period", e);
-            None
-        }
+        d => Some(d),
     };
     if !raw.enabled {
         return None;
@@ -140,5 +138,22 @@ mod tests {
             assert_eq!(rpn, None);
             assert_eq!(found.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), [key], "{host:?} {date:?}");
         }
+    }
+
+    /// `quiet_period = "two weeks"` was a String parsed by the check: its problem had no line
+    /// and column. It is a typed duration now, parsed with the file like the others.
+    #[test]
+    fn a_bad_quiet_period_is_a_parse_error_with_line_and_column() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let head = "[annuaire]\nurl = \"file:tests/fixtures/annuaire/urls-v1.json\"\n[exports.squid]\npath = \"out/squid.acl\"\n";
+        let err = crate::config::Config::load(&format!("{head}[rpn]\nquiet_period = \"two weeks\"\n"), "test.toml", dir).unwrap_err();
+        let p = err.problems.iter().find(|p| p.key.as_deref() == Some("rpn.quiet_period")).unwrap_or_else(|| panic!("{err}"));
+        assert_eq!(p.at, Some((6, 16)), "{p}");
+        assert!(p.message.contains("`two weeks` is not a duration"), "{p}");
+        // A good one out of range is still refused by the check, quoting the file.
+        let raw: RawRpn = toml::from_str("quiet_period = \"2h\"").unwrap();
+        let (_, found) = problems(&raw);
+        assert!(found.iter().any(|(k, m)| k == "rpn.quiet_period" && m.contains("`2h` is too short")), "{found:?}");
+        assert_eq!(RawRpn::default().quiet_period.get(), Duration::from_secs(14 * 86_400));
     }
 }

@@ -433,6 +433,9 @@ pub struct RawNftables {
     pub hook: NftHook,
     pub log_drops: bool,
     pub log_prefix: String,
+    /// Log each new connection the managed chain accepts (prefix `rocsync-accept: `): what
+    /// `rocsync report openings` counts in managed mode.
+    pub log_accepted: bool,
     /// Users (names or uids) whose connections the managed chain on the output hook accepts:
     /// the proxy on this host. Unset is not the same as empty: see `check_exempt_users`.
     pub exempt_users: Option<Vec<String>>,
@@ -457,6 +460,7 @@ impl Default for RawNftables {
             hook: NftHook::Forward,
             log_drops: true,
             log_prefix: "rocsync-drop: ".into(),
+            log_accepted: true,
             exempt_users: None,
         }
     }

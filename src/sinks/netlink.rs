@@ -239,7 +239,7 @@ fn expressions(rule: Rule, layout: &Layout, managed: &Managed, set_ids: &BTreeMa
             Expr::cmp(libc::NFT_CMP_NEQ, &0u32.to_ne_bytes()),
             accept,
         ],
-        Rule::Allow(family) => {
+        Rule::Allow(family) | Rule::LogAllow(family) => {
             let (nfproto, offset, len, port_reg) = match family {
                 Family::V4 => (libc::NFPROTO_IPV4, 16, 4, reg(libc::NFT_REG32_01)),
                 Family::V6 => (libc::NFPROTO_IPV6, 24, 16, reg(libc::NFT_REG_2)),
@@ -249,7 +249,7 @@ fn expressions(rule: Rule, layout: &Layout, managed: &Managed, set_ids: &BTreeMa
             if let Some(id) = set_ids.get(&family) {
                 lookup = lookup.u32(sys::NFTNL_EXPR_LOOKUP_SET_ID, *id);
             }
-            vec![
+            let mut exprs = vec![
                 Expr::meta(libc::NFT_META_NFPROTO),
                 Expr::cmp(libc::NFT_CMP_EQ, &[nfproto as u8]),
                 Expr::meta(libc::NFT_META_L4PROTO),
@@ -257,8 +257,14 @@ fn expressions(rule: Rule, layout: &Layout, managed: &Managed, set_ids: &BTreeMa
                 Expr::payload(libc::NFT_PAYLOAD_NETWORK_HEADER, offset, len, reg(libc::NFT_REG_1)),
                 Expr::payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, port_reg),
                 lookup,
-                accept,
-            ]
+            ];
+            // `log prefix "rocsync-accept: "` between the lookup and the verdict, as nft sends
+            // it: the same log as the drop rules' (kernel log, default level), another prefix.
+            if matches!(rule, Rule::LogAllow(_)) {
+                exprs.push(Expr::new(c"log").str(sys::NFTNL_EXPR_LOG_PREFIX, CString::new(crate::usage::ACCEPT_PREFIX).unwrap_or_default()));
+            }
+            exprs.push(accept);
+            exprs
         }
         // The uid as the kernel keeps it, in host order (`nft --debug=netlink`: `cmp eq reg 1
         // 0x0000000d` for uid 13).

@@ -17,6 +17,7 @@ use std::net::IpAddr;
 use crate::catalogue::State;
 use crate::host::Host;
 use crate::sinks::comment_text;
+use crate::sinks::nftables::{Family, Rule};
 
 /// The names rocsync owns in nftables (`[nftables]` `table`, `set_v4`, `set_v6`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,13 @@ pub fn render(state: &State, plan_id: i64, names: &NftNames, addresses: &Address
     writeln!(w, "# rocsync: table inet {table}, from plan {plan_id}. Check with: nft -c -f FILE").ok();
     writeln!(w, "# Loading this file replaces the elements of rocsync's sets {} and {}, and nothing else:", names.set_v4, names.set_v6).ok();
     writeln!(w, "# your own chains in table inet {table} (those that use the sets) stay as they are.").ok();
+    // The rule rocsync's managed chain uses: `rocsync report openings` counts the lines it logs.
+    let logged_v4 = Rule::LogAllow(Family::V4).nft(names, "");
+    let logged_v6 = Rule::LogAllow(Family::V6).nft(names, "");
+    writeln!(w, "# For `rocsync report openings` to count the requests of each opening, accept the sets with").ok();
+    writeln!(w, "# a log of each new connection in your chain (after `ct state established,related accept`):").ok();
+    writeln!(w, "# {logged_v4}").ok();
+    writeln!(w, "# {logged_v6}").ok();
     writeln!(w, "#").ok();
     writeln!(w, "# host, TCP ports, AMC (services):").ok();
     for (host, entry) in &state.entries {
@@ -138,6 +146,18 @@ mod tests {
         assert!(script.contains("#   *.w.a.test  tcp/443  123456789 EVIL } table ip x { (IDB)"), "{script}");
         // The hostile name stayed inside its comment line.
         assert_eq!(script.lines().filter(|l| l.starts_with("table ")).count(), 2, "{script}");
+    }
+
+    /// Issue 15: the counting side reads `rocsync-accept: ` lines that no rule wrote. The
+    /// script shows the administrator's chain the same logged accept rule as the managed chain's,
+    /// on a comment line that the read-back does not take for a host.
+    #[test]
+    fn the_script_shows_the_logged_accept_rule_that_usage_counting_reads() {
+        let script = render(&State::default(), 1, &NftNames::default(), &Addresses::new());
+        assert!(script.contains("\n# ip daddr . tcp dport @rocsync_v4 log prefix \"rocsync-accept: \" accept\n"), "{script}");
+        assert!(script.contains("\n# ip6 daddr . tcp dport @rocsync_v6 log prefix \"rocsync-accept: \" accept\n"), "{script}");
+        let back = crate::sinks::readback::read_text(&crate::sinks::files::Export::NftScript(NftNames::default()), std::path::Path::new("x.nft"), &script);
+        assert_eq!((back.hosts.len(), back.unreadable), (0, 0), "{back:?}");
     }
 
     /// The script's first statement was `delete table inet rocsync`: loading it wiped the

@@ -23,6 +23,7 @@ use crate::config::NftHook;
 use crate::resolve::{Millis, now_millis};
 use crate::sinks::nft_script::NftNames;
 use crate::sinks::{Resolved, Sink, SinkError, netlink};
+use crate::usage::ACCEPT_PREFIX;
 
 /// One element of a set: a TCP destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -95,6 +96,10 @@ pub struct Managed {
     /// it the chain only accepts.
     pub log_drops: bool,
     pub log_prefix: String,
+    /// Log (with [`crate::usage::ACCEPT_PREFIX`]) what the sets accept, for `rocsync report
+    /// openings`: the accept rules come after the established rule, so one line is logged per
+    /// new connection (a request is a connection), none per packet.
+    pub log_accepted: bool,
     /// Users whose connections the chain accepts whatever their destination (`meta skuid`),
     /// on the output hook: a proxy on this host connects to wildcard hosts, which have no
     /// address in the sets, and enforces them by name itself.
@@ -124,7 +129,8 @@ impl Managed {
     /// The rules, in order, by the comment each carries: the comment is how a rule altered or
     /// added by hand is told from rocsync's own.
     pub fn rules(&self) -> Vec<Rule> {
-        let mut rules = vec![Rule::Established, Rule::Allow(Family::V4), Rule::Allow(Family::V6)];
+        let allow = if self.log_accepted { Rule::LogAllow } else { Rule::Allow };
+        let mut rules = vec![Rule::Established, allow(Family::V4), allow(Family::V6)];
         rules.extend(self.exempt_uids.iter().map(|uid| Rule::Exempt(*uid)));
         if self.log_drops {
             let ports: BTreeSet<u16> = std::iter::once(HTTPS).chain(self.drop_ports.iter().copied()).collect();
@@ -141,6 +147,9 @@ pub enum Rule {
     Established,
     /// `ip daddr . tcp dport @set accept` (`ip6` for V6).
     Allow(Family),
+    /// The same, logging each new connection it accepts with [`crate::usage::ACCEPT_PREFIX`]
+    /// first: its comment differs, so a chain made without the log is refilled with it.
+    LogAllow(Family),
     /// `meta skuid UID accept`: what a user of this host sends (output hook only).
     Exempt(u32),
     /// `tcp dport PORT log prefix "…" drop`.
@@ -153,6 +162,8 @@ impl Rule {
             Rule::Established => format!("{COMMENT_PREFIX}established"),
             Rule::Allow(Family::V4) => format!("{COMMENT_PREFIX}allow v4"),
             Rule::Allow(Family::V6) => format!("{COMMENT_PREFIX}allow v6"),
+            Rule::LogAllow(Family::V4) => format!("{COMMENT_PREFIX}allow v4, log new"),
+            Rule::LogAllow(Family::V6) => format!("{COMMENT_PREFIX}allow v6, log new"),
             Rule::Exempt(uid) => format!("{COMMENT_PREFIX}exempt uid {uid}"),
             // The comment the first versions gave their only drop rule: a chain they made is
             // still in step after an upgrade when 443 is the only port.
@@ -167,6 +178,8 @@ impl Rule {
             Rule::Established => "ct state established,related accept".into(),
             Rule::Allow(Family::V4) => format!("ip daddr . tcp dport @{} accept", names.set_v4),
             Rule::Allow(Family::V6) => format!("ip6 daddr . tcp dport @{} accept", names.set_v6),
+            Rule::LogAllow(Family::V4) => format!("ip daddr . tcp dport @{} log prefix \"{ACCEPT_PREFIX}\" accept", names.set_v4),
+            Rule::LogAllow(Family::V6) => format!("ip6 daddr . tcp dport @{} log prefix \"{ACCEPT_PREFIX}\" accept", names.set_v6),
             Rule::Exempt(uid) => format!("meta skuid {uid} accept"),
             Rule::LogDrop(port) => format!("tcp dport {port} log prefix \"{log_prefix}\" drop"),
         }
@@ -644,6 +657,7 @@ mod tests {
             hook,
             log_drops: true,
             log_prefix: "rocsync-drop: ".into(),
+            log_accepted: false,
             exempt_uids: BTreeSet::new(),
             drop_ports: BTreeSet::new(),
         }
@@ -866,6 +880,34 @@ mod tests {
         k.chain = Some(chain_of(2, &slipped));
         let steps = reconcile(&k, &managed, &w);
         assert!(steps.refused.is_none() && steps.chain == ChainStep::Refill, "{steps:?}");
+    }
+
+    /// Issue 15: the usage counter reads `rocsync-accept: ` lines, but no rule wrote them. With
+    /// `log_accepted`, the accept rules log (after the established rule: new connections only),
+    /// and a chain made without the log is refilled once, then in step.
+    #[test]
+    fn accepted_new_connections_are_logged_with_the_accept_prefix() {
+        let mut m = managed_on(NftHook::Forward);
+        m.log_accepted = true;
+        let rules = m.rules();
+        assert_eq!(rules[..3], [Rule::Established, Rule::LogAllow(Family::V4), Rule::LogAllow(Family::V6)]);
+        let names = NftNames::default();
+        assert_eq!(Rule::LogAllow(Family::V4).nft(&names, "rocsync-drop: "), "ip daddr . tcp dport @rocsync_v4 log prefix \"rocsync-accept: \" accept");
+        assert_eq!(Rule::LogAllow(Family::V6).nft(&names, ""), "ip6 daddr . tcp dport @rocsync_v6 log prefix \"rocsync-accept: \" accept");
+        assert!(Rule::LogAllow(Family::V4).comment().starts_with(COMMENT_PREFIX));
+        assert_ne!(Rule::LogAllow(Family::V4).comment(), Rule::Allow(Family::V4).comment());
+        let w = Elements::new();
+        let logged = Layout { names: names.clone(), managed: Some(m) };
+        // A chain of an earlier rocsync (accept without a log): refilled, said to be rocsync's.
+        let older = in_step(&w, &layout(true));
+        let steps = reconcile(&older, &logged, &w);
+        assert_eq!(steps.chain, ChainStep::Refill);
+        assert!(steps.drift[0].contains("rocsync's rules of another configuration"), "{:?}", steps.drift);
+        // Once refilled it is in step: not repaired at every pass.
+        let mut k = older.clone();
+        k.apply(&logged, &steps);
+        assert!(reconcile(&k, &logged, &w).is_empty(), "{:?}", reconcile(&k, &logged, &w));
+        assert!(reconcile(&in_step(&w, &logged), &logged, &w).is_empty());
     }
 
     /// On the proxy host (`hook = "output"`), the chain dropped the proxy's own connections to
