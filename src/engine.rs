@@ -118,10 +118,9 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(120);
 /// The file the apply lock is held on, in the state directory.
 const APPLY_LOCK: &str = "apply.lock";
 
-/// The current time, as the store and the outputs write it.
-pub fn now() -> String {
-    OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::UNIX_EPOCH).format(&Rfc3339).unwrap_or_default()
-}
+/// The current time, as the store and the outputs write it (the clock's, kept here for the
+/// paths that name it).
+pub use crate::clock::now;
 
 /// For each proposal, the open plan that holds exactly its changes, decided the same way for
 /// the same reasons: that plan keeps its number, and the review the RSSI was asked for, whatever

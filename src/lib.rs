@@ -31,6 +31,7 @@
 //! - [`console`]: the review console that `rocsync run` serves: the RSSI approves plans in a
 //!   browser, the helpdesk looks an AMC up; accounts, sessions and roles.
 //! - [`text`]: text from outside made safe to show (controls and bidi overrides escaped).
+//! - [`clock`]: the one "now" every part reads, which tests move forward.
 //! - [`cli`]: the `rocsync` command line on top of it all; [`logging`], its log lines under
 //!   systemd (one journal entry per event, with its priority).
 
@@ -43,6 +44,7 @@ pub mod alerts;
 pub mod amc;
 pub mod catalogue;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod console;
 pub mod daemon;
