@@ -102,7 +102,7 @@ impl Offset {
     fn add(&self, by: Duration) {
         let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
         // Saturating: a test that adds too much gets the far future, not a wrapped clock.
-        let _ = self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |old| Some(old.saturating_add(ms)));
+        let _ = self.0.update(Ordering::SeqCst, Ordering::SeqCst, |old| old.saturating_add(ms));
     }
 
     fn get(&self) -> Duration {
