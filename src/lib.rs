@@ -35,6 +35,7 @@
 //! - [`console`]: the review console that `rocsync run` serves: the RSSI approves plans in a
 //!   browser, the helpdesk looks an AMC up; accounts, sessions and roles.
 //! - [`text`]: text from outside made safe to show (controls and bidi overrides escaped).
+//! - [`clock`]: the one "now" every part reads, which tests move forward.
 //! - [`cli`]: the `rocsync` command line on top of it all; [`logging`], its log lines under
 //!   systemd (one journal entry per event, with its priority).
 
@@ -48,6 +49,7 @@ pub mod amc;
 pub mod answer;
 pub mod catalogue;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod console;
 pub mod daemon;

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -108,14 +108,8 @@ impl Policy {
     }
 }
 
-/// A point in time: milliseconds since the Unix epoch, so that the book can be stored and
-/// outlive the process.
-pub type Millis = u64;
-
-/// The current time as [`Millis`].
-pub fn now_millis() -> Millis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
-}
+/// The clock's time, kept here for the paths that name it (`crate::resolve::now_millis`).
+pub use crate::clock::{Millis, now_millis};
 
 fn ms(d: Duration) -> Millis {
     d.as_millis() as Millis

@@ -65,20 +65,10 @@ pub fn time_text(at: i64) -> String {
     OffsetDateTime::from_unix_timestamp(at).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_default()
 }
 
-/// "Now" for the reports and the RPN migration, in Unix seconds. `ROCSYNC_TEST_NOW` (Unix
-/// seconds or RFC 3339) sets it, for tests only: the end-to-end migration runs on a simulated
-/// clock. Read here and nowhere else.
+/// "Now" for the reports and the RPN migration, in Unix seconds: [`crate::clock::unix_seconds`],
+/// which `ROCSYNC_TEST_NOW` sets for tests.
 pub fn now() -> i64 {
-    if let Ok(text) = std::env::var("ROCSYNC_TEST_NOW") {
-        let text = text.trim();
-        if let Ok(secs) = text.parse::<i64>() {
-            return secs;
-        }
-        if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
-            return t.unix_timestamp();
-        }
-    }
-    OffsetDateTime::now_utc().unix_timestamp()
+    crate::clock::unix_seconds()
 }
 
 /// A Squid access.log line as a request, allowed or denied; `None` for a line that is not one

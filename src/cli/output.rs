@@ -281,7 +281,7 @@ pub fn poll(out: &mut impl Write, read: &Read, saved: Option<&Path>) -> io::Resu
 pub fn status(out: &mut impl Write, engine: &Engine, json: bool) -> anyhow::Result<()> {
     let applied = engine.store.applied()?;
     let certificate = engine.client_certificate();
-    let now_t = time::OffsetDateTime::now_utc();
+    let now_t = crate::clock::now_utc();
     let book = if engine.config.resolver.enabled { Some(engine.store.address_book()?) } else { None };
     let open = engine.store.open_plans()?;
     let (last, last_ok) = engine.store.last_source_reads()?;

@@ -387,7 +387,7 @@ pub fn dashboard(engine: &Engine, head: Head, lang: &Language) -> Result<Dashboa
     let (certificate, certificate_error) = match certificate {
         None => (None, String::new()),
         Some(Ok(c)) => {
-            let days_left = c.days_left(OffsetDateTime::now_utc());
+            let days_left = c.days_left(crate::clock::now_utc());
             let window = (engine.config.cert_expiry_warning.as_secs() / 86_400) as i64;
             let row = CertRow { subject: c.subject.clone(), not_after: c.not_after.date().to_string(), days_left, warn: days_left <= window };
             (Some(row), String::new())

@@ -3,6 +3,7 @@
 //! leaves it queued and it is tried again later, backing off;
 //! blocked-request alerts beyond `alerts.max_per_hour` are held and go out as one digest when
 //! the hour allows. The queue is in the store, so an SMTP outage or a restart loses nothing.
+//! The hour, the back-offs and the dates sent are [`crate::clock`]'s.
 //!
 //! Each alert's Message-ID is derived from its id in the store: if rocsync is killed between the
 //! server's acceptance and the store's record of it, the copy sent again after the restart has
@@ -12,16 +13,15 @@
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use time::OffsetDateTime;
+use secrecy::ExposeSecret as _;
 use time::format_description::well_known::Rfc3339;
 use tracing::{info, warn};
 
 use crate::alerts::{Alert, Role};
+use crate::clock::{now_millis, now_utc};
 use crate::config::{AlertSettings, Config};
-use crate::tls::TlsMode;
-use secrecy::ExposeSecret as _;
-use crate::resolve::now_millis;
 use crate::store::{QueuedAlert, Store, StoreError};
+use crate::tls::TlsMode;
 
 /// What one delivery round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +89,7 @@ impl Mailer {
     /// hour allows, and leaves what failed for later.
     pub async fn deliver(&self, store: &mut Store) -> Result<Round, MailerError> {
         let mut round = Round::default();
-        let now = OffsetDateTime::now_utc();
+        let now = now_utc();
         let hour_ago = (now - time::Duration::hours(1)).format(&Rfc3339).unwrap_or_default();
         let limit = self.settings.max_per_hour as usize;
         let sent = store.blocked_alerts_sent_since(&hour_ago)?;
@@ -128,7 +128,7 @@ impl Mailer {
             }
             match self.send(&queued, &to).await {
                 Ok(()) => {
-                    store.alert_sent(queued.id, &OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default())?;
+                    store.alert_sent(queued.id, &now_utc().format(&Rfc3339).unwrap_or_default())?;
                     info!(alert = queued.id, kind = queued.alert.kind(), "Alert sent to {}.", to.join(", "));
                     round.sent += 1;
                     if limited {

@@ -21,6 +21,11 @@
 //! are the access control. The review console (`[console]`, [`crate::console`]) is a task of
 //! its own that records decisions the same way, with the person's account, and wakes the
 //! worker to apply them at once.
+//!
+//! Every time the worker and the mailer decide by (a plan's age for its reminder, how long the
+//! annuaire has failed, the alerts' hour and back-offs, a log's retry) is read from
+//! [`crate::clock`], which tests move forward while the daemon runs in-process
+//! (tests/worker_clock.rs); only the metrics' durations are the system's monotonic time.
 
 pub mod http;
 pub mod mailer;
@@ -45,11 +50,11 @@ use tracing::{error, info, warn};
 use crate::alerts::{Alert, AmcName, Closing, RunAt, Withdrawn, reminder_key, review_key, unreachable_key};
 use crate::amc::AmcState;
 use crate::catalogue::{AmcInfo, Catalogue, Use};
+use crate::clock::{Millis, now, now_millis, now_utc};
 use crate::config::Config;
-use crate::engine::{Engine, EngineError, now};
+use crate::engine::{Engine, EngineError};
 use crate::plan::{Plan, Status};
 use crate::store::StoreError;
-use crate::resolve::now_millis;
 use crate::sinks::plain::WildcardStyle;
 use crate::sources::schedule;
 use crate::store::LogPosition;
@@ -618,6 +623,7 @@ impl Worker {
 
     /// One reconcile pass, then what it means for people: plans to review, failures to tell.
     fn pass(&mut self) -> bool {
+        // How long the work takes, for the metrics: the system's monotonic time, not the clock.
         let started = Instant::now();
         let result = self.engine.once(false);
         crate::memory::release_freed();
@@ -628,7 +634,7 @@ impl Worker {
                 self.back_to_normal();
                 self.tell_superseded(&run.superseded);
                 if let Ok(mut p) = self.shared.write() {
-                    let at = OffsetDateTime::now_utc().unix_timestamp();
+                    let at = now_utc().unix_timestamp();
                     p.metrics.last_good_poll.insert(run.read.source.clone(), at);
                     if run.plans.iter().any(|plan| plan.status == Status::Applied) {
                         p.metrics.applies += 1;
@@ -759,7 +765,7 @@ impl Worker {
                 self.raise(Alert::Review { plan: plan.id, diff, reasons: plan.reasons.clone(), closing, at });
                 continue;
             }
-            let age = OffsetDateTime::parse(&plan.created, &Rfc3339).map(|c| OffsetDateTime::now_utc() - c).unwrap_or_default();
+            let age = OffsetDateTime::parse(&plan.created, &Rfc3339).map(|c| now_utc() - c).unwrap_or_default();
             let since = now_millis().saturating_sub(remind.as_millis() as u64);
             if age >= remind && !self.engine.store.alert_raised_since(&reminder_key(plan.id), since).unwrap_or(true) {
                 let (closing, at) = (self.closing(plan), self.run_at());
@@ -779,7 +785,7 @@ impl Worker {
 
     fn certificate_alert(&mut self) {
         let Some(Ok(cert)) = self.engine.client_certificate() else { return };
-        let left = cert.not_after - OffsetDateTime::now_utc();
+        let left = cert.not_after - now_utc();
         if left > time::Duration::try_from(self.engine.config.cert_expiry_warning).unwrap_or(time::Duration::days(30)) {
             return;
         }
@@ -856,7 +862,7 @@ impl Worker {
     /// and deduplicated), together with the new position of each log.
     fn logs(&mut self) {
         let prefix = self.settings.logs.nft_prefix.clone();
-        let now_t = Instant::now();
+        let now_t = now_millis();
         if let Some(mut journal) = self.journal.take() {
             let key = journal.key();
             if self.due(&key, now_t) {
@@ -902,13 +908,13 @@ impl Worker {
     }
 
     /// Whether the log `key` is to be read at `now`: a failing one waits for its back-off.
-    fn due(&self, key: &str, now: Instant) -> bool {
+    fn due(&self, key: &str, now: Millis) -> bool {
         self.health.get(key).is_none_or(|h| h.due(now))
     }
 
     /// A read of `what` failed: said once per reason (a log read every half second filled
     /// the journal), then retried less and less often, up to once a minute.
-    fn read_failed(&mut self, key: &str, what: &str, reason: String, now: Instant) {
+    fn read_failed(&mut self, key: &str, what: &str, reason: String, now: Millis) {
         if let Tell::Failed { reason, retry_in } = self.health.entry(key.to_owned()).or_default().failed(reason, now) {
             warn!(
                 watched = %key,

@@ -127,10 +127,8 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(120);
 /// The file the apply lock is held on, in the state directory.
 const APPLY_LOCK: &str = "apply.lock";
 
-/// The current time, as the store and the outputs write it.
-pub fn now() -> String {
-    OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::UNIX_EPOCH).format(&Rfc3339).unwrap_or_default()
-}
+/// The current time, as the store and the outputs write it (from the one clock).
+pub use crate::clock::now;
 
 /// The sinks built from the configuration's settings: the configuration says what to write
 /// and where, the engine owns what writes it.

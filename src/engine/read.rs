@@ -153,7 +153,7 @@ impl Engine {
     /// Warns, and audits once a day, when the hospital's certificate is near its end: ROC stops
     /// the day it expires.
     fn watch_certificate(&mut self, info: &CertInfo) -> Result<(), EngineError> {
-        let now_t = OffsetDateTime::now_utc();
+        let now_t = crate::clock::now_utc();
         let days = info.days_left(now_t);
         let window = (self.config.cert_expiry_warning.as_secs() / 86_400) as i64;
         let (action, message) = if now_t > info.not_after {

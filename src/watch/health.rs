@@ -3,9 +3,11 @@
 //! read, `journalctl` refusing) was logged each time, 2,987 of 3,125 journal lines in 35
 //! minutes. Here a failure is said once, and again only when its reason changes; reads are
 //! retried after a pause that doubles up to a minute; recovery is said once. Pure: the caller
-//! gives the time.
+//! gives the time ([`crate::clock`]'s, so that a test moving the clock moves the retries).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Millis;
 
 /// The first retry after a failed read comes this soon, then twice as late each time.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -22,7 +24,7 @@ pub struct Health {
 struct Failing {
     reason: String,
     attempts: u32,
-    next_try: Instant,
+    next_try: Millis,
 }
 
 /// What there is to tell after a read.
@@ -38,18 +40,19 @@ pub enum Tell {
 
 impl Health {
     /// Whether to try a read at `now`: always while reads work, else once the pause is over.
-    pub fn due(&self, now: Instant) -> bool {
+    pub fn due(&self, now: Millis) -> bool {
         self.failing.as_ref().is_none_or(|f| now >= f.next_try)
     }
 
     /// A read failed at `now` for `reason`.
-    pub fn failed(&mut self, reason: String, now: Instant) -> Tell {
+    pub fn failed(&mut self, reason: String, now: Millis) -> Tell {
         let (attempts, same) = match &self.failing {
             Some(f) => (f.attempts.saturating_add(1), f.reason == reason),
             None => (1, false),
         };
         let retry_in = FIRST_RETRY.saturating_mul(1u32 << (attempts - 1).min(6)).min(MAX_RETRY);
-        self.failing = Some(Failing { reason: reason.clone(), attempts, next_try: now + retry_in });
+        let next_try = now.saturating_add(retry_in.as_millis() as Millis);
+        self.failing = Some(Failing { reason: reason.clone(), attempts, next_try });
         if same { Tell::Nothing } else { Tell::Failed { reason, retry_in } }
     }
 
@@ -70,26 +73,31 @@ mod tests {
         Duration::from_secs(n)
     }
 
+    /// `n` seconds as [`Millis`].
+    fn ms(n: u64) -> Millis {
+        n * 1000
+    }
+
     #[test]
     fn a_failure_is_said_once_and_retried_less_and_less_often() {
-        let t0 = Instant::now();
+        let t0: Millis = 1_763_630_101_000;
         let mut h = Health::default();
         assert!(h.due(t0));
         assert_eq!(h.failed("Permission denied".into(), t0), Tell::Failed { reason: "Permission denied".into(), retry_in: secs(1) });
-        assert!(!h.due(t0 + Duration::from_millis(500)), "not at the next half-second tick");
-        assert!(h.due(t0 + secs(1)));
+        assert!(!h.due(t0 + 500), "not at the next half-second tick");
+        assert!(h.due(t0 + ms(1)));
         // The same reason again and again: nothing more to say, and the pause doubles.
         let mut at = t0;
         let mut pauses = Vec::new();
         for _ in 0..9 {
-            at += secs(1);
+            at += ms(1);
             while !h.due(at) {
-                at += secs(1);
+                at += ms(1);
             }
             assert_eq!(h.failed("Permission denied".into(), at), Tell::Nothing);
             pauses.push(h.failing.as_ref().unwrap().next_try - at);
         }
-        assert_eq!(pauses, [2, 4, 8, 16, 32, 60, 60, 60, 60].map(secs));
+        assert_eq!(pauses, [2, 4, 8, 16, 32, 60, 60, 60, 60].map(ms));
         // Another reason is news, said once.
         assert!(matches!(h.failed("No such file or directory".into(), at), Tell::Failed { .. }));
         assert_eq!(h.failed("No such file or directory".into(), at), Tell::Nothing);
