@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use askama::Template;
-use time::OffsetDateTime;
 
 use super::labels::Labels;
 use crate::alerts::Alert;

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tracing::{info, warn};
 
