@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rocsync::resolve::now_millis;
+use rocsync::clock::now_millis;
 use rocsync::sinks::netlink;
 use rocsync::sinks::nft_script::NftNames;
 use rocsync::sinks::nftables::{Element, Elements, Layout, Steps, reconcile};

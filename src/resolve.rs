@@ -21,8 +21,18 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
 use crate::host::Host;
-use crate::sinks::Resolved;
-use crate::sinks::nft_script::Addresses;
+
+/// Each host's addresses.
+pub type Addresses = BTreeMap<Host, BTreeSet<IpAddr>>;
+
+/// What the resolver knows of the hosts in force, for the sinks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolved {
+    /// Each host's addresses, those in their grace included.
+    pub addresses: Addresses,
+    /// The addresses that answers no longer give, with the end of their grace.
+    pub leaving: BTreeMap<IpAddr, Millis>,
+}
 
 /// How answers are kept (`[resolver]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,8 +118,7 @@ impl Policy {
     }
 }
 
-/// The clock's time, kept here for the paths that name it (`crate::resolve::now_millis`).
-pub use crate::clock::{Millis, now_millis};
+use crate::clock::{Millis, now_millis};
 
 fn ms(d: Duration) -> Millis {
     d.as_millis() as Millis

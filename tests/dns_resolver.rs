@@ -9,7 +9,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use rocsync::host::Host;
-use rocsync::resolve::{AddressBook, DnsResolver, Policy, now_millis};
+use rocsync::clock::now_millis;
+use rocsync::resolve::{AddressBook, DnsResolver, Policy};
 use util::dnsmasq::Dnsmasq;
 
 fn h(s: &str) -> Host {

@@ -129,7 +129,7 @@ pub(super) fn resolve(config: &Path, json: bool, out: &mut impl Write) -> anyhow
     let book = runtime.block_on(async {
         let resolver = crate::resolve::DnsResolver::new(&r.servers, r.timeout, r.concurrency)?;
         let mut book = crate::resolve::AddressBook::default();
-        book.track(applied.state.entries.keys(), crate::resolve::now_millis());
+        book.track(applied.state.entries.keys(), crate::clock::now_millis());
         resolver.refresh(&mut book, &r.policy).await;
         Ok::<_, anyhow::Error>(book)
     })?;

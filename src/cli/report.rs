@@ -92,7 +92,7 @@ pub fn rpn_migration(config: &Path, out: &mut impl Write) -> anyhow::Result<Exit
         .map(|a| format!("{} (last direct request: {})", a.amc, a.last_direct.as_deref().unwrap_or("none since the switch")))
         .collect();
     let detail = format!("direct openings closed for the RPN {}: {}", report.rpn_host, detail.join(", "));
-    engine.store.record_rpn_migration(&closing, &super::login_name(), &detail, &crate::engine::now())?;
+    engine.store.record_rpn_migration(&closing, &super::login_name(), &detail, &crate::clock::now())?;
     let run = super::source_step(engine.plan(None, false))?;
     for plan in run.plans.iter().filter(|p| p.reasons.iter().any(|r| r.starts_with("RPN migration"))) {
         engine.store.link_rpn_migration(plan.id)?;

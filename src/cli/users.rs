@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
 
 use crate::console::auth::{self, Role};
-use crate::engine::now;
+use crate::clock::now;
 
 #[derive(Debug, Subcommand)]
 pub enum UserAction {

@@ -3,6 +3,7 @@
 //! `src/config/` reads them. Durations are parsed here ([`Dur`]), so that `"10 minutes"` is a
 //! problem with its line and column like any other wrong value.
 
+pub use crate::sinks::nftables::NftHook;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -412,14 +413,6 @@ pub enum NftMode {
     SetsOnly,
     /// rocsync also installs a chain that accepts the sets.
     Managed,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum NftHook {
-    #[default]
-    Forward,
-    Output,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -20,8 +20,9 @@ use tracing::{info, warn};
 use super::auth::{self, Role, SessionAge, THROTTLE};
 use super::views::{self, Head};
 use super::{AuthMode, Console, labels};
-use crate::engine::{EngineError, now};
-use crate::resolve::now_millis;
+use crate::clock::now;
+use crate::engine::EngineError;
+use crate::clock::now_millis;
 use crate::store::{Decision, StoreError};
 
 /// Why a request is not answered with its page.

@@ -14,7 +14,7 @@ use crate::alerts::Language;
 use crate::engine::Engine;
 use crate::plan::render::{self, Group, Tone};
 use crate::plan::{Plan, Status};
-use crate::resolve::now_millis;
+use crate::clock::now_millis;
 use crate::store::{MailVerdict, NotificationRow, QueuedAlert, SourceRead, StoreError};
 
 const DAY_MS: u64 = 86_400_000;

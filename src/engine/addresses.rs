@@ -2,8 +2,9 @@
 
 use tracing::info;
 
-use crate::resolve::{BookChange, DnsResolver, ResolverError, now_millis};
-use crate::sinks::Resolved;
+use crate::clock::now_millis;
+use crate::resolve::{BookChange, DnsResolver, ResolverError};
+use crate::resolve::Resolved;
 
 use super::{Engine, EngineError, now};
 

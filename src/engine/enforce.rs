@@ -10,7 +10,8 @@ use crate::host::Host;
 use crate::plan::Plan;
 use crate::sinks::nftables::{element_commands, wanted};
 use crate::sinks::readback::{self, ReadBack};
-use crate::sinks::{Resolved, Sink};
+use crate::resolve::Resolved;
+use crate::sinks::Sink;
 use crate::store::StoreError;
 
 use super::{Engine, EngineError, now};

@@ -125,8 +125,7 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(120);
 /// The file the apply lock is held on, in the state directory.
 const APPLY_LOCK: &str = "apply.lock";
 
-/// The current time, as the store and the outputs write it (from the one clock).
-pub use crate::clock::now;
+use crate::clock::now;
 
 /// The sinks built from the configuration's settings: the configuration says what to write
 /// and where, the engine owns what writes it.

@@ -23,9 +23,10 @@ use tempfile::{NamedTempFile, TempPath};
 use tracing::warn;
 
 use crate::catalogue::State;
-use crate::sinks::nft_script::{self, Addresses, NftNames};
+use crate::sinks::nft_script::{self, NftNames};
 use crate::sinks::plain::{self, WildcardStyle};
-use crate::sinks::{Resolved, Sink, SinkError, haproxy, json, squid, stormshield};
+use crate::resolve::{Addresses, Resolved};
+use crate::sinks::{Sink, SinkError, haproxy, json, squid, stormshield};
 
 pub use crate::sinks::post_write::PostWrite;
 

@@ -8,59 +8,21 @@
 pub mod files;
 pub mod haproxy;
 pub mod json;
-#[cfg(feature = "netlink")]
-pub mod netlink;
-/// Without the `netlink` feature: the same calls, each an error naming the feature. The
-/// configuration refuses `[nftables] enabled = true` on such a build, so they are not reached.
-#[cfg(not(feature = "netlink"))]
-pub mod netlink {
-    use crate::resolve::Millis;
-    use crate::sinks::nftables::{Kernel, Layout, Steps};
-
-    fn unavailable() -> std::io::Error {
-        std::io::Error::new(std::io::ErrorKind::Unsupported, crate::sinks::nftables::NO_NETLINK)
-    }
-
-    pub fn snapshot(_layout: &Layout) -> std::io::Result<Kernel> {
-        Err(unavailable())
-    }
-
-    pub fn commit(_layout: &Layout, _steps: &Steps, _now: Millis) -> std::io::Result<()> {
-        Err(unavailable())
-    }
-
-    pub fn with_kernel<T>(_layout: &Layout, _read_back: bool, _f: impl FnOnce(&Kernel) -> T) -> std::io::Result<T> {
-        Err(unavailable())
-    }
-
-    pub fn commit_known(_layout: &Layout, _steps: &Steps, _now: Millis) -> std::io::Result<()> {
-        Err(unavailable())
-    }
-}
 pub mod nft_script;
 pub mod nftables;
+// The nftables sink's kernel side, where it always was for its callers.
+pub use nftables::netlink;
 pub mod plain;
 pub mod post_write;
 pub mod squid;
 pub mod stormshield;
 pub mod readback;
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::catalogue::State;
-use crate::resolve::Millis;
-use crate::sinks::nft_script::Addresses;
+use crate::resolve::Resolved;
 
-/// What the resolver knows of the hosts in force, for the sinks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Resolved {
-    /// Each host's addresses, those in their grace included.
-    pub addresses: Addresses,
-    /// The addresses that answers no longer give, with the end of their grace.
-    pub leaving: BTreeMap<IpAddr, Millis>,
-}
 
 /// Something that enforces a state.
 pub trait Sink {

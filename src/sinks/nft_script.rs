@@ -10,12 +10,12 @@
 //! when nothing was resolved). A wildcard cannot be enforced by address: the comment says to
 //! allow it through the proxy export instead.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::net::IpAddr;
 
 use crate::catalogue::State;
-use crate::host::Host;
+use crate::resolve::Addresses;
 use crate::sinks::comment_text;
 use crate::sinks::nftables::{Family, Rule};
 
@@ -34,7 +34,6 @@ impl Default for NftNames {
 }
 
 /// Addresses resolved for each host.
-pub type Addresses = BTreeMap<Host, BTreeSet<IpAddr>>;
 
 pub fn render(state: &State, plan_id: i64, names: &NftNames, addresses: &Addresses) -> String {
     let table = &names.table;

@@ -382,7 +382,8 @@ fn read_stormshield(text: &str, back: &mut ReadBack) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::nft_script::{Addresses, NftNames};
+    use crate::resolve::Addresses;
+    use crate::sinks::nft_script::NftNames;
     use crate::sinks::plain::WildcardStyle;
     use crate::sinks::squid::tests::state_of;
     use crate::sinks::{haproxy, json, nft_script, plain, squid};

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use crate::catalogue::State;
 use crate::sinks::comment_text;
-use crate::sinks::nft_script::Addresses;
+use crate::resolve::Addresses;
 
 pub fn render(state: &State, addresses: &Addresses) -> String {
     let mut out = String::new();

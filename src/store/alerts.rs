@@ -3,17 +3,8 @@
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::{Store, StoreError};
+use super::{LogPosition, Store, StoreError};
 use crate::alerts::Alert;
-
-/// Where a followed log was read up to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogPosition {
-    pub inode: u64,
-    pub offset: u64,
-    /// The file's first line, to recognise a file truncated and written again past `offset`.
-    pub first_line: String,
-}
 
 /// One alert of the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]

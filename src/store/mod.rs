@@ -44,7 +44,9 @@ mod schema;
 mod sources;
 mod usage;
 
-pub use alerts::{LogPosition, QueuedAlert, Raised};
+pub use alerts::{QueuedAlert, Raised};
+// A watcher's position is the watcher's type; the store keeps it.
+pub use crate::watch::follow::LogPosition;
 pub use applied::{Applied, AuditEntry};
 pub use console::{SessionRow, UserRow};
 pub use files::{Ids, create_state_dir, user_name};

@@ -13,7 +13,15 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::store::LogPosition;
+/// Where a followed log was read up to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPosition {
+    pub inode: u64,
+    pub offset: u64,
+    /// The file's first line, to recognise a file truncated and written again past `offset`.
+    pub first_line: String,
+}
+
 
 /// At most this much is read per call; the rest comes at the next.
 const MAX_READ: u64 = 8 * 1024 * 1024;

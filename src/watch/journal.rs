@@ -112,7 +112,9 @@ async fn follow(directory: Option<PathBuf>, mut cursor: Option<String>, tx: mpsc
         if started.elapsed() > MAX_BACKOFF {
             backoff = Duration::from_secs(1);
         }
-        let reason = format!("{reason} (started again in {} s)", backoff.as_secs());
+        // The reason alone: the daemon says a failure again only when its reason changes, and the
+        // growing back-off is not a new reason (it said so at every retry).
+        tracing::debug!("journalctl: {reason}; started again in {} s", backoff.as_secs());
         if tx.send(Event::Failed(reason)).await.is_err() {
             return;
         }

@@ -1,7 +1,7 @@
 //! rocsync's own nftables table, kept through netlink: what it should hold (a pure function of
 //! the state and the resolved addresses), how that differs from what the kernel holds (pure),
 //! and the sink that reads the kernel, reconciles and commits one atomic batch
-//! ([`super::netlink`] does the talking).
+//! ([`netlink`] does the talking).
 //!
 //! rocsync owns table `inet rocsync` (name configurable) and, in it, two sets of
 //! `address . port` and, in `managed` mode, one base chain. It never deletes the table: in
@@ -14,15 +14,45 @@
 //! grace, so the kernel drops it on time even when rocsync is stopped. Nothing else expires:
 //! rocsync stopping never closes the firewall.
 
+#[cfg(feature = "netlink")]
+pub mod netlink;
+/// Without the `netlink` feature: the same calls, each an error naming the feature. The
+/// configuration refuses `[nftables] enabled = true` on such a build, so they are not reached.
+#[cfg(not(feature = "netlink"))]
+pub mod netlink {
+    use crate::clock::Millis;
+    use super::{Kernel, Layout, Steps};
+
+    fn unavailable() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::Unsupported, super::NO_NETLINK)
+    }
+
+    pub fn snapshot(_layout: &Layout) -> std::io::Result<Kernel> {
+        Err(unavailable())
+    }
+
+    pub fn commit(_layout: &Layout, _steps: &Steps, _now: Millis) -> std::io::Result<()> {
+        Err(unavailable())
+    }
+
+    pub fn with_kernel<T>(_layout: &Layout, _read_back: bool, _f: impl FnOnce(&Kernel) -> T) -> std::io::Result<T> {
+        Err(unavailable())
+    }
+
+    pub fn commit_known(_layout: &Layout, _steps: &Steps, _now: Millis) -> std::io::Result<()> {
+        Err(unavailable())
+    }
+}
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::IpAddr;
 
 use crate::catalogue::State;
-use crate::config::NftHook;
-use crate::resolve::{Millis, now_millis};
+use crate::clock::{Millis, now_millis};
 use crate::sinks::nft_script::NftNames;
-use crate::sinks::{Resolved, Sink, SinkError, netlink};
+use crate::resolve::Resolved;
+use crate::sinks::{Sink, SinkError};
 use crate::usage::ACCEPT_PREFIX;
 
 /// One element of a set: a TCP destination.
@@ -87,6 +117,16 @@ pub const COMMENT_PREFIX: &str = "rocsync: ";
 /// The port every managed chain logs and drops, whatever the state: a new AMC that the
 /// annuaire does not list yet is reached over HTTPS, and its blocked requests must be seen.
 pub const HTTPS: u16 = 443;
+
+/// The hook of the managed chain (`nftables.hook`): `forward` on a firewall, `output` on the
+/// proxy host.
+#[derive(Debug, Clone, Default, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NftHook {
+    #[default]
+    Forward,
+    Output,
+}
 
 /// The chain rocsync installs in `managed` mode.
 #[derive(Debug, Clone, PartialEq, Eq)]

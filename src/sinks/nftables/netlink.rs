@@ -31,7 +31,7 @@ use nftnl::expr::Expression;
 use nftnl::nftnl_sys::{self as sys, libc};
 use nftnl::{Batch, Chain, MsgType, ProtoFamily, Table};
 
-use crate::resolve::Millis;
+use crate::clock::Millis;
 use crate::sinks::nft_script::NftNames;
 use crate::sinks::nftables::{
     ChainStep, Element, Elements, Family, Kernel, KernelChain, KernelRule, KernelSet, Layout, Leftover, MANAGED_CHAINS, Managed,
@@ -196,8 +196,8 @@ fn add_chain(
     let name = cstring(managed.chain())?;
     let mut chain = Chain::new(&name, table);
     let hook = match managed.hook {
-        crate::config::NftHook::Forward => nftnl::Hook::Forward,
-        crate::config::NftHook::Output => nftnl::Hook::Out,
+        crate::sinks::nftables::NftHook::Forward => nftnl::Hook::Forward,
+        crate::sinks::nftables::NftHook::Output => nftnl::Hook::Out,
     };
     chain.set_hook(hook, 0);
     chain.set_type(nftnl::ChainType::Filter);
@@ -660,7 +660,7 @@ fn get_elements(socket: &mnl::Socket, table: &CStr, name: &CStr, family: Family)
             // Two reads disagreed: give the resize time to finish.
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let mut dump = ElementDump { family, now: crate::resolve::now_millis(), elements: Elements::new(), failed: false };
+        let mut dump = ElementDump { family, now: crate::clock::now_millis(), elements: Elements::new(), failed: false };
         talk(socket, &request[..len], 3, parse_elements, &mut dump)?;
         if dump.failed {
             return Err(not_allocated("a set to read the kernel's elements into"));
@@ -1072,7 +1072,7 @@ pub fn with_kernel<T>(layout: &Layout, read_back: bool, f: impl FnOnce(&Kernel) 
             tracing::debug!(generation, "nftables: generation unchanged since rocsync's last commit or read: no read-back.");
         }
     }
-    let now = crate::resolve::now_millis();
+    let now = crate::clock::now_millis();
     match session.known.as_mut() {
         Some(known) => {
             known.prune(now);
