@@ -537,9 +537,9 @@ mod tests {
     #[test]
     fn a_wildcard_opening_counts_its_subdomains() {
         let hosts = [host("*.api.a.test")];
-        let openings = Openings::new(&hosts);
-        assert_eq!(openings.find("x.y.api.a.test").map(Host::as_str), Some("*.api.a.test"));
-        assert_eq!(openings.find("api.a.test"), None);
+        let index = Openings::new(&hosts);
+        assert_eq!(index.find("x.y.api.a.test").map(Host::as_str), Some("*.api.a.test"));
+        assert_eq!(index.find("api.a.test"), None);
         let entry = Entry { ports: [443].into(), amcs: BTreeMap::new(), origins: [Origin::Annuaire].into(), since: None };
         let state = State { entries: BTreeMap::from([(host("*.api.a.test"), entry)]) };
         let rows = [row("*.api.a.test", 10, 2, Some(10 * DAY_SECS))];

@@ -115,9 +115,12 @@ pub fn render(state: &State, plan_id: i64, names: &NftNames, addresses: &Address
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
-    use crate::catalogue::{AmcUse, Entry, Origin};
     use crate::amc::AmcNumber;
+    use crate::catalogue::{AmcUse, Entry, Origin};
+    use crate::host::Host;
 
     #[test]
     fn lists_hosts_and_fills_sets_with_resolved_addresses() {
