@@ -101,12 +101,19 @@ pub struct RpnReport {
     pub quiet_period_days: u64,
     /// Requests to the RPN host since `switched_on`.
     pub rpn_requests: u64,
+    /// Since when rocsync counts the requests in the logs; `None` before it ever did. An AMC is
+    /// quiet only for as long as rocsync has watched it.
+    pub counting_since: Option<String>,
     pub amcs: Vec<AmcDirect>,
 }
 
 /// The RPN report from the annuaire's catalogue and the counted rows.
-pub fn report(catalogue: &Catalogue, rows: &[Row], rpn: &Rpn, now: i64, migrated: &BTreeSet<AmcNumber>) -> RpnReport {
+///
+/// The quiet period runs from the switch or from when counting began, whichever is later: an AMC
+/// nobody watched is not quiet, it is unknown, and without any counting nothing is closable.
+pub fn report(catalogue: &Catalogue, rows: &[Row], rpn: &Rpn, now: i64, counting_since: Option<i64>, migrated: &BTreeSet<AmcNumber>) -> RpnReport {
     let switched_on = rpn.switched_on_secs();
+    let watched_from = counting_since.map_or(i64::MAX, |c| c.max(switched_on));
     let quiet = i64::try_from(rpn.quiet_period.as_secs()).unwrap_or(i64::MAX);
     let recent: Vec<&Row> = rows.iter().filter(|r| r.tally.last_seen >= switched_on).collect();
     let mut hosts_of: BTreeMap<&AmcNumber, Vec<&str>> = BTreeMap::new();
@@ -121,7 +128,7 @@ pub fn report(catalogue: &Catalogue, rows: &[Row], rpn: &Rpn, now: i64, migrated
             let direct: Vec<&Row> = recent.iter().copied().filter(|r| hosts.contains(&r.host.as_str())).collect();
             let direct_requests: u64 = direct.iter().map(|r| r.tally.requests + r.tally.blocked).sum();
             let last = direct.iter().map(|r| r.tally.last_seen).max();
-            let quiet_since = last.map_or(switched_on, |l| l.max(switched_on));
+            let quiet_since = last.map_or(watched_from, |l| l.max(watched_from));
             let closable_on = quiet_since.saturating_add(quiet);
             let is_migrated = migrated.contains(number);
             AmcDirect {
@@ -136,7 +143,7 @@ pub fn report(catalogue: &Catalogue, rows: &[Row], rpn: &Rpn, now: i64, migrated
                     .collect(),
                 quiet_since: time_text(quiet_since),
                 closable_on: time_text(closable_on),
-                closable: now >= closable_on && !is_migrated,
+                closable: counting_since.is_some() && now >= closable_on && !is_migrated,
                 migrated: is_migrated,
             }
         })
@@ -147,6 +154,7 @@ pub fn report(catalogue: &Catalogue, rows: &[Row], rpn: &Rpn, now: i64, migrated
         switched_on: rpn.switched_on.to_string(),
         quiet_period_days: rpn.quiet_period.as_secs() / 86_400,
         rpn_requests: recent.iter().filter(|r| r.host == rpn_host).map(|r| r.tally.requests + r.tally.blocked).sum(),
+        counting_since: counting_since.map(time_text),
         amcs,
     }
 }
@@ -261,9 +269,9 @@ mod tests {
         let (busy_amc, busy_host) =
             cat.hosts.iter().find(|(_, u)| u.len() == 1).map(|(h, u)| (u.keys().next().unwrap().clone(), h.as_str().to_owned())).unwrap();
         let rows = [row(&busy_host, switch + 10 * DAY, 3), row(&busy_host, switch - 5 * DAY, 100), row("rpn.roc.test", switch + DAY, 50)];
-        let before = report(&cat, &rows, &rpn, switch + 13 * DAY, &BTreeSet::new());
+        let before = report(&cat, &rows, &rpn, switch + 13 * DAY, Some(0), &BTreeSet::new());
         assert!(before.amcs.iter().all(|a| !a.closable), "13 days after the switch nothing is closable");
-        let after = report(&cat, &rows, &rpn, switch + 15 * DAY, &BTreeSet::new());
+        let after = report(&cat, &rows, &rpn, switch + 15 * DAY, Some(0), &BTreeSet::new());
         let busy = after.amcs.iter().find(|a| a.amc == busy_amc.as_str()).unwrap();
         assert!(!busy.closable, "used directly 10 days after the switch");
         assert_eq!(busy.direct_requests, 3, "what came before the switch does not count");
@@ -313,5 +321,21 @@ mod tests {
         assert_eq!(note(&direct, &BTreeSet::from([amc.clone()])), Some(RpnNote::GoesDirect));
         assert_eq!(note(&direct, &BTreeSet::new()), None, "not migrated: an ordinary block");
         assert_eq!(note(&Event { in_force: true, ..direct }, &BTreeSet::from([amc])), None);
+    }
+
+    /// An AMC rocsync never watched is not quiet: with no counting nothing is closable, and
+    /// the quiet period runs from when counting began when that is after the switch.
+    #[test]
+    fn an_amc_is_quiet_only_for_as_long_as_rocsync_has_counted() {
+        let cat = catalogue();
+        let rpn = rpn("2026-03-02");
+        let switch = rpn.switched_on_secs();
+        let never = report(&cat, &[], &rpn, switch + 100 * DAY, None, &BTreeSet::new());
+        assert!(never.amcs.iter().all(|a| !a.closable), "no counting, nothing closable");
+        assert_eq!(never.counting_since, None);
+        let late = report(&cat, &[], &rpn, switch + 20 * DAY, Some(switch + 10 * DAY), &BTreeSet::new());
+        assert!(late.amcs.iter().all(|a| !a.closable), "counted for 10 days only, quiet period 14");
+        let enough = report(&cat, &[], &rpn, switch + 25 * DAY, Some(switch + 10 * DAY), &BTreeSet::new());
+        assert!(enough.amcs.iter().all(|a| a.closable), "counted and quiet for 15 days");
     }
 }

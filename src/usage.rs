@@ -272,6 +272,9 @@ impl Counts {
 }
 
 /// The kind of log a batch of lines comes from.
+/// How far ahead of now a log line's time may be and still count.
+const FUTURE_SLACK: i64 = 86_400;
+
 #[derive(Debug, Clone, Copy)]
 pub enum Source<'a> {
     Squid,
@@ -288,6 +291,12 @@ pub fn count(lines: &[String], source: Source<'_>, openings: &Openings, reverse:
             Source::Nft { accept_prefix, drop_prefix } => nft_hit(line, accept_prefix, drop_prefix, now),
         };
         let Some(hit) = hit else { continue };
+        // A line dated ahead of now (a forged line, a client's clock written by a relay) would
+        // stand as the last use for good, and keep its opening from ever being called unused:
+        // it is not counted. A day of slack for clocks and time zones.
+        if hit.at > now.saturating_add(FUTURE_SLACK) {
+            continue;
+        }
         match (&hit.name, hit.ip) {
             (Some(name), _) => {
                 if let Some(opening) = openings.find(name) {
@@ -589,16 +598,35 @@ mod tests {
                 "{}.5 1 198.18.1.{c} {} 1 CONNECT {}.test:443 - - -",
                 1_700_000_000 + t, if *ok { "TCP_TUNNEL/200" } else { "TCP_DENIED/403" }, ["a", "b", "c"][*h as usize]
             )).collect();
-            let whole = count(&text, Source::Squid, &openings, &BTreeMap::new(), 0);
+            let whole = count(&text, Source::Squid, &openings, &BTreeMap::new(), 1_800_000_000);
             let cut = cut.min(text.len());
             let (a, b) = text.split_at(cut);
-            let mut merged = count(a, Source::Squid, &openings, &BTreeMap::new(), 0);
-            for (k, t) in count(b, Source::Squid, &openings, &BTreeMap::new(), 0).rows {
+            let mut merged = count(a, Source::Squid, &openings, &BTreeMap::new(), 1_800_000_000);
+            for (k, t) in count(b, Source::Squid, &openings, &BTreeMap::new(), 1_800_000_000).rows {
                 merged.rows.entry(k).or_default().merge(&t);
             }
             proptest::prop_assert_eq!(&merged, &whole);
             let total: u64 = whole.rows.values().map(|t| t.requests + t.blocked).sum();
             proptest::prop_assert_eq!(total as usize, lines.len());
         }
+    }
+
+    /// A line dated years ahead (forged, or a broken clock) is not counted: it would stand as
+    /// the last use for good.
+    #[test]
+    fn a_line_dated_in_the_future_is_not_counted() {
+        let hosts = [host("idb.a.test")];
+        let index = Openings::new(&hosts);
+        let now = 1_763_630_102;
+        let lines: Vec<String> = [
+            "4102444800.0 1 198.18.1.21 TCP_TUNNEL/200 1 CONNECT idb.a.test:443 - HIER_DIRECT/- -".to_owned(),
+            "1e300 1 198.18.1.22 TCP_TUNNEL/200 1 CONNECT idb.a.test:443 - HIER_DIRECT/- -".to_owned(),
+            format!("{now}.5 1 198.18.1.23 TCP_TUNNEL/200 1 CONNECT idb.a.test:443 - HIER_DIRECT/- -"),
+        ]
+        .into();
+        let counts = count(&lines, Source::Squid, &index, &BTreeMap::new(), now);
+        let total: u64 = counts.rows.values().map(|t| t.requests).sum();
+        assert_eq!(total, 1, "only the line of today counts");
+        assert!(counts.rows.values().all(|t| t.last_seen <= now + 1));
     }
 }

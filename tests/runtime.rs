@@ -95,6 +95,43 @@ fn sighup_moves_the_http_endpoint_the_new_address_serves_and_the_old_one_refuses
     assert!(wait_until(Duration::from_secs(5), || !accepts(old)), "the old address is closed");
 }
 
+/// A reload whose new listen address is taken stopped every service of the daemon (polls,
+/// watchers, the endpoint) while its log said "Reload done": now the reload is refused whole,
+/// the old address keeps serving, polls go on, and the audit log says why.
+#[test]
+fn a_reload_whose_listen_address_is_taken_is_refused_and_the_old_generation_keeps_running() {
+    if !util::have("curl", false) {
+        return;
+    }
+    let smtp = SmtpSink::start();
+    let old = free_port();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let sb = Sandbox::with_config(&config("auto", "2s", smtp.addr.port(), "helpdesk@hopital.test", old, ""));
+    sb.set_answer("urls-v1.json");
+    let daemon = Daemon::start(&sb);
+    assert!(http_get(old, "/roc-hosts.txt").contains(IDB), "the first address serves");
+    sb.write_config(&format!("{}\n{OUTPUTS}", config("auto", "2s", smtp.addr.port(), "helpdesk@hopital.test", busy, "")));
+    daemon.signal("-HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || daemon.log().contains("the one loaded before stays in force")),
+        "the reload is refused: {}",
+        daemon.log()
+    );
+    assert!(!daemon.log().contains("Reload done"), "{}", daemon.log());
+    assert!(wait_until(Duration::from_secs(5), || http_get(old, "/roc-hosts.txt").contains(IDB)), "the old address serves again: {}", daemon.log());
+    let audit = sb.json(&["audit", "--json"]).to_string();
+    assert!(audit.contains("config.reload_refused") && audit.contains("cannot start"), "{audit}");
+    // Polls go on under the old configuration: a changed answer is applied within seconds.
+    sb.set_answer("urls-v2.json");
+    assert!(
+        wait_until(Duration::from_secs(15), || sb.json(&["plan", "list", "--all", "--json"]).to_string().matches("\"applied\"").count() >= 2),
+        "the schedule still runs: {}",
+        daemon.log()
+    );
+    drop(taken);
+}
+
 /// `[alerts]` needed a restart: after a SIGHUP the next alert goes to the new SMTP server and
 /// the new recipients, and none to the old server.
 #[test]

@@ -123,12 +123,22 @@ fn the_rpn_migration_closes_only_quiet_amcs_and_keeps_them_closed() {
     assert!(hosts.contains("rpn.roc.test") && hosts.contains("ws.caisse-solidaire.test"), "{hosts}");
 
     let switch = 1_772_409_600; // 2026-03-02T00:00:00Z
+    // rocsync has watched the proxy's log since before the switch: an AMC is quiet only for as
+    // long as rocsync has counted. Before the switch everybody goes direct; it does not count.
+    let before = (switch - 4 * DAY).to_string();
+    let mut watching = Daemon::start_with_env(&sb, &[("ROCSYNC_TEST_NOW", before.as_str())]);
+    append(&log, &[squid_line(switch - 3 * DAY, "198.18.1.20", "TCP_TUNNEL/200", "ws.caisse-solidaire.test")]);
+    assert!(
+        wait_until(Duration::from_secs(20), || sb.json(&["report", "openings", "--json"])["since"].is_string()),
+        "counting began: {}",
+        watching.log()
+    );
+    watching.stop();
+
     let day20 = (switch + 20 * DAY + 12 * 3600).to_string();
     let now = [("ROCSYNC_TEST_NOW", day20.as_str())];
     let daemon = Daemon::start_with_env(&sb, &now);
-
-    // Before the switch everybody goes direct; it does not count.
-    let mut lines = vec![squid_line(switch - 3 * DAY, "198.18.1.20", "TCP_TUNNEL/200", "ws.caisse-solidaire.test")];
+    let mut lines = Vec::new();
     for d in 0..=20 {
         let at = switch + d * DAY + 9 * 3600;
         lines.push(squid_line(at, "198.18.1.20", "TCP_TUNNEL/200", "rpn.roc.test"));
@@ -332,8 +342,14 @@ fn real_squid_requests_are_counted_once_across_squid_k_rotate() {
     squid.k("reconfigure", "HUP");
     let mut blocked = 1;
     let started = std::time::Instant::now();
-    while squid.connect(idb, amc) != 200 {
-        blocked += 1;
+    loop {
+        match squid.connect(idb, amc) {
+            200 => break,
+            // Denied while Squid still holds the old ACL; a connection refused during the
+            // reconfiguration is no request at all.
+            403 => blocked += 1,
+            _ => {}
+        }
         assert!(started.elapsed() < Duration::from_secs(20) && blocked < 100, "Squid did not take the ACL");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -341,7 +357,13 @@ fn real_squid_requests_are_counted_once_across_squid_k_rotate() {
         assert_eq!(squid.connect(idb, amc), 200, "the opened AMC host");
     }
     let access = || std::fs::read_to_string(d.join("access.log")).unwrap_or_default();
-    assert!(wait_until(Duration::from_secs(20), || counted(3, blocked)), "{}\n{}", access(), daemon.log());
+    assert!(
+        wait_until(Duration::from_secs(20), || counted(3, blocked)),
+        "want 3 requests, {blocked} blocked: {}\n{}\n{}",
+        opening(&sb.json(&["report", "openings", "--json"]), idb),
+        access(),
+        daemon.log()
+    );
     let log = access();
     assert!(log.contains("TCP_TUNNEL/200") && log.contains("TCP_DENIED/403"), "Squid's own lines: {log}");
 

@@ -21,8 +21,8 @@ pub enum Report {
     /// --unused-for (default 90d) are flagged, never for longer than rocsync has counted.
     #[command(after_help = "Examples:\n  rocsync report openings --unused-for 180d\n  rocsync report openings --csv > openings.csv\n  rocsync report openings --json")]
     Openings {
-        /// Flag the openings nothing went through for this long.
-        #[arg(long, value_name = "DURATION", value_parser = crate::config::duration)]
+        /// Flag the openings nothing went through for this long (at least 1d).
+        #[arg(long, value_name = "DURATION", value_parser = unused_for)]
         unused_for: Option<Duration>,
         #[arg(long, conflicts_with = "csv")]
         json: bool,
@@ -92,10 +92,24 @@ pub fn rpn_migration(config: &Path, out: &mut impl Write) -> anyhow::Result<Exit
         .map(|a| format!("{} (last direct request: {})", a.amc, a.last_direct.as_deref().unwrap_or("none since the switch")))
         .collect();
     let detail = format!("direct openings closed for the RPN {}: {}", report.rpn_host, detail.join(", "));
-    engine.store.record_rpn_migration(&closing, &super::login_name(), &detail, &crate::clock::now())?;
-    let run = super::source_step(engine.plan(None, false))?;
+    let by = super::login_name();
+    engine.store.record_rpn_migration(&closing, &by, &detail, &crate::clock::now())?;
+    let run = match engine.plan(None, false) {
+        Ok(run) => run,
+        Err(e) => {
+            // No plan holds the closings: the migration is taken back, not left in force
+            // without a plan to reject.
+            engine.store.forget_unlinked_rpn_migration(&by, &format!("planning failed: {}", crate::error_chain(&e)), &crate::clock::now())?;
+            return Err(super::source_step::<()>(Err(e)).unwrap_err());
+        }
+    };
+    let mut linked = false;
     for plan in run.plans.iter().filter(|p| p.reasons.iter().any(|r| r.starts_with("RPN migration"))) {
         engine.store.link_rpn_migration(plan.id)?;
+        linked = true;
+    }
+    if !linked {
+        engine.store.forget_unlinked_rpn_migration(&by, "no plan closes the direct openings", &crate::clock::now())?;
     }
     super::output::once(&mut *out, &run, false)?;
     Ok(ExitCode::SUCCESS)
@@ -110,7 +124,18 @@ fn rpn_report(engine: &Engine) -> anyhow::Result<RpnReport> {
     let answer = crate::sources::annuaire::parse(&cached.body, cached.content_type.as_deref())?;
     let catalogue = Catalogue::from_answer(&answer);
     let rows = engine.store.usage_rows(0)?;
-    Ok(crate::rpn::report(&catalogue, &rows, &rpn, crate::usage::now(), &engine.store.rpn_migrated()?))
+    let since = engine.store.counting_since()?;
+    Ok(crate::rpn::report(&catalogue, &rows, &rpn, crate::usage::now(), since, &engine.store.rpn_migrated()?))
+}
+
+/// `--unused-for`: a duration of at least a day (counts are kept per day; `0s` flagged an opening
+/// used a minute ago).
+fn unused_for(text: &str) -> Result<Duration, String> {
+    let d = crate::config::duration(text)?;
+    if d < Duration::from_secs(86_400) {
+        return Err(format!("`{text}` is shorter than a day: requests are counted per day; write e.g. `30d`"));
+    }
+    Ok(d)
 }
 
 /// A cell a spreadsheet shows as text: one that starts like a formula (`=`, `+`, `-`, `@`, or
@@ -176,6 +201,13 @@ fn rpn_text(out: &mut impl Write, report: &RpnReport) -> std::io::Result<()> {
         "RPN {}: GAP re-pointed on {}; {} request(s) to the RPN since. An AMC's direct openings may close after {} day(s) without a direct request.",
         report.rpn_host, report.switched_on, report.rpn_requests, report.quiet_period_days
     )?;
+    match &report.counting_since {
+        Some(since) => writeln!(out, "Requests counted in the watched logs since {since}.")?,
+        None => writeln!(
+            out,
+            "No request counted yet: `rocsync run` counts them in the logs of [watch]; until it has, no AMC can be called quiet."
+        )?,
+    }
     for a in &report.amcs {
         let state = if a.migrated {
             "migrated: direct openings closed".to_owned()

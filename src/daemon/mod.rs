@@ -205,6 +205,8 @@ pub async fn run(config: Config, config_path: PathBuf, mut reloads: mpsc::Receiv
     }
 
     tokio::pin!(shutdown);
+    // The configuration in force, to go back to when a new one's services cannot start.
+    let mut current = (config.clone(), settings.clone(), Config::read_text(&config_path).unwrap_or_default());
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -214,10 +216,7 @@ pub async fn run(config: Config, config_path: PathBuf, mut reloads: mpsc::Receiv
                     Ok(new) => {
                         info!("SIGHUP: configuration {} read.", config_path.display());
                         let settings = settings::settings(&new);
-                        let (tx, taken) = oneshot::channel();
-                        let job = Job::Reload(Box::new(new.clone()), text, Box::new(settings.clone()), tx);
-                        // The job in progress (an apply) finishes first, under the old generation.
-                        if jobs.send(job).await.is_err() || !taken.await.unwrap_or(false) {
+                        if !hand_over(&jobs, &new, &text, &settings).await {
                             continue;
                         }
                         // The old generation's listeners are closed before the new ones bind
@@ -225,14 +224,30 @@ pub async fn run(config: Config, config_path: PathBuf, mut reloads: mpsc::Receiv
                         if let Some(old) = generation.take() {
                             old.stop().await;
                         }
-                        generation = match Generation::start(&new, &settings, &jobs, &shared, &root).await {
-                            Ok(g) => Some(g),
-                            Err(e) => {
-                                error!("The new configuration's services cannot all start: {e:#}");
-                                None
+                        match Generation::start(&new, &settings, &jobs, &shared, &root).await {
+                            Ok(g) => {
+                                generation = Some(g);
+                                current = (new, settings, text);
+                                info!("Reload done: the new configuration is in force.");
                             }
-                        };
-                        info!("Reload done: the new configuration is in force.");
+                            Err(e) => {
+                                // A listen address taken, a console certificate unreadable: the
+                                // reload is refused whole and the configuration before it
+                                // comes back, schedules, watchers and listeners included.
+                                let reason = format!("{}: its services cannot start: {e:#}", config_path.display());
+                                error!("SIGHUP: the configuration is refused, the one loaded before stays in force: {reason}");
+                                let (old, old_settings, old_text) = &current;
+                                hand_over(&jobs, old, old_text, old_settings).await;
+                                let _ = jobs.send(Job::ReloadRefused(reason)).await;
+                                generation = match Generation::start(old, old_settings, &jobs, &shared, &root).await {
+                                    Ok(g) => Some(g),
+                                    Err(e) => {
+                                        error!("The configuration loaded before cannot start its services again either: {e:#}");
+                                        None
+                                    }
+                                };
+                            }
+                        }
                     }
                     Err(e) => {
                         // One line: under systemd each line is an entry of its own.
@@ -256,6 +271,14 @@ pub async fn run(config: Config, config_path: PathBuf, mut reloads: mpsc::Receiv
     tokio::task::spawn_blocking(move || worker.join()).await.ok();
     info!("Stopped.");
     Ok(())
+}
+
+/// Gives the worker a configuration, after the job in progress (an apply finishes under the old
+/// one); whether it took it.
+async fn hand_over(jobs: &mpsc::Sender<Job>, config: &Config, text: &str, settings: &Settings) -> bool {
+    let (tx, taken) = oneshot::channel();
+    let job = Job::Reload(Box::new(config.clone()), text.to_owned(), Box::new(settings.clone()), tx);
+    jobs.send(job).await.is_ok() && taken.await.unwrap_or(false)
 }
 
 /// What runs for one configuration: cancelled as a whole when a reload replaces it, or at the

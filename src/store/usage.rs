@@ -138,6 +138,19 @@ impl Store {
         self.conn.execute("UPDATE rpn_migrations SET plan_id = ?1 WHERE plan_id IS NULL", [plan_id])?;
         Ok(())
     }
+
+    /// Takes back the migrations recorded without a plan (the planning that was to close them
+    /// failed, or closed nothing), audited `rpn.migration_cancelled` with why: a migration is
+    /// only ever in force through a plan that the RSSI can reject.
+    pub fn forget_unlinked_rpn_migration(&mut self, by: &str, why: &str, now: &str) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute("DELETE FROM rpn_migrations WHERE plan_id IS NULL", [])?;
+        if n > 0 {
+            audit_in(&tx, now, by, "rpn.migration_cancelled", None, why)?;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
 }
 
 /// Adds `counts` to the history, notes when counting began, prunes the oldest days.
@@ -192,7 +205,7 @@ mod tests {
             Source::Squid,
             &openings,
             &Default::default(),
-            0,
+            2_000_000_000,
         );
         let position = LogPosition { inode: 1, offset: 100, first_line: "x".into() };
         let now_s = 1763630300;
@@ -211,7 +224,7 @@ mod tests {
             Source::Squid,
             &openings,
             &Default::default(),
-            0,
+            2_000_000_000,
         );
         store.record_log_with_usage("/var/log/squid/access.log", &position, &[], 0, 0, &fresh, later).unwrap();
         let rows = store.usage_rows(0).unwrap();
