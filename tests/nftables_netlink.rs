@@ -495,3 +495,38 @@ fn a_pass_reads_the_kernel_back_only_when_the_generation_moved() {
     assert_eq!(kernel_elements(&router), BTreeSet::from(["198.18.2.11 . 443".into(), "2001:db8:2::11 . 443".into()]));
     assert!(!sb.ok_in(&router, &["audit"]).contains("sink.repaired"));
 }
+
+/// Found by an attack: a chain whose rules kept their comments passed for rocsync's whatever
+/// else changed. Its policy turned to drop (every other forwarded flow cut) or its priority
+/// moved is drift: status says so, and the next pass makes the chain again, audited.
+#[test]
+fn a_managed_chain_whose_policy_or_priority_was_changed_by_hand_is_made_again() {
+    if !util::have("dnsmasq", true) || !util::have("nft", true) {
+        return;
+    }
+    let router = Netns::new("nlpol");
+    let out = Command::new("ip").args(["netns", "exec", &router.0, "ip", "link", "set", "lo", "up"]).status().unwrap();
+    assert!(out.success());
+    let dns = Dnsmasq::start_in(Some(&router.0), HOSTS, 1);
+    let sb = Sandbox::with_config(&config(&dns, "managed"));
+    std::fs::write(sb.path("annuaire.json"), answer(&[("111111111", "idb.a.test")])).unwrap();
+    sb.ok_in(&router, &["once"]);
+    let chain = || router.nft_ok(&["list", "chain", "inet", "rocsync", "forward"]);
+    assert!(chain().contains("policy accept"), "{}", chain());
+
+    router.nft_ok(&["add", "chain", "inet", "rocsync", "forward", "{ policy drop ; }"]);
+    assert!(chain().contains("policy drop"), "{}", chain());
+    let status = sb.ok_in(&router, &["status", "--json"]);
+    assert!(status.contains("policy drop"), "status names it: {status}");
+    sb.ok_in(&router, &["once"]);
+    assert!(chain().contains("policy accept"), "made again: {}", chain());
+    let audit = sb.ok_in(&router, &["audit"]);
+    assert!(audit.lines().any(|l| l.contains("sink.repaired") && l.contains("policy drop")), "{audit}");
+
+    // The same rules, hooked at another priority.
+    router.nft_ok(&["delete", "chain", "inet", "rocsync", "forward"]);
+    router.nft_ok(&["add", "chain", "inet", "rocsync", "forward", "{ type filter hook forward priority 10 ; policy accept ; }"]);
+    sb.ok_in(&router, &["once"]);
+    let repaired = chain();
+    assert!(repaired.contains("priority filter") && repaired.contains("rocsync: allow v4"), "{repaired}");
+}

@@ -329,7 +329,7 @@ impl Kernel {
         }
         if let Some(managed) = layout.managed.as_ref().filter(|_| steps.chain != ChainStep::Keep) {
             let rules = managed.rules().into_iter().map(|r| KernelRule { comment: r.comment(), handle: 0 }).collect();
-            self.chain = Some(KernelChain { hook: Some(managed.hook_number()), rules });
+            self.chain = Some(KernelChain { hook: Some(managed.hook_number()), policy: Some(NF_ACCEPT), priority: Some(0), rules });
         }
         for e in &steps.delete {
             if let Some(set) = self.set_mut(Family::of(&e.addr)) {
@@ -352,10 +352,17 @@ pub struct KernelSet {
     pub elements: Elements,
 }
 
+/// The kernel's verdict code for accept, a base chain's policy.
+pub const NF_ACCEPT: u32 = 1;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelChain {
     /// `None` for a chain that is not a base chain.
     pub hook: Option<u32>,
+    /// The base chain's policy (`NF_ACCEPT` is 1, `NF_DROP` 0).
+    pub policy: Option<u32>,
+    /// The base chain's priority (rocsync's is 0, `filter`).
+    pub priority: Option<i32>,
     /// Its rules, in order.
     pub rules: Vec<KernelRule>,
 }
@@ -542,6 +549,17 @@ pub fn reconcile(kernel: &Kernel, layout: &Layout, wanted: &Elements) -> Steps {
                 steps.drift.push(format!("nftables: chain {chain} is not hooked on {chain}"));
                 ChainStep::Recreate
             }
+            // A policy turned to drop cuts every other flow through the host; another priority
+            // puts the chain before or after the administrator's. Its rules may be right, the
+            // chain is not: made again.
+            Some(c) if c.policy.is_some_and(|p| p != NF_ACCEPT) || c.priority.is_some_and(|p| p != 0) => {
+                let policy = if c.policy == Some(NF_ACCEPT) { "accept" } else { "drop" };
+                steps.drift.push(format!(
+                    "nftables: chain {chain} was altered (policy {policy}, priority {}; rocsync's is policy accept, priority 0)",
+                    c.priority.unwrap_or(0)
+                ));
+                ChainStep::Recreate
+            }
             Some(c) if c.rules.iter().map(|r| r.comment.as_str()).ne(expected.iter().map(String::as_str)) => {
                 let (n, m) = (c.rules.len(), expected.len());
                 let what = match !c.rules.is_empty() && c.rules.iter().all(KernelRule::is_rocsyncs) {
@@ -707,6 +725,8 @@ mod tests {
     fn chain_of(hook: u32, comments: &[String]) -> KernelChain {
         KernelChain {
             hook: Some(hook),
+            policy: Some(NF_ACCEPT),
+            priority: Some(0),
             rules: comments.iter().zip(10u64..).map(|(c, handle)| KernelRule { comment: c.clone(), handle }).collect(),
         }
     }

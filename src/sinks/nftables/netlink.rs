@@ -86,8 +86,8 @@ pub fn snapshot(layout: &Layout) -> io::Result<Kernel> {
     let current = layout.managed.as_ref().map(Managed::chain);
     for name in MANAGED_CHAINS {
         let chain = cstring(name)?;
-        let Some(hook) = exists(get_chain(&socket, &table, &chain))? else { continue };
-        let found = KernelChain { hook, rules: get_rules(&socket, &table, &chain)? };
+        let Some((hook, policy, priority)) = exists(get_chain(&socket, &table, &chain))? else { continue };
+        let found = KernelChain { hook, policy, priority, rules: get_rules(&socket, &table, &chain)? };
         if current == Some(name) {
             kernel.chain = Some(found);
         } else {
@@ -714,7 +714,10 @@ fn parse_elements(nlh: &mlibc::nlmsghdr, dump: &mut ElementDump) -> libc::c_int 
     if dump.failed { CB_STOP } else { 1 }
 }
 
-fn get_chain(socket: &mnl::Socket, table: &CStr, name: &CStr) -> io::Result<Option<u32>> {
+/// A chain's hook, policy and priority (each `None` when the chain is not a base chain).
+type ChainInfo = (Option<u32>, Option<u32>, Option<i32>);
+
+fn get_chain(socket: &mnl::Socket, table: &CStr, name: &CStr) -> io::Result<ChainInfo> {
     let mut request = vec![0u8; 4096];
     // SAFETY: as in `get_set`.
     unsafe {
@@ -726,13 +729,14 @@ fn get_chain(socket: &mnl::Socket, table: &CStr, name: &CStr) -> io::Result<Opti
         sys::nftnl_chain_free(c);
     }
     let len = message_len(&request);
-    // The chain's hook, and whether a message could not be read for want of memory.
-    let mut hook = (None, false);
+    // The chain's hook, policy and priority, and whether a message could not be read for want
+    // of memory.
+    let mut hook: (ChainInfo, bool) = ((None, None, None), false);
     talk(
         socket,
         &request[..len],
         4,
-        |nlh, hook: &mut (Option<u32>, bool)| {
+        |nlh, hook: &mut (ChainInfo, bool)| {
             // SAFETY: as in `get_set`.
             unsafe {
                 let c = sys::nftnl_chain_alloc();
@@ -740,10 +744,17 @@ fn get_chain(socket: &mnl::Socket, table: &CStr, name: &CStr) -> io::Result<Opti
                     hook.1 = true;
                     return CB_STOP;
                 }
-                if sys::nftnl_chain_nlmsg_parse(ptr::from_ref(nlh).cast(), c) >= 0
-                    && sys::nftnl_chain_is_set(c, sys::NFTNL_CHAIN_HOOKNUM as u16)
-                {
-                    hook.0 = Some(sys::nftnl_chain_get_u32(c, sys::NFTNL_CHAIN_HOOKNUM as u16));
+                if sys::nftnl_chain_nlmsg_parse(ptr::from_ref(nlh).cast(), c) >= 0 {
+                    let is_set = |attr: u32| sys::nftnl_chain_is_set(c, attr as u16);
+                    if is_set(sys::NFTNL_CHAIN_HOOKNUM) {
+                        hook.0.0 = Some(sys::nftnl_chain_get_u32(c, sys::NFTNL_CHAIN_HOOKNUM as u16));
+                    }
+                    if is_set(sys::NFTNL_CHAIN_POLICY) {
+                        hook.0.1 = Some(sys::nftnl_chain_get_u32(c, sys::NFTNL_CHAIN_POLICY as u16));
+                    }
+                    if is_set(sys::NFTNL_CHAIN_PRIO) {
+                        hook.0.2 = Some(sys::nftnl_chain_get_s32(c, sys::NFTNL_CHAIN_PRIO as u16));
+                    }
                 }
                 sys::nftnl_chain_free(c);
             }
