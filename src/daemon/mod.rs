@@ -562,6 +562,9 @@ impl Worker {
                 }
                 Job::Repair => self.repair(),
             }
+            // What the job allocated (a pass, the published lists, a log's lines) goes back to
+            // the system now, not at the next pass.
+            crate::memory::release_freed();
         }
         info!("Worker stopped.");
     }
@@ -649,7 +652,6 @@ impl Worker {
         // How long the work takes, for the metrics: the system's monotonic time, not the clock.
         let started = Instant::now();
         let result = self.engine.once(false);
-        crate::memory::release_freed();
         let mut failure = None;
         let ok = match result {
             Ok(run) => {
