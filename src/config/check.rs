@@ -177,6 +177,16 @@ pub(super) fn check(raw: RawConfig, base: &Path, problems: &mut Vec<Problem>) ->
             bad(key, "is empty: give a path, or leave the key out".into());
         }
     }
+    // The kernel's messages reach both on a usual host (rsyslog writes the journal's kernel
+    // entries to kern.log): every drop and every accepted connection would count twice.
+    if raw.watch.journal && raw.watch.nft_log.is_some() {
+        bad(
+            "watch.nft_log",
+            "is set together with watch.journal = true: both carry the kernel's nftables messages, so every blocked or allowed \
+             request would be counted twice; keep one (the journal, or the file that ulogd or rsyslog writes)"
+                .into(),
+        );
+    }
 
     let names = n.names();
     let mut exports = Vec::new();

@@ -573,3 +573,14 @@ fn every_default_duration_parses() {
     let export: schema::RawFileExport = toml::from_str("path = \"x\"").unwrap();
     assert_eq!(export.post_write_timeout.get(), Duration::from_secs(30));
 }
+
+/// The journal and a kernel log file carry the same nftables messages: watching both counted
+/// every blocked or allowed request twice.
+#[test]
+fn the_journal_and_an_nft_log_are_not_watched_together() {
+    let both = format!("{MINIMAL}[watch]\njournal = true\nnft_log = \"/var/log/kern.log\"\n");
+    let said = problem(&both, "watch.nft_log").expect("refused");
+    assert!(said.contains("counted twice"), "{said}");
+    assert!(load(&format!("{MINIMAL}[watch]\njournal = true\n")).is_ok());
+    assert!(load(&format!("{MINIMAL}[watch]\nnft_log = \"/var/log/kern.log\"\n")).is_ok());
+}

@@ -67,6 +67,9 @@ use http::{Document, Published, Shared};
 use settings::Settings;
 use worker::Worker;
 
+/// A repair of the nftables table is asked of the worker and not yet begun.
+static REPAIR_PENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The file the daemon holds locked while it runs, in the state directory.
 pub const LOCK_FILE: &str = "daemon.lock";
 
@@ -182,8 +185,12 @@ pub async fn run(config: Config, config_path: PathBuf, mut reloads: mpsc::Receiv
             let started = crate::sinks::netlink::spawn_monitor(&table, move |change| {
                 info!(change = ?change, "nftables: table inet {label} changed by someone else; repairing it now.");
                 let Some(jobs) = worker_jobs.upgrade() else { return false };
-                // A full queue already holds work that repairs: nothing is lost by skipping.
-                let _ = jobs.try_send(Job::Repair);
+                // One repair asked at a time, and never dropped: the monitor runs on a thread of
+                // its own and may wait for room in the queue (a full queue holds log and approval
+                // ticks, which repair nothing).
+                if !REPAIR_PENDING.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    let _ = jobs.blocking_send(Job::Repair);
+                }
                 true
             });
             if let Err(e) = started {

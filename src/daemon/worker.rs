@@ -70,7 +70,8 @@ impl Worker {
         }
         self.journal = logs.journal.map(|directory| {
             let mut reader = JournalReader::new(directory, None);
-            reader.cursor = self.engine.store.log_position(&reader.key()).ok().flatten().map(|p| p.first_line);
+            // An empty cursor (saved before any entry came) is no cursor: journalctl refuses it.
+            reader.cursor = self.engine.store.log_position(&reader.key()).ok().flatten().map(|p| p.first_line).filter(|c| !c.is_empty());
             // One journalctl child, on the daemon's runtime, until this reader is dropped.
             reader.follow_on(self.runtime.clone());
             info!("Following the journal ({}).", reader.key());
@@ -181,6 +182,11 @@ impl Worker {
     /// A change someone else made to rocsync's nftables table, seen by the monitor: repaired
     /// now and audited as a pass would (`sink.repaired`), with the same alert.
     fn repair(&mut self) {
+        // Another change may come in while this repair runs: it asks again.
+        REPAIR_PENDING.store(false, std::sync::atomic::Ordering::SeqCst);
+        // The monitor saw someone else's change: what rocsync knows of the kernel is not to be
+        // trusted, even if the generation looks like the one after its own commit.
+        crate::sinks::netlink::forget();
         match self.engine.repair_drift() {
             Ok(repaired) if !repaired.is_empty() => {
                 self.raise(Alert::DriftRepaired { details: repaired });
@@ -440,8 +446,12 @@ impl Worker {
                         self.read_ok(&key, "the journal");
                         let raised = if chunk.lines.is_empty() { Vec::new() } else { self.correlate(&chunk.lines, LogKind::Nft, &prefix) };
                         let counts = self.usage(&chunk.lines, LogKind::Nft, &prefix);
-                        let position = LogPosition { inode: 0, offset: 0, first_line: journal.cursor.clone().unwrap_or_default() };
-                        self.record(&key, &position, raised, &counts);
+                        // No entry read yet, no cursor to keep (an empty one would stop the next
+                        // start's journalctl).
+                        if let Some(cursor) = journal.cursor.clone() {
+                            let position = LogPosition { inode: 0, offset: 0, first_line: cursor };
+                            self.record(&key, &position, raised, &counts);
+                        }
                     }
                     Err(e) => self.read_failed(&key, "the journal", e.to_string(), now_t),
                 }

@@ -205,7 +205,7 @@ mod tests {
             Source::Squid,
             &openings,
             &Default::default(),
-            2_000_000_000,
+            1_763_630_300,
         );
         let position = LogPosition { inode: 1, offset: 100, first_line: "x".into() };
         let now_s = 1763630300;
@@ -224,7 +224,7 @@ mod tests {
             Source::Squid,
             &openings,
             &Default::default(),
-            2_000_000_000,
+            later,
         );
         store.record_log_with_usage("/var/log/squid/access.log", &position, &[], 0, 0, &fresh, later).unwrap();
         let rows = store.usage_rows(0).unwrap();

@@ -883,6 +883,12 @@ static KNOWN_LOOKS: AtomicU64 = AtomicU64::new(0);
 static OWN_PORTID: AtomicU32 = AtomicU32::new(0);
 
 /// How many times this process read its table back from the kernel.
+/// Forgets what rocsync knows of the kernel: the next look reads the table back. For a change
+/// the monitor saw, which the generation alone cannot always tell from rocsync's own.
+pub fn forget() {
+    session().known = None;
+}
+
 pub fn readbacks() -> u64 {
     READBACKS.load(Ordering::Relaxed)
 }
