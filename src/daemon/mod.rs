@@ -173,8 +173,8 @@ pub async fn run(config: Config, config_path: PathBuf, mut reloads: mpsc::Receiv
             .spawn(move || Worker::new(engine, settings, runtime, shared, path, loaded).run(rx))?
     };
     let mut generation = Some(Generation::start(&config, &settings, &jobs, &shared, &root).await?);
-    // --- nftables monitor (nftgen): a change someone else makes to rocsync's table is repaired
-    // at once, not at the next poll. Subscribed before the first pass; a weak sender, so that it
+    // The nftables monitor: a change someone else makes to rocsync's table is repaired at once,
+    // not at the next poll. Subscribed before the first pass; a weak sender, so that it
     // never keeps the worker from stopping.
     #[cfg(feature = "netlink")]
     {
@@ -198,7 +198,6 @@ pub async fn run(config: Config, config_path: PathBuf, mut reloads: mpsc::Receiv
             }
         }
     }
-    // --- end of the nftables monitor.
 
     // The first pass before READY: the service is ready once what it enforces is in place.
     let (tx, ready) = oneshot::channel();
