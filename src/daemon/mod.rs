@@ -173,31 +173,6 @@ pub async fn run(config: Config, config_path: PathBuf, mut reloads: mpsc::Receiv
             .spawn(move || Worker::new(engine, settings, runtime, shared, path, loaded).run(rx))?
     };
     let mut generation = Some(Generation::start(&config, &settings, &jobs, &shared, &root).await?);
-    // The nftables monitor: a change someone else makes to rocsync's table is repaired at once,
-    // not at the next poll. Subscribed before the first pass; a weak sender, so that it
-    // never keeps the worker from stopping.
-    #[cfg(feature = "netlink")]
-    {
-        if let Some(layout) = &config.nftables.layout {
-            let worker_jobs = jobs.downgrade();
-            let table = layout.names.table.clone();
-            let label = table.clone();
-            let started = crate::sinks::netlink::spawn_monitor(&table, move |change| {
-                info!(change = ?change, "nftables: table inet {label} changed by someone else; repairing it now.");
-                let Some(jobs) = worker_jobs.upgrade() else { return false };
-                // One repair asked at a time, and never dropped: the monitor runs on a thread of
-                // its own and may wait for room in the queue (a full queue holds log and approval
-                // ticks, which repair nothing).
-                if !REPAIR_PENDING.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                    let _ = jobs.blocking_send(Job::Repair);
-                }
-                true
-            });
-            if let Err(e) = started {
-                warn!("nftables: cannot listen to nf_tables' notifications; changes by others are repaired at the next poll: {e}");
-            }
-        }
-    }
 
     // The first pass before READY: the service is ready once what it enforces is in place.
     let (tx, ready) = oneshot::channel();
@@ -335,6 +310,32 @@ impl Generation {
             info!("Review console on {scheme}://{}/", console.listen);
             let console = crate::console::Console::open(config.clone(), console, poke)?;
             tasks.spawn(crate::console::serve(listener, tls, console, token.clone().cancelled_owned()));
+        }
+        // The nftables monitor, started last (a generation that fails to start leaves none behind): a change someone else makes to rocsync's table is repaired at once,
+        // not at the next poll. One per configuration generation (a reload may
+        // rename the table or turn [nftables] on); a weak sender, so that it
+        // never keeps the worker from stopping.
+        #[cfg(feature = "netlink")]
+        {
+            if let Some(layout) = &config.nftables.layout {
+                let worker_jobs = jobs.downgrade();
+                let table = layout.names.table.clone();
+                let label = table.clone();
+                let started = crate::sinks::netlink::spawn_monitor(&table, move |change| {
+                    info!(change = ?change, "nftables: table inet {label} changed by someone else; repairing it now.");
+                    let Some(jobs) = worker_jobs.upgrade() else { return false };
+                    // One repair asked at a time, and never dropped: the monitor runs on a thread of
+                    // its own and may wait for room in the queue (a full queue holds log and approval
+                    // ticks, which repair nothing).
+                    if !REPAIR_PENDING.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        let _ = jobs.blocking_send(Job::Repair);
+                    }
+                    true
+                });
+                if let Err(e) = started {
+                    warn!("nftables: cannot listen to nf_tables' notifications; changes by others are repaired at the next poll: {e}");
+                }
+            }
         }
         Ok(Generation { token, tasks })
     }
