@@ -135,6 +135,12 @@ impl Engine {
                     let replanned = self.store.replan(&proposals, &kept, applied.plan_id, &read.source, read.answer.serial, &now())?;
                     for (id, by) in &replanned.superseded {
                         info!(plan = id, by = ?by, "Superseded by a newer read of the source.");
+                        // An RPN migration follows its closings to the plan that now carries
+                        // them: rejecting that one cancels it, as rejecting the first would have.
+                        let carrier = replanned.plans.iter().find(|p| by.contains(&p.id) && p.reasons.iter().any(|r| r.starts_with("RPN migration")));
+                        if let Some(carrier) = carrier {
+                            self.store.relink_rpn_migration(*id, carrier.id)?;
+                        }
                     }
                     superseded = replanned.superseded;
                     replanned.plans

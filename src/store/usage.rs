@@ -139,6 +139,13 @@ impl Store {
         Ok(())
     }
 
+    /// Moves the migrations tied to plan `from` (superseded) to plan `to`, which carries their
+    /// closings now.
+    pub fn relink_rpn_migration(&mut self, from: i64, to: i64) -> Result<(), StoreError> {
+        self.conn.execute("UPDATE rpn_migrations SET plan_id = ?2 WHERE plan_id = ?1", [from, to])?;
+        Ok(())
+    }
+
     /// Takes back the migrations recorded without a plan (the planning that was to close them
     /// failed, or closed nothing), audited `rpn.migration_cancelled` with why: a migration is
     /// only ever in force through a plan that the RSSI can reject.
@@ -247,5 +254,32 @@ mod tests {
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         let text = err.to_string();
         assert!(text.contains(&format!("AMC number \"x98765432\" of row {rowid} (table rpn_migrations)")), "{text}");
+    }
+
+    /// A migration's plan superseded by a newer read: the migration follows its closings to
+    /// the new plan, and rejecting that one cancels it (it stayed in force for good before).
+    #[test]
+    fn a_migration_follows_its_closings_to_the_plan_that_supersedes_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let plan = |store: &Store, status: &str| -> i64 {
+            store
+                .conn
+                .execute(
+                    "INSERT INTO plans (created, base, source, serial, status, needs_approval, reasons, diff) VALUES ('t', 0, 's', NULL, ?1, 1, '[]', '{}')",
+                    [status],
+                )
+                .unwrap();
+            store.conn.last_insert_rowid()
+        };
+        let amc = AmcNumber::parse("123456789").unwrap();
+        store.record_rpn_migration(std::slice::from_ref(&amc), "rssi", "test", "t1").unwrap();
+        let first = plan(&store, "superseded");
+        store.link_rpn_migration(first).unwrap();
+        let second = plan(&store, "pending");
+        store.relink_rpn_migration(first, second).unwrap();
+        assert_eq!(store.rpn_migrated().unwrap(), BTreeSet::from([amc.clone()]), "in force while its plan waits");
+        store.conn.execute("UPDATE plans SET status = 'rejected' WHERE id = ?1", [second]).unwrap();
+        assert!(store.rpn_migrated().unwrap().is_empty(), "rejecting the plan that carries it cancels it");
     }
 }
