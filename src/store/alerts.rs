@@ -41,30 +41,6 @@ impl Store {
             .optional()?)
     }
 
-    /// Records the alerts that lines of a log raised and where the log was read up to, in one
-    /// transaction: after a crash, the lines are either read with their alerts, or not read.
-    pub fn record_log(
-        &mut self,
-        path: &str,
-        position: &LogPosition,
-        alerts: &[(Alert, String)],
-        window_ms: u64,
-        now_ms: u64,
-    ) -> Result<Vec<Raised>, StoreError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut raised = Vec::new();
-        for (alert, at) in alerts {
-            raised.push(raise_in(&tx, alert, at, window_ms, now_ms)?);
-        }
-        tx.execute(
-            "INSERT INTO log_positions (path, inode, offset, first_line) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (path) DO UPDATE SET inode = ?2, offset = ?3, first_line = ?4",
-            params![path, position.inode as i64, position.offset as i64, position.first_line],
-        )?;
-        tx.commit()?;
-        Ok(raised)
-    }
-
     /// Queues an alert, or counts it against the same one within `window_ms`.
     pub fn raise(&mut self, alert: &Alert, at: &str, window_ms: u64, now_ms: u64) -> Result<Raised, StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -199,16 +199,7 @@ impl Store {
             "SELECT rowid, host, amc, name, effective, message_key FROM notified_hosts WHERE status = 'pending' ORDER BY host, effective",
         )?;
         let rows = stmt
-            .query_map([], |r| {
-                Ok(RawNotifiedHost {
-                    rowid: r.get(0)?,
-                    host: r.get(1)?,
-                    amc: r.get(2)?,
-                    name: r.get(3)?,
-                    effective: r.get(4)?,
-                    message_key: r.get(5)?,
-                })
-            })?
+            .query_map([], raw_notified_host)?
             .collect::<Result<Vec<_>, _>>()?;
         let mut pending = Vec::with_capacity(rows.len());
         for raw in rows {
@@ -244,6 +235,11 @@ struct RawNotifiedHost {
     name: String,
     effective: String,
     message_key: String,
+}
+
+/// A `notified_hosts` row selected as `rowid, host, amc, name, effective, message_key`.
+fn raw_notified_host(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawNotifiedHost> {
+    Ok(RawNotifiedHost { rowid: r.get(0)?, host: r.get(1)?, amc: r.get(2)?, name: r.get(3)?, effective: r.get(4)?, message_key: r.get(5)? })
 }
 
 impl RawNotifiedHost {
@@ -336,16 +332,7 @@ mod tests {
         let raw = |id: i64| {
             store
                 .conn
-                .query_row("SELECT rowid, host, amc, name, effective, message_key FROM notified_hosts WHERE rowid = ?1", [id], |r| {
-                    Ok(RawNotifiedHost {
-                        rowid: r.get(0)?,
-                        host: r.get(1)?,
-                        amc: r.get(2)?,
-                        name: r.get(3)?,
-                        effective: r.get(4)?,
-                        message_key: r.get(5)?,
-                    })
-                })
+                .query_row("SELECT rowid, host, amc, name, effective, message_key FROM notified_hosts WHERE rowid = ?1", [id], raw_notified_host)
                 .unwrap()
         };
         let err = raw(bad_host).decode().unwrap_err();
