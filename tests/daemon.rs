@@ -13,11 +13,7 @@ use std::time::{Duration, Instant};
 use util::Sandbox;
 use util::daemon::Daemon;
 use util::smtp::SmtpSink;
-use util::wait_until;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use util::{append, blocked_total, free_port, http_get, wait_until};
 
 fn config(smtp: &SmtpSink, mode: &str, http_port: u16) -> String {
     format!(
@@ -41,24 +37,6 @@ fn denied(host: &str, client: &str, n: usize) -> String {
             format!("{}.{:03}      0 {client} TCP_DENIED/403 3921 CONNECT {host}:443 - HIER_NONE/- text/html\n", ms / 1000, ms % 1000)
         })
         .collect()
-}
-
-fn append(path: &std::path::Path, text: &str) {
-    std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    let out = Command::new("curl").args(["-s", "--max-time", "2", &format!("http://127.0.0.1:{port}{path}")]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The sum of `rocsync_blocked_requests_total` over its labels.
-fn blocked_total(port: u16) -> u64 {
-    http_get(port, "/metrics")
-        .lines()
-        .filter(|l| l.starts_with("rocsync_blocked_requests_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 

@@ -6,18 +6,12 @@
 #[path = "util/mod.rs"]
 mod util;
 
-use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::Duration;
 
 use util::daemon::Daemon;
 use util::smtp::SmtpSink;
-use util::{OUTPUTS, Sandbox, deliver, fixture, wait_until};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use util::{OUTPUTS, Sandbox, append, blocked_total, deliver, fixture, free_port, http_get, wait_until};
 
 /// A daemon's configuration (without the outputs): the annuaire read from a file once an hour,
 /// alerts to the SMTP sink on `smtp_port` with `helpdesk` as the helpdesk's address, the HTTP
@@ -43,11 +37,6 @@ fn reload(sb: &Sandbox, daemon: &Daemon, text: &str) {
     assert!(wait_until(Duration::from_secs(10), || done(daemon) > before), "no reload within 10 s: {}", daemon.log());
 }
 
-fn http_get(port: u16, path: &str) -> String {
-    let out = Command::new("curl").args(["-s", "--max-time", "2", &format!("http://127.0.0.1:{port}{path}")]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn accepts(port: u16) -> bool {
     TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(1)).is_ok()
 }
@@ -55,19 +44,6 @@ fn accepts(port: u16) -> bool {
 /// `n` Squid lines denying `host` to 198.18.1.20.
 fn denied(host: &str, n: usize) -> String {
     (0..n).map(|i| format!("1763630{i:03}.000      0 198.18.1.20 TCP_DENIED/403 3921 CONNECT {host}:443 - HIER_NONE/- text/html\n")).collect()
-}
-
-fn append(path: &std::path::Path, text: &str) {
-    std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
-}
-
-/// The sum of `rocsync_blocked_requests_total` over its labels.
-fn blocked_total(port: u16) -> u64 {
-    http_get(port, "/metrics")
-        .lines()
-        .filter(|l| l.starts_with("rocsync_blocked_requests_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 fn plans(sb: &Sandbox) -> usize {

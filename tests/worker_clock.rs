@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use util::smtp::{Mail, SmtpSink};
-use util::{Sandbox, wait_until};
+use util::{Sandbox, append, free_port, wait_until};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -34,10 +34,6 @@ fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new("info")).with_test_writer().try_init();
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A daemon's configuration (without the outputs): the annuaire read from a file every second
@@ -147,11 +143,6 @@ fn advance_and_settle(sb: &Sandbox, by: Duration) {
 /// `n` Squid lines denying `host` to 198.18.1.20.
 fn denied(host: &str, n: usize) -> String {
     (0..n).map(|i| format!("1763630{i:03}.000      0 198.18.1.20 TCP_DENIED/403 3921 CONNECT {host}:443 - HIER_NONE/- text/html\n")).collect()
-}
-
-fn append(path: &std::path::Path, text: &str) {
-    use std::io::Write as _;
-    std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
 }
 
 /// The worker read the system's time while tests could not move it, so reminders were tested

@@ -16,6 +16,32 @@ pub mod dovecot;
 pub mod lab;
 pub mod smtp;
 
+/// A TCP port on loopback free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Appends `text` to the file at `path` (a log a daemon follows), creating it.
+pub fn append(path: &Path, text: &str) {
+    use std::io::Write as _;
+    fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
+}
+
+/// The body `curl` gets from `path` on the daemon's HTTP endpoint on loopback (empty when none).
+pub fn http_get(port: u16, path: &str) -> String {
+    let out = std::process::Command::new("curl").args(["-s", "--max-time", "2", &format!("http://127.0.0.1:{port}{path}")]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The sum of `rocsync_blocked_requests_total` over its labels, from the endpoint's `/metrics`.
+pub fn blocked_total(port: u16) -> u64 {
+    http_get(port, "/metrics")
+        .lines()
+        .filter(|l| l.starts_with("rocsync_blocked_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// The outputs and state sections every sandbox configuration ends with.
 pub const OUTPUTS: &str = "[exports.squid]\npath = \"out/squid.acl\"\n\
     [exports.plain]\npath = \"out/hosts.txt\"\nwildcard_style = \"dot\"\n\
