@@ -4,6 +4,11 @@
 
 use super::*;
 
+use std::net::IpAddr;
+
+use crate::catalogue::State;
+use crate::host::Host;
+
 /// The worker: owns the engine, does one job at a time.
 pub(super) struct Worker {
     engine: Engine,
@@ -444,8 +449,7 @@ impl Worker {
                 match journal.read() {
                     Ok(chunk) => {
                         self.read_ok(&key, "the journal");
-                        let raised = if chunk.lines.is_empty() { Vec::new() } else { self.correlate(&chunk.lines, LogKind::Nft, &prefix) };
-                        let counts = self.usage(&chunk.lines, LogKind::Nft, &prefix);
+                        let (raised, counts) = self.read_lines(&chunk.lines, LogKind::Nft, &prefix);
                         // No entry read yet, no cursor to keep (an empty one would stop the next
                         // start's journalctl).
                         if let Some(cursor) = journal.cursor.clone() {
@@ -476,11 +480,7 @@ impl Worker {
                 info!("{} was rotated ({how}); reading the new file from its start.", follower.path().display());
             }
             let Some(position) = follower.position().cloned() else { continue };
-            let mut raised = Vec::new();
-            if !chunk.lines.is_empty() {
-                raised = self.correlate(&chunk.lines, *kind, &prefix);
-            }
-            let counts = self.usage(&chunk.lines, *kind, &prefix);
+            let (raised, counts) = self.read_lines(&chunk.lines, *kind, &prefix);
             self.record(&key, &position, raised, &counts);
         }
         self.followers = followers;
@@ -510,15 +510,23 @@ impl Worker {
         }
     }
 
-    /// The requests `lines` tell of, let through or blocked, counted per opening (issue 15,
-    /// [`crate::usage`]): the hosts in force (the RPN host among them) and the annuaire's (a
-    /// migrated AMC's host is closed, and a direct request to it still counts).
-    fn usage(&mut self, lines: &[String], kind: LogKind, prefix: &str) -> crate::usage::Counts {
+    /// What `lines` raised and the requests they tell of, against the state in force and the
+    /// resolver's address book, read once for both (each decoded them again).
+    fn read_lines(&mut self, lines: &[String], kind: LogKind, prefix: &str) -> (Vec<(Alert, String)>, crate::usage::Counts) {
         if lines.is_empty() {
-            return crate::usage::Counts::default();
+            return (Vec::new(), crate::usage::Counts::default());
         }
         let in_force = self.engine.store.applied().map(|a| a.state).unwrap_or_default();
         let reverse = self.engine.store.address_book().map(|b| b.reverse()).unwrap_or_default();
+        let counts = self.usage(lines, kind, prefix, &in_force, &reverse);
+        let raised = self.correlate(lines, kind, prefix, &in_force, reverse);
+        (raised, counts)
+    }
+
+    /// The requests `lines` tell of, let through or blocked, counted per opening (issue 15,
+    /// [`crate::usage`]): the hosts in force (the RPN host among them) and the annuaire's (a
+    /// migrated AMC's host is closed, and a direct request to it still counts).
+    fn usage(&mut self, lines: &[String], kind: LogKind, prefix: &str, in_force: &State, reverse: &BTreeMap<IpAddr, Vec<Host>>) -> crate::usage::Counts {
         let mut hosts: Vec<crate::host::Host> = in_force.entries.keys().cloned().collect();
         if let Some(catalogue) = self.catalogue() {
             hosts.extend(catalogue.hosts.keys().cloned());
@@ -528,7 +536,7 @@ impl Worker {
             LogKind::Squid => crate::usage::Source::Squid,
             LogKind::Nft => crate::usage::Source::Nft { accept_prefix: crate::usage::ACCEPT_PREFIX, drop_prefix: prefix },
         };
-        crate::usage::count(lines, source, &openings, &reverse, crate::usage::now())
+        crate::usage::count(lines, source, &openings, reverse, crate::usage::now())
     }
 
     /// Counts what a log raised, and stores its alerts and its requests with the log's new
@@ -552,14 +560,12 @@ impl Worker {
         }
     }
 
-    fn correlate(&mut self, lines: &[String], kind: LogKind, prefix: &str) -> Vec<(Alert, String)> {
-        let in_force = self.engine.store.applied().map(|a| a.state).unwrap_or_default();
-        let reverse = self.engine.store.address_book().map(|b| b.reverse()).unwrap_or_default();
+    fn correlate(&mut self, lines: &[String], kind: LogKind, prefix: &str, in_force: &State, reverse: BTreeMap<IpAddr, Vec<Host>>) -> Vec<(Alert, String)> {
         let pending: Vec<Plan> = self.engine.store.open_plans().unwrap_or_default();
         let run_at = self.run_at();
         let Some(annuaire) = self.catalogue().cloned() else { return Vec::new() };
         let catalogue = with_notified(&annuaire, &pending);
-        let correlator = Correlator::new(&catalogue, &in_force, reverse);
+        let correlator = Correlator::new(&catalogue, in_force, reverse);
         // The RPN host and the migrated AMCs' hosts (issue 15).
         let rpn = self.engine.config.rpn.clone();
         let migrated = if rpn.is_some() { self.engine.store.rpn_migrated().unwrap_or_default() } else { Default::default() };
